@@ -1,0 +1,62 @@
+"""The Starlette application: the WebSocket endpoint and the health routes."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from service.auth import AccessMiddleware
+from service.connection import CLOSE_TRY_AGAIN, Connection
+from service.errors import LimitReached
+from service.protocol import encode, error_response
+from service.services import Services
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(services: Services) -> Starlette:
+    """The ASGI app serving ``services``. Startup and shutdown of the services
+    belong to the server (:mod:`service.server`), which orders them around
+    the sockets."""
+
+    async def websocket_endpoint(websocket: WebSocket) -> None:
+        connection = Connection(websocket, services)
+        refusal = services.admit(connection.peer_host)
+        await websocket.accept()
+        if refusal is not None:
+            connection.log.warning("connection refused: %s", refusal)
+            frame = encode(error_response(None, LimitReached(refusal)))
+            await websocket.send_text(frame)
+            await websocket.close(CLOSE_TRY_AGAIN, "connection limit reached")
+            return
+        services.register(connection)
+        await connection.serve()
+
+    async def health(request: Request) -> JSONResponse:
+        return JSONResponse(services.health())
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    routes = [
+        WebSocketRoute("/ws/mcp", websocket_endpoint),
+        WebSocketRoute("/ws", websocket_endpoint),
+        Route("/health", health),
+        Route("/healthz", healthz),
+    ]
+    middleware = [
+        Middleware(
+            AccessMiddleware,
+            token=services.token,
+            allowed_origins=services.settings.allowed_origins,
+        )
+    ]
+    app = Starlette(routes=routes, middleware=middleware)
+    app.state.services = services
+    return app

@@ -1,0 +1,82 @@
+"""The ``cc-executor`` command: ``serve`` and the other subcommands.
+
+Each subcommand lives in the module of its feature and registers itself here
+through :data:`SUBCOMMANDS` (name -> module with ``add_parser`` and ``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from service import __version__
+
+#: subcommand -> module providing ``add_parser(subparsers)`` and ``run(args) -> int``.
+SUBCOMMANDS: dict[str, str] = {}
+
+
+def add_serve_parser(subparsers: Any) -> None:
+    serve = subparsers.add_parser("serve", help="run the WebSocket service")
+    serve.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port to bind (default 8003; 0 picks one)")
+    serve.add_argument("--ssl-certfile", help="PEM certificate: serve wss:// and https://")
+    serve.add_argument("--ssl-keyfile", help="PEM private key for --ssl-certfile")
+    serve.add_argument("--data-dir", help="directory of the store")
+    serve.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from service.logs import configure_logging
+    from service.server import serve
+    from service.settings import Settings
+
+    overrides = {
+        key: value
+        for key, value in {
+            "host": args.host,
+            "port": args.port,
+            "ssl_certfile": args.ssl_certfile,
+            "ssl_keyfile": args.ssl_keyfile,
+            "data_dir": args.data_dir,
+            "log_level": args.log_level,
+        }.items()
+        if value is not None
+    }
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        print(f"cc-executor: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    serve(settings)
+    return 0
+
+
+def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    parser = argparse.ArgumentParser(prog="cc-executor", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=f"cc-executor {__version__}")
+    subparsers = parser.add_subparsers(dest="command", required=True)
+    add_serve_parser(subparsers)
+    modules = {}
+    for name, module_name in SUBCOMMANDS.items():
+        module = importlib.import_module(module_name)
+        module.add_parser(subparsers)
+        modules[name] = module
+    return parser, modules
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser, modules = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        return run_serve(args)
+    return int(modules[args.command].run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

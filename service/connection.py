@@ -1,0 +1,180 @@
+"""One WebSocket client: its receive loop, its send loop, its outbox.
+
+Two sibling tasks per connection, as Starlette's ``StreamingResponse`` does:
+the receiver parses frames and runs requests one after another (so a client
+that sends ``execute`` then ``control`` sees them in that order); the sender
+drains the outbox into the socket. Whichever ends first cancels the other, and
+the ``finally`` hands the connection's executions to the detach timers.
+
+A bad frame never closes the connection: it gets its error response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from service import __version__
+from service.dispatch import CallContext
+from service.errors import INVALID_REQUEST, RateLimited, RpcError
+from service.outbox import Outbox, OutboxClosed
+from service.protocol import encode, error_response, notification, parse_frame
+
+if TYPE_CHECKING:
+    from service.services import Services
+
+logger = logging.getLogger(__name__)
+
+#: WebSocket close codes used by the server.
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TRY_AGAIN = 1013
+
+
+class TokenBucket:
+    """Requests per second with a burst allowance; refills continuously."""
+
+    def __init__(self, rate_per_s: float, burst: int) -> None:
+        self.rate_per_s = rate_per_s
+        self.capacity = float(burst)
+        self.tokens = float(burst)
+        self._last = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.capacity, self.tokens + (now - self._last) * self.rate_per_s)
+        self._last = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Connection:
+    def __init__(self, websocket: WebSocket, services: Services) -> None:
+        self.id = uuid.uuid4().hex
+        self.websocket = websocket
+        self.services = services
+        settings = services.settings
+        self.outbox = Outbox(settings.max_pending_bytes)
+        self.bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
+        client = websocket.client
+        self.peer = f"{client.host}:{client.port}" if client else "unknown"
+        self.peer_host = client.host if client else "unknown"
+        self.opened_at = time.time()
+        self.close_code = CLOSE_GOING_AWAY
+        self.close_reason = ""
+        self.log = logging.LoggerAdapter(logger, {"connection_id": self.id, "peer": self.peer})
+
+    def __hash__(self) -> int:
+        return hash(self.id)
+
+    # --- Sink --------------------------------------------------------------
+
+    def offer(self, frame: str, *, droppable: bool) -> bool:
+        queued = self.outbox.offer(frame, droppable=droppable)
+        if not queued and self.outbox.overflowed and self.close_code != CLOSE_POLICY:
+            self.close_code = CLOSE_POLICY
+            self.close_reason = "client is not reading its responses"
+            self.log.warning("outbox overflow; closing", extra={"bytes": self.outbox.pending_bytes})
+        return queued
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.offer(encode(notification(method, params)), droppable=False)
+
+    def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
+        """Send what is queued, then close the socket with ``code``."""
+        self.close_code = code
+        self.close_reason = reason
+        self.outbox.close()
+
+    # --- loops ---------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Run the connection until either side closes. The socket is accepted."""
+        services = self.services
+        self.notify(
+            "connected",
+            {
+                "session_id": self.id,
+                "version": __version__,
+                "capabilities": services.capabilities(),
+            },
+        )
+        self.log.info("connected")
+        receiver = asyncio.create_task(self._receive_loop(), name=f"conn:{self.id}:recv")
+        sender = asyncio.create_task(self._send_loop(), name=f"conn:{self.id}:send")
+        try:
+            await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self.outbox.close()
+            for task in (receiver, sender):
+                task.cancel()
+            results = await asyncio.gather(receiver, sender, return_exceptions=True)
+            for result in results:
+                if isinstance(result, Exception) and not isinstance(
+                    result, WebSocketDisconnect | OutboxClosed | OSError
+                ):
+                    self.log.error("connection task failed", exc_info=result)
+            services.forget_connection(self)
+            self.log.info("disconnected", extra={"dropped_frames": self.outbox.dropped_frames})
+
+    async def _send_loop(self) -> None:
+        websocket = self.websocket
+        with contextlib.suppress(OutboxClosed):
+            while True:
+                frame = await self.outbox.get()
+                if self.outbox.overflowed:
+                    break
+                await websocket.send_text(frame)
+        with contextlib.suppress(Exception):
+            await websocket.close(self.close_code, self.close_reason)
+
+    async def _receive_loop(self) -> None:
+        websocket = self.websocket
+        while True:
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                frame = error_response(
+                    None,
+                    RpcError("binary frames are not accepted: send JSON text", code=INVALID_REQUEST),
+                )
+                self.offer(encode(frame), droppable=False)
+                continue
+            await self.handle_frame(text)
+
+    async def handle_frame(self, text: str) -> None:
+        parsed = parse_frame(text)
+        router = self.services.router
+        responses: list[dict[str, Any]] = []
+        for item in parsed.items:
+            if isinstance(item, dict):
+                responses.append(item)
+                continue
+            if not self.bucket.take():
+                self.log.warning("rate limited", extra={"method": item.method})
+                if not item.is_notification:
+                    limited = RateLimited(
+                        "rate limit reached",
+                        {"rate_per_s": self.services.settings.rate_limit_per_s},
+                    )
+                    responses.append(error_response(item.id, limited))
+                continue
+            response = await router.call(CallContext(self, item))
+            if response is not None:
+                responses.append(response)
+        if not responses:
+            return
+        if parsed.batch:
+            self.offer(encode(responses), droppable=False)
+        else:
+            self.offer(encode(responses[0]), droppable=False)

@@ -1,0 +1,120 @@
+"""Method routing and the one place where errors become JSON-RPC errors.
+
+A :class:`Router` maps method names to a pydantic params model and an async
+handler. :meth:`Router.call` validates the params, runs the handler and turns
+whatever it raises into an error response: an :class:`~service.errors.RpcError`
+keeps its code; anything else is logged once with its traceback and becomes
+-32603. Cancellation is never swallowed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from service.errors import InternalError, InvalidParams, MethodNotFound, RpcError
+from service.protocol import Request, error_response, result_response
+
+if TYPE_CHECKING:
+    from service.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+P = TypeVar("P", bound=BaseModel)
+Handler = Callable[["CallContext", Any], Awaitable[Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class CallContext:
+    """What a handler may use: its connection (and through it the supervisor)."""
+
+    connection: Connection
+    request: Request
+
+
+@dataclass(frozen=True, slots=True)
+class Method:
+    name: str
+    params_model: type[BaseModel]
+    handler: Handler
+
+
+def describe_validation_error(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
+    """A one-line message naming each bad field, and the details as JSON-safe data."""
+    details = exc.errors(include_url=False, include_context=False, include_input=False)
+    parts = []
+    for error in details:
+        where = ".".join(str(part) for part in error["loc"]) or "params"
+        parts.append(f"{where}: {error['msg']}")
+    return "invalid params: " + "; ".join(parts), [
+        {"loc": [str(part) for part in e["loc"]], "msg": e["msg"], "type": e["type"]}
+        for e in details
+    ]
+
+
+class Router:
+    """The table of methods a connection serves."""
+
+    def __init__(self) -> None:
+        self._methods: dict[str, Method] = {}
+
+    def method(self, name: str, params_model: type[P]) -> Callable[[Handler], Handler]:
+        """Decorator registering ``handler(ctx, params)`` for ``name``."""
+
+        def register(handler: Handler) -> Handler:
+            if name in self._methods:
+                raise ValueError(f"method {name!r} registered twice")
+            self._methods[name] = Method(name, params_model, handler)
+            return handler
+
+        return register
+
+    def include(self, other: Router) -> None:
+        for method in other._methods.values():
+            if method.name in self._methods:
+                raise ValueError(f"method {method.name!r} registered twice")
+            self._methods[method.name] = method
+
+    @property
+    def names(self) -> list[str]:
+        return sorted(self._methods)
+
+    def validate(self, request: Request) -> tuple[Method, BaseModel]:
+        method = self._methods.get(request.method)
+        if method is None:
+            raise MethodNotFound(f"unknown method: {request.method}", {"method": request.method})
+        if isinstance(request.params, list):
+            raise InvalidParams("params must be an object (by-name parameters)")
+        try:
+            params = method.params_model.model_validate(request.params or {})
+        except ValidationError as exc:
+            message, details = describe_validation_error(exc)
+            raise InvalidParams(message, details) from None
+        return method, params
+
+    async def call(self, ctx: CallContext) -> dict[str, Any] | None:
+        """Run one request; its response, or None for a notification."""
+        request = ctx.request
+        try:
+            method, params = self.validate(request)
+            result = await method.handler(ctx, params)
+        except RpcError as exc:
+            if request.is_notification:
+                return None
+            return error_response(request.id, exc)
+        except Exception:
+            logger.exception(
+                "internal error in %s",
+                request.method,
+                extra={"request_id": request.id, "method": request.method},
+            )
+            if request.is_notification:
+                return None
+            return error_response(request.id, InternalError("internal error"))
+        if request.is_notification:
+            return None
+        return result_response(request.id, result)

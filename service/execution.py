@@ -1,0 +1,454 @@
+"""One supervised child process and its process group.
+
+An :class:`Execution` spawns its command in a new session (so its process
+group id is its pid), reads stdout and stderr in two sibling tasks, numbers
+output chunks with one ``seq`` across both streams, and hands every encoded
+notification to its *sinks* (connections) without ever waiting on them. It
+owns the signals: PAUSE (SIGSTOP, confirmed in ``/proc``), RESUME (SIGCONT)
+and the kill ladder (SIGTERM, ``kill_grace_s``, SIGKILL), which is idempotent
+and safe to start from several places at once (control, timeout, shutdown,
+leader exit).
+
+``process.completed`` is sent once, last, after both pipes reached EOF (or
+were closed after ``exit_drain_timeout_s`` because an escaped process held
+them) and after every observer saw the final state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from service import procfs
+from service.errors import InvalidState, LimitReached, TimedOut
+from service.protocol import encode, notification
+from service.settings import Settings
+from service.spawn import EXECUTION_MARKER, ExecutionSpec, child_preexec
+from service.state import ExecutionState, check_transition
+from service.stream import OutputStream
+
+logger = logging.getLogger(__name__)
+
+STDIN_BUFFER_LIMIT = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One ``process.output`` notification's content."""
+
+    seq: int
+    stream: str
+    data: str
+    nbytes: int
+    truncated: bool
+    ts: float
+
+
+class Sink(Protocol):
+    """Where an execution's notifications go: a connection's outbox."""
+
+    def offer(self, frame: str, *, droppable: bool) -> bool: ...
+
+
+class ExecutionObserver(Protocol):
+    """Something that follows an execution without being a client (store, agent)."""
+
+    def on_output(self, execution: Execution, chunk: Chunk) -> None: ...
+
+    def on_transition(self, execution: Execution) -> None: ...
+
+
+class Execution:
+    def __init__(
+        self, spec: ExecutionSpec, settings: Settings, execution_id: str | None = None
+    ) -> None:
+        self.id = execution_id or uuid.uuid4().hex
+        self.spec = spec
+        self.settings = settings
+        self.state = ExecutionState.STARTING
+        self.pid: int | None = None
+        self.pgid: int | None = None
+        self.start_ticks: int | None = None
+        self.seq = 0
+        self.exit_code: int | None = None
+        self.signal: int | None = None
+        self.error: str | None = None
+        self.created_at = time.time()
+        self.started_at: float | None = None
+        self.ended_at: float | None = None
+        self.observers: list[ExecutionObserver] = []
+        self.finished = asyncio.Event()
+        self._sinks: dict[Sink, int] = {}
+        self._ending: ExecutionState | None = None
+        self._started_mono = 0.0
+        self._duration_s: float | None = None
+        self._proc: asyncio.subprocess.Process | None = None
+        self._ladder: asyncio.Task[None] | None = None
+        self._timeout: asyncio.TimerHandle | None = None
+        self._gate = asyncio.Event()
+        self._gate.set()
+        self._streams = {
+            name: OutputStream(
+                name,
+                self._emit,
+                max_line_bytes=settings.max_line_bytes,
+                flush_bytes=settings.flush_bytes,
+                flush_interval_s=settings.flush_interval_s,
+                read_chunk_bytes=settings.read_chunk_bytes,
+                gate=self._gate,
+            )
+            for name in ("stdout", "stderr")
+        }
+        self.log = logging.LoggerAdapter(logger, {"execution_id": self.id})
+
+    # --- sinks ---------------------------------------------------------------
+
+    def add_sink(self, sink: Sink) -> None:
+        self._sinks.setdefault(sink, 0)
+
+    def remove_sink(self, sink: Sink) -> None:
+        self._sinks.pop(sink, None)
+
+    def has_sink(self, sink: Sink) -> bool:
+        return sink in self._sinks
+
+    def dropped_for(self, sink: Sink) -> int:
+        return self._sinks.get(sink, 0)
+
+    def broadcast(self, method: str, params: dict[str, Any], *, droppable: bool = False) -> None:
+        """Send a notification about this execution to every sink."""
+        frame = encode(notification(method, {"execution_id": self.id, **params}))
+        for sink in list(self._sinks):
+            if not sink.offer(frame, droppable=droppable) and droppable:
+                self._sinks[sink] += 1
+
+    # --- lifecycle -------------------------------------------------------------
+
+    @property
+    def stdout_bytes(self) -> int:
+        return self._streams["stdout"].bytes_read
+
+    @property
+    def stderr_bytes(self) -> int:
+        return self._streams["stderr"].bytes_read
+
+    @property
+    def duration_s(self) -> float:
+        if self._duration_s is not None:
+            return self._duration_s
+        return time.monotonic() - self._started_mono if self._started_mono else 0.0
+
+    def _transition(self, target: ExecutionState) -> None:
+        check_transition(self.state, target)
+        self.state = target
+        for observer in self.observers:
+            observer.on_transition(self)
+
+    async def start(self) -> None:
+        """Spawn the child. Raises OSError (not found, not executable) and leaves
+        the execution ``failed`` when it cannot start."""
+        spec = self.spec
+        env = {**spec.env, EXECUTION_MARKER: self.id}
+        try:
+            self._proc = await asyncio.create_subprocess_exec(
+                *spec.argv,
+                stdin=asyncio.subprocess.PIPE if spec.keep_stdin else asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                cwd=spec.cwd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=child_preexec,
+                limit=self.settings.read_chunk_bytes,
+            )
+        except OSError as exc:
+            self.error = f"cannot execute {spec.argv[0]!r}: {exc.strerror or exc}"
+            self.ended_at = time.time()
+            self._duration_s = 0.0
+            self._transition(ExecutionState.FAILED)
+            self.finished.set()
+            raise
+        self.pid = self.pgid = self._proc.pid
+        self.start_ticks = procfs.start_ticks(self.pid)
+        self.started_at = time.time()
+        self._started_mono = time.monotonic()
+        self._transition(ExecutionState.RUNNING)
+        if spec.timeout_s is not None:
+            loop = asyncio.get_running_loop()
+            self._timeout = loop.call_later(spec.timeout_s, self._on_timeout)
+
+    async def supervise(self) -> None:
+        """The execution's life after :meth:`start`: stream, wait, finish.
+
+        Cancelling it (server shutdown past its deadline) kills the group with
+        SIGKILL and re-raises.
+        """
+        proc = self._proc
+        assert proc is not None and proc.stdout is not None and proc.stderr is not None
+        self.broadcast("process.started", {"pid": self.pid, "pgid": self.pgid})
+        pumps = [
+            asyncio.create_task(self._streams["stdout"].pump(proc.stdout), name=f"{self.id}:out"),
+            asyncio.create_task(self._streams["stderr"].pump(proc.stderr), name=f"{self.id}:err"),
+        ]
+        try:
+            returncode = await proc.wait()
+            if self._group_alive():
+                # The leader is gone; nothing of its group may outlive it.
+                await self._ensure_ladder()
+            _, pending = await asyncio.wait(pumps, timeout=self.settings.exit_drain_timeout_s)
+            if pending:
+                self.log.warning(
+                    "output pipes still open after exit; closing them",
+                    extra={"pid": self.pid},
+                )
+            await self._stop_pumps(pumps)
+            self._finish(returncode)
+        except asyncio.CancelledError:
+            self._kill_now()
+            await self._stop_pumps(pumps)
+            if proc.returncode is None:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
+            if proc.returncode is not None and not self.state.is_final:
+                self._ending = self._ending or ExecutionState.CANCELLED
+                self._finish(proc.returncode)
+            raise
+        finally:
+            if self._timeout is not None:
+                self._timeout.cancel()
+            if self._ladder is not None and not self._ladder.done():
+                self._ladder.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._ladder
+            if proc.stdin is not None:
+                proc.stdin.close()
+            self.finished.set()
+
+    async def _stop_pumps(self, pumps: list[asyncio.Task[None]]) -> None:
+        for task in pumps:
+            task.cancel()
+        await asyncio.gather(*pumps, return_exceptions=True)
+        for stream in self._streams.values():
+            stream.finish()
+
+    def _finish(self, returncode: int) -> None:
+        self.exit_code = returncode if returncode >= 0 else None
+        self.signal = -returncode if returncode < 0 else None
+        self.ended_at = time.time()
+        self._duration_s = time.monotonic() - self._started_mono
+        if self._ending is not None:
+            final = self._ending
+        else:
+            final = ExecutionState.COMPLETED if returncode == 0 else ExecutionState.FAILED
+        self._transition(final)
+        self.log.info(
+            "execution ended",
+            extra={
+                "state": final.value,
+                "exit_code": self.exit_code,
+                "signal": self.signal,
+                "duration_s": round(self._duration_s, 3),
+                "stdout_bytes": self.stdout_bytes,
+                "stderr_bytes": self.stderr_bytes,
+            },
+        )
+        base = {
+            "execution_id": self.id,
+            "status": final.value,
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "duration_s": round(self._duration_s, 6),
+            "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes,
+        }
+        for sink, dropped in list(self._sinks.items()):
+            frame = encode(notification("process.completed", {**base, "dropped": dropped}))
+            sink.offer(frame, droppable=False)
+
+    # --- output ----------------------------------------------------------------
+
+    def _emit(self, stream: str, data: bytes, truncated: bool) -> None:
+        self.seq += 1
+        text = data.decode("utf-8", "replace")
+        params: dict[str, Any] = {
+            "execution_id": self.id,
+            "type": stream,
+            "data": text,
+            "seq": self.seq,
+        }
+        if truncated:
+            params["truncated"] = True
+        frame = encode(notification("process.output", params))
+        sinks = self._sinks
+        for sink in list(sinks):
+            if not sink.offer(frame, droppable=True):
+                sinks[sink] += 1
+        if self.observers:
+            chunk = Chunk(self.seq, stream, text, len(data), truncated, time.time())
+            for observer in self.observers:
+                observer.on_output(self, chunk)
+
+    # --- control ---------------------------------------------------------------
+
+    def _signal_group(self, signum: int) -> bool:
+        """Signal the whole group; False when it no longer exists."""
+        if self.pgid is None:
+            return False
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def _group_alive(self) -> bool:
+        if self.pgid is None or not self._signal_group(0):
+            return False
+        return bool(procfs.group_members(self.pgid))
+
+    async def pause(self) -> None:
+        """SIGSTOP the group; return once every live member is stopped."""
+        if self.state is not ExecutionState.RUNNING or self._ending is not None:
+            raise InvalidState(f"cannot pause: execution is {self._state_word()}")
+        assert self.pgid is not None
+        self._gate.clear()
+        self._signal_group(signal.SIGSTOP)
+        deadline = time.monotonic() + self.settings.pause_confirm_timeout_s
+        delay = 0.0005
+        while True:
+            stopped, live = procfs.group_stopped(self.pgid)
+            if stopped and live:
+                break
+            if not live or self._ending is not None or self.state.is_final:
+                self._gate.set()
+                raise InvalidState("cannot pause: the process group has exited")
+            if time.monotonic() > deadline:
+                self._signal_group(signal.SIGCONT)
+                self._gate.set()
+                raise TimedOut("the process group did not stop in time")
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.01)
+            # A member forked between the signal and now would still run.
+            self._signal_group(signal.SIGSTOP)
+        self._transition(ExecutionState.PAUSED)
+        self.log.info("paused", extra={"pgid": self.pgid})
+        self.broadcast("process.paused", {})
+
+    async def resume(self) -> None:
+        if self.state is not ExecutionState.PAUSED or self._ending is not None:
+            raise InvalidState(f"cannot resume: execution is {self._state_word()}")
+        self._signal_group(signal.SIGCONT)
+        self._transition(ExecutionState.RUNNING)
+        self.log.info("resumed", extra={"pgid": self.pgid})
+        self.broadcast("process.resumed", {})
+        self._gate.set()
+        for stream in self._streams.values():
+            stream.flush()
+
+    async def cancel(self, reason: str = "cancelled by client") -> None:
+        """Start the kill ladder and mark the execution cancelled."""
+        if self.state.is_final or self.state is ExecutionState.STARTING:
+            raise InvalidState(f"cannot cancel: execution is {self._state_word()}")
+        if self._ending is not None:
+            raise InvalidState(f"cannot cancel: execution is already {self._ending.value}")
+        self._ending = ExecutionState.CANCELLED
+        self.log.info("cancelling", extra={"reason": reason, "pgid": self.pgid})
+        self.broadcast("process.cancelled", {})
+        self._ensure_ladder()
+
+    def _on_timeout(self) -> None:
+        self._timeout = None
+        if self._ending is None and not self.state.is_final:
+            self._ending = ExecutionState.TIMED_OUT
+            self.log.info("timed out", extra={"timeout_s": self.spec.timeout_s})
+            self._ensure_ladder()
+
+    def _state_word(self) -> str:
+        if self._ending is not None and not self.state.is_final:
+            return f"being {self._ending.value}"
+        return self.state.value
+
+    def _ensure_ladder(self) -> asyncio.Task[None]:
+        """Start the kill ladder once; every caller gets the same task."""
+        if self._ladder is None:
+            self._ladder = asyncio.create_task(self._run_ladder(), name=f"{self.id}:ladder")
+        return self._ladder
+
+    async def _run_ladder(self) -> None:
+        # Readers must not sit behind a paused gate while the group dies.
+        self._gate.set()
+        if not self._signal_group(signal.SIGTERM):
+            return
+        self._signal_group(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        if await self._wait_group_gone(self.settings.kill_grace_s):
+            return
+        self.log.info("grace period over; SIGKILL", extra={"pgid": self.pgid})
+        self._signal_group(signal.SIGKILL)
+        await self._wait_group_gone(None)
+
+    async def _wait_group_gone(self, timeout_s: float | None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
+        delay = 0.01
+        while self._group_alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return True
+
+    def _kill_now(self) -> None:
+        self._signal_group(signal.SIGKILL)
+
+    def write_input(self, data: str, eof: bool) -> int:
+        """Write to the child's stdin without waiting; the bytes written."""
+        proc = self._proc
+        if proc is None or proc.stdin is None:
+            raise InvalidState("stdin is not open: start the execution with stdin: true")
+        if self.state.is_final or proc.stdin.is_closing():
+            raise InvalidState("stdin is closed")
+        if proc.stdin.transport.get_write_buffer_size() > STDIN_BUFFER_LIMIT:
+            raise LimitReached("stdin buffer full: the process is not reading its input")
+        payload = data.encode()
+        try:
+            if payload:
+                proc.stdin.write(payload)
+            if eof:
+                proc.stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            raise InvalidState("stdin is closed: the process stopped reading") from None
+        return len(payload)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The execution's state as ``status`` reports it."""
+        return {
+            "execution_id": self.id,
+            "state": self.state.value,
+            "command": self.spec.display,
+            "argv": self.spec.argv,
+            "cwd": self.spec.cwd,
+            "pid": self.pid,
+            "pgid": self.pgid,
+            "project_id": self.spec.project_id,
+            "created_at": self.created_at,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration_s": round(self.duration_s, 6),
+            "exit_code": self.exit_code,
+            "signal": self.signal,
+            "stdout_bytes": self.stdout_bytes,
+            "stderr_bytes": self.stderr_bytes,
+            "last_seq": self.seq,
+            "timeout": self.spec.timeout_s,
+            "stdin": self.spec.keep_stdin,
+            "error": self.error,
+        }

@@ -1,0 +1,13 @@
+"""The JSON-RPC methods the service serves, one module per family."""
+
+from __future__ import annotations
+
+from service.dispatch import Router
+
+
+def build_router() -> Router:
+    from service.methods import core
+
+    router = Router()
+    router.include(core.router)
+    return router

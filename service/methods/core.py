@@ -1,0 +1,120 @@
+"""``execute``, ``control``, ``input`` and ``status``: the executor core."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from service.dispatch import CallContext, Router
+from service.errors import InvalidParams, InvalidState, NotFound, RpcError
+from service.execution import Execution
+from service.params import ControlParams, ExecuteParams, InputParams, StatusParams
+from service.spawn import build_spec
+
+logger = logging.getLogger(__name__)
+router = Router()
+
+
+def audit(ctx: CallContext, decision: str, **fields: Any) -> None:
+    """One log line per execute attempt or refusal, with who asked."""
+    connection = ctx.connection
+    logger.info(
+        "execute %s",
+        decision,
+        extra={
+            "connection_id": connection.id,
+            "peer": connection.peer,
+            "request_id": ctx.request.id,
+            "decision": decision,
+            **fields,
+        },
+    )
+
+
+@router.method("execute", ExecuteParams)
+async def execute(ctx: CallContext, params: ExecuteParams) -> dict[str, Any]:
+    services = ctx.connection.services
+    requested = params.argv if params.argv is not None else params.command
+    try:
+        spec = build_spec(params, services.settings)
+        execution = await services.supervisor.start(spec, ctx.connection)
+    except RpcError as exc:
+        audit(ctx, "refused", argv=requested, reason=exc.message, code=exc.code)
+        raise
+    except OSError as exc:
+        reason = f"cannot execute {requested!r}: {exc.strerror or exc}"
+        audit(ctx, "failed", argv=requested, reason=reason)
+        raise InvalidParams(reason, {"errno": exc.errno}) from None
+    audit(
+        ctx,
+        "started",
+        argv=spec.argv,
+        cwd=spec.cwd,
+        execution_id=execution.id,
+        pid=execution.pid,
+        timeout_s=spec.timeout_s,
+    )
+    return {
+        "status": "started",
+        "execution_id": execution.id,
+        "pid": execution.pid,
+        "pgid": execution.pgid,
+    }
+
+
+def resolve_execution(ctx: CallContext, execution_id: str | None) -> Execution:
+    """The named execution, or the connection's only live one when unnamed."""
+    supervisor = ctx.connection.services.supervisor
+    if execution_id is not None:
+        return supervisor.get(execution_id)
+    live = supervisor.live_owned_by(ctx.connection)
+    if len(live) == 1:
+        return live[0]
+    if not live:
+        raise NotFound("no live execution on this connection; give execution_id")
+    raise InvalidParams(
+        f"{len(live)} live executions on this connection; give execution_id",
+        {"execution_ids": [e.id for e in live]},
+    )
+
+
+CONTROL_RESULTS = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"}
+
+
+@router.method("control", ControlParams)
+async def control(ctx: CallContext, params: ControlParams) -> dict[str, Any]:
+    execution = resolve_execution(ctx, params.execution_id)
+    fields = {
+        "connection_id": ctx.connection.id,
+        "request_id": ctx.request.id,
+        "execution_id": execution.id,
+        "control": params.type,
+    }
+    try:
+        if params.type == "PAUSE":
+            await execution.pause()
+        elif params.type == "RESUME":
+            await execution.resume()
+        else:
+            await execution.cancel()
+    except RpcError as exc:
+        logger.info("control refused: %s", exc.message, extra={**fields, "code": exc.code})
+        raise
+    logger.info("control %s", params.type, extra=fields)
+    return {"status": CONTROL_RESULTS[params.type], "execution_id": execution.id}
+
+
+@router.method("input", InputParams)
+async def input_(ctx: CallContext, params: InputParams) -> dict[str, Any]:
+    execution = ctx.connection.services.supervisor.get(params.execution_id)
+    if execution.state.is_final:
+        raise InvalidState(f"execution is {execution.state.value}")
+    return {"written": execution.write_input(params.data, params.eof)}
+
+
+@router.method("status", StatusParams)
+async def status(ctx: CallContext, params: StatusParams) -> dict[str, Any]:
+    supervisor = ctx.connection.services.supervisor
+    if params.execution_id is not None:
+        return supervisor.get(params.execution_id).snapshot()
+    return {"executions": [e.snapshot() for e in supervisor.owned_by(ctx.connection)]}

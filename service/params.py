@@ -1,0 +1,77 @@
+"""Params models of the core methods (``execute``, ``control``, ``input``,
+``status``, ``attach``). Unknown fields are refused so that a typo such as
+``timout`` is an error, not a silent default."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+
+ExecutionId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
+
+
+class StrictParams(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strict=True)
+
+
+class ExecuteParams(StrictParams):
+    command: str | None = Field(None, min_length=1, description="Split like a POSIX shell, run directly.")
+    argv: list[Annotated[str, StringConstraints(min_length=0)]] | None = Field(
+        None, min_length=1, description="Executed as given."
+    )
+    cwd: str | None = None
+    env: dict[str, str] | None = None
+    timeout: float | None = Field(None, gt=0, description="Wall-clock seconds.")
+    stdin: bool = False
+    shell: bool = False
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ExecuteParams:
+        if (self.command is None) == (self.argv is None):
+            raise ValueError("give exactly one of command or argv")
+        if self.shell and self.command is None:
+            raise ValueError("shell needs command, not argv")
+        return self
+
+    @field_validator("argv")
+    @classmethod
+    def _argv_first(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0]:
+            raise ValueError("argv[0] must not be empty")
+        if value is not None and any("\0" in item for item in value):
+            raise ValueError("argv must not contain NUL characters")
+        return value
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
+        for name, item in (value or {}).items():
+            if not name or "=" in name or "\0" in name or "\0" in item:
+                raise ValueError(f"invalid environment entry {name!r}")
+        return value
+
+
+class ControlParams(StrictParams):
+    type: Literal["PAUSE", "RESUME", "CANCEL"]
+    execution_id: ExecutionId | None = None
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+
+class InputParams(StrictParams):
+    execution_id: ExecutionId
+    data: str = ""
+    eof: bool = False
+
+
+class StatusParams(StrictParams):
+    execution_id: ExecutionId | None = None
+
+
+class AttachParams(StrictParams):
+    execution_id: ExecutionId
+    since_seq: int = Field(0, ge=0)

@@ -1,0 +1,104 @@
+"""Reading process state from ``/proc`` (Linux).
+
+Used to confirm that a whole process group is stopped before PAUSE replies,
+to tell whether a group still has members, to tell PID reuse apart (start
+time), and to find escaped descendants by their environment marker.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+PROC = "/proc"
+#: States of a process that will run no more code: zombie, dead.
+GONE_STATES = frozenset("ZXx")
+#: States of a stopped process: stopped by a signal, stopped by a tracer.
+STOPPED_STATES = frozenset("Tt")
+
+
+@dataclass(frozen=True, slots=True)
+class ProcStat:
+    """The fields of ``/proc/PID/stat`` that the service uses."""
+
+    pid: int
+    state: str
+    ppid: int
+    pgid: int
+    sid: int
+    start_ticks: int
+
+
+def read_stat(pid: int) -> ProcStat | None:
+    """Parse ``/proc/PID/stat``; None when the process is gone."""
+    try:
+        with open(f"{PROC}/{pid}/stat", "rb") as handle:
+            raw = handle.read()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return None
+    # The command name is in parentheses and may itself hold ")" or spaces.
+    rest = raw[raw.rfind(b")") + 2 :].split()
+    return ProcStat(
+        pid=pid,
+        state=rest[0].decode(),
+        ppid=int(rest[1]),
+        pgid=int(rest[2]),
+        sid=int(rest[3]),
+        start_ticks=int(rest[19]),
+    )
+
+
+def all_pids() -> list[int]:
+    return [int(name) for name in os.listdir(PROC) if name.isdigit()]
+
+
+def group_members(pgid: int) -> list[ProcStat]:
+    """Live (not zombie) processes whose process group is ``pgid``."""
+    members = []
+    for pid in all_pids():
+        stat = read_stat(pid)
+        if stat is not None and stat.pgid == pgid and stat.state not in GONE_STATES:
+            members.append(stat)
+    return members
+
+
+def group_stopped(pgid: int) -> tuple[bool, int]:
+    """Whether every live member of the group is stopped, and how many live."""
+    members = group_members(pgid)
+    return all(m.state in STOPPED_STATES for m in members), len(members)
+
+
+def start_ticks(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot, to tell PID reuse apart."""
+    stat = read_stat(pid)
+    return None if stat is None else stat.start_ticks
+
+
+def environ_has(pid: int, marker: bytes) -> bool:
+    """Whether the environment of ``pid`` holds the entry ``marker`` (``NAME=value``)."""
+    try:
+        with open(f"{PROC}/{pid}/environ", "rb") as handle:
+            return marker in handle.read().split(b"\0")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+
+
+def pids_with_env(marker: bytes) -> list[int]:
+    """Live processes whose environment holds ``marker``, not counting zombies."""
+    found = []
+    for pid in all_pids():
+        if pid == os.getpid():
+            continue
+        if environ_has(pid, marker):
+            stat = read_stat(pid)
+            if stat is not None and stat.state not in GONE_STATES:
+                found.append(pid)
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"{PROC}/{pid}/cmdline", "rb") as handle:
+            return handle.read().replace(b"\0", b" ").decode(errors="replace").strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return ""

@@ -1,0 +1,108 @@
+"""JSON-RPC 2.0 messages: parse, validate and build. No I/O here.
+
+A text frame holds one message or a batch (a JSON array). :func:`parse_frame`
+turns it into :class:`Request` objects and ready-made error responses for the
+parts that are not valid requests, following the JSON-RPC 2.0 specification:
+unparseable JSON gets -32700 with ``id`` null, an empty batch or a non-object
+member gets -32600, and notifications (no ``id``) never get a response.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from service.errors import INVALID_REQUEST, PARSE_ERROR, RpcError
+
+JSONRPC = "2.0"
+RequestId = str | int | float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """A valid JSON-RPC request or notification."""
+
+    method: str
+    params: Any
+    id: RequestId
+    is_notification: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """What one frame held: the requests to run and the errors already known.
+
+    ``items`` keeps the frame's order; each is a :class:`Request` or an error
+    response (a dict). ``batch`` says whether responses go back as an array.
+    """
+
+    items: list[Request | dict[str, Any]]
+    batch: bool
+
+
+def encode(message: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """Serialise one message (or a batch) for one text frame."""
+    return orjson.dumps(message).decode()
+
+
+def result_response(request_id: RequestId, result: Any) -> dict[str, Any]:
+    return {"jsonrpc": JSONRPC, "id": request_id, "result": result}
+
+
+def error_response(request_id: RequestId, error: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": JSONRPC, "id": request_id, "error": error.to_error()}
+
+
+def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
+    return {"jsonrpc": JSONRPC, "method": method, "params": params}
+
+
+def _valid_id(value: Any) -> bool:
+    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+
+
+def parse_message(message: Any) -> Request | dict[str, Any]:
+    """Validate one decoded message; an error response when it is not a request."""
+    if not isinstance(message, dict):
+        return error_response(None, RpcError("request must be a JSON object", code=INVALID_REQUEST))
+    request_id = message.get("id")
+    if not _valid_id(request_id):
+        return error_response(
+            None, RpcError("id must be a string, a number or null", code=INVALID_REQUEST)
+        )
+    if message.get("jsonrpc") != JSONRPC:
+        return error_response(request_id, RpcError('jsonrpc must be "2.0"', code=INVALID_REQUEST))
+    method = message.get("method")
+    if not isinstance(method, str) or not method:
+        return error_response(
+            request_id, RpcError("method must be a non-empty string", code=INVALID_REQUEST)
+        )
+    params = message.get("params")
+    if "params" in message and not isinstance(params, dict | list):
+        return error_response(
+            request_id, RpcError("params must be an object or an array", code=INVALID_REQUEST)
+        )
+    extra = set(message) - {"jsonrpc", "id", "method", "params"}
+    if extra:
+        return error_response(
+            request_id,
+            RpcError(f"unknown member(s): {', '.join(sorted(extra))}", code=INVALID_REQUEST),
+        )
+    return Request(method, params, request_id, is_notification="id" not in message)
+
+
+def parse_frame(text: str | bytes) -> Parsed:
+    """Decode one frame into requests and error responses."""
+    try:
+        decoded = orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        error = RpcError(f"parse error: {exc}", code=PARSE_ERROR)
+        return Parsed([error_response(None, error)], False)
+    if isinstance(decoded, list):
+        if not decoded:
+            error = RpcError("empty batch", code=INVALID_REQUEST)
+            return Parsed([error_response(None, error)], False)
+        return Parsed([parse_message(member) for member in decoded], True)
+    return Parsed([parse_message(decoded)], False)

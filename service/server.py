@@ -1,0 +1,96 @@
+"""Running the app under uvicorn, with an orderly shutdown.
+
+On SIGTERM or SIGINT uvicorn stops accepting; then, before uvicorn closes the
+sockets its own way, :class:`ExecutorServer` cancels every execution with the
+kill ladder and closes every WebSocket with 1001, so clients see their
+``process.completed`` and a clean close. The process exits 0 within
+``kill_grace_s`` plus about a second.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import socket
+
+import uvicorn
+
+from service import __version__
+from service.app import create_app
+from service.services import Services
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+_PR_SET_CHILD_SUBREAPER = 36
+
+
+class ExecutorServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+        super().__init__(config)
+        self.services = services
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await self.services.startup()
+        await super().startup(sockets)
+        for server in self.servers:
+            for sock in server.sockets:
+                host, port = sock.getsockname()[:2]
+                logger.info(
+                    "listening",
+                    extra={
+                        "host": host,
+                        "port": port,
+                        "tls": self.config.is_ssl,
+                        "version": __version__,
+                    },
+                )
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        logger.info("shutting down")
+        for server in self.servers:
+            server.close()
+        await self.services.shutdown()
+        await super().shutdown(sockets)
+        logger.info("stopped")
+
+
+def become_subreaper() -> None:
+    """Make orphaned descendants of our children our own children (Linux), so
+    a process that double-forks out of its group is still ours to kill."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+
+
+def build_config(settings: Settings, services: Services) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(services),
+        host=settings.host,
+        port=settings.port,
+        loop="uvloop",
+        http="httptools",
+        ws="websockets-sansio",
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ws_ping_interval_s,
+        ws_ping_timeout=settings.ws_ping_timeout_s,
+        ws_per_message_deflate=False,
+        timeout_graceful_shutdown=int(settings.kill_grace_s) + 2,
+        ssl_certfile=str(settings.ssl_certfile) if settings.ssl_certfile else None,
+        ssl_keyfile=str(settings.ssl_keyfile) if settings.ssl_keyfile else None,
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        lifespan="off",
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run until SIGTERM or SIGINT."""
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.resolved_token() is None:
+        logger.warning(
+            "binding %s without a token: anyone who can reach this address can run commands",
+            settings.host,
+        )
+    services = Services.build(settings)
+    server = ExecutorServer(build_config(settings, services), services)
+    server.run()

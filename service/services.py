@@ -1,0 +1,103 @@
+"""Everything a connection needs, built once at the entry point.
+
+:class:`Services` bundles the settings, the supervisor, the method router and
+the live connections. Features that come with their own state (the store,
+projects) hang off it as attributes, started and stopped by :meth:`startup`
+and :meth:`shutdown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from service import __version__
+from service.dispatch import Router
+from service.settings import Settings
+from service.supervisor import Supervisor
+
+if TYPE_CHECKING:
+    from service.connection import Connection
+
+logger = logging.getLogger(__name__)
+
+#: Features announced in ``connected`` besides the method names.
+FEATURES = ("batch", "seq", "truncation", "backpressure")
+
+
+@dataclass
+class Services:
+    settings: Settings
+    router: Router
+    supervisor: Supervisor
+    token: str | None = None
+    connections: dict[str, Connection] = field(default_factory=dict)
+    started_mono: float = field(default_factory=time.monotonic)
+
+    @classmethod
+    def build(cls, settings: Settings) -> Services:
+        from service.methods import build_router
+
+        return cls(
+            settings=settings,
+            router=build_router(),
+            supervisor=Supervisor(settings),
+            token=settings.resolved_token(),
+        )
+
+    def capabilities(self) -> list[str]:
+        return [*self.router.names, *FEATURES]
+
+    # --- connections ---------------------------------------------------------
+
+    def admit(self, peer_host: str) -> str | None:
+        """Why a new connection from ``peer_host`` is refused, or None."""
+        settings = self.settings
+        if len(self.connections) >= settings.max_connections:
+            return f"too many connections (max {settings.max_connections})"
+        same_host = Counter(c.peer_host for c in self.connections.values())[peer_host]
+        if same_host >= settings.max_connections_per_ip:
+            return f"too many connections from {peer_host} (max {settings.max_connections_per_ip})"
+        return None
+
+    def register(self, connection: Connection) -> None:
+        self.connections[connection.id] = connection
+        self.supervisor.connections.add(connection)
+
+    def forget_connection(self, connection: Connection) -> None:
+        self.connections.pop(connection.id, None)
+        self.supervisor.connections.discard(connection)
+        self.supervisor.forget_connection(connection)
+
+    # --- life ------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        logger.info("services started", extra={"version": __version__})
+
+    async def shutdown(self) -> None:
+        """Cancel every execution with the ladder, then close every socket with 1001."""
+        await self.supervisor.shutdown()
+        connections = list(self.connections.values())
+        for connection in connections:
+            connection.close(1001, "server shutting down")
+        deadline = time.monotonic() + 1.0
+        while self.connections and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)  # the send loops flush, then close
+
+    def health(self) -> dict[str, Any]:
+        supervisor = self.supervisor
+        return {
+            "status": "ok",
+            "version": __version__,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "connections": len(self.connections),
+            "executions": {
+                "live": len(supervisor.live),
+                "by_state": supervisor.counts_by_state(),
+            },
+            "limits": self.settings.limits(),
+        }

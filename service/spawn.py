@@ -1,0 +1,152 @@
+"""From an ``execute`` request to what exactly will run.
+
+:func:`build_spec` turns validated params into an :class:`ExecutionSpec`:
+the argv (a ``command`` string is split with :mod:`shlex`, never handed to a
+shell unless ``shell`` is allowed), the checked ``cwd``, the child's controlled
+environment, and the timeout. Every refusal is a typed error naming the rule.
+:func:`child_preexec` runs in the child between fork and exec.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fnmatch
+import os
+import shlex
+import shutil
+import signal
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from service.errors import InvalidParams, NotAllowed
+from service.params import ExecuteParams
+from service.settings import Settings
+
+#: The environment variable every child carries: its execution id. It marks the
+#: whole process tree, so descendants that escape the process group are found.
+EXECUTION_MARKER = "CC_EXECUTOR_EXECUTION_ID"
+
+_PR_SET_PDEATHSIG = 1
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSpec:
+    """Everything needed to start one execution."""
+
+    argv: list[str]
+    cwd: str | None
+    env: dict[str, str]
+    timeout_s: float | None
+    keep_stdin: bool
+    shell: bool = False
+    project_id: str | None = None
+    display: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def child_preexec() -> None:
+    """In the child, before exec: die with the server (SIGKILL on parent death)."""
+    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+def passed_environment(patterns: Sequence[str], source: Mapping[str, str]) -> dict[str, str]:
+    """The part of ``source`` whose names match one of ``patterns`` (shell-style)."""
+    return {
+        name: value
+        for name, value in source.items()
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+    }
+
+
+def resolve_executable(name: str, path: str | None) -> str | None:
+    """Where exec will find ``name``: as given when it holds a slash, else on PATH."""
+    if "/" in name:
+        return name if os.path.isfile(name) and os.access(name, os.X_OK) else None
+    return shutil.which(name, path=path)
+
+
+def check_allowed(argv0: str, child_path: str | None, allowed: Sequence[str]) -> None:
+    """Refuse ``argv0`` unless it resolves to an allowed executable.
+
+    An entry without a slash is a name: it allows what that name resolves to on
+    the server's PATH. An entry with a slash is a path. Both compare real paths
+    (symlinks followed), so neither a lookalike earlier on the child's PATH nor
+    a symlink named like an allowed program gets through.
+    """
+    resolved = resolve_executable(argv0, child_path)
+    if resolved is None:
+        raise NotAllowed(f"command not allowed: {argv0} (not found)", {"command": argv0})
+    real = os.path.realpath(resolved)
+    for entry in allowed:
+        target = entry if "/" in entry else shutil.which(entry)
+        if target is not None and os.path.realpath(target) == real:
+            return
+    raise NotAllowed(f"command not allowed: {argv0}", {"command": argv0, "resolved": real})
+
+
+def build_spec(
+    params: ExecuteParams,
+    settings: Settings,
+    server_env: Mapping[str, str] | None = None,
+) -> ExecutionSpec:
+    """Validate an execute request against the settings; raise a typed error if refused."""
+    env = passed_environment(settings.pass_env, os.environ if server_env is None else server_env)
+    if params.env:
+        if settings.allowed_commands:
+            loaders = sorted(name for name in params.env if name.startswith("LD_"))
+            if loaders:
+                raise NotAllowed(
+                    f"environment not allowed with an allow-list: {', '.join(loaders)}",
+                    {"env": loaders},
+                )
+        env.update(params.env)
+
+    if params.shell:
+        assert params.command is not None
+        if settings.allowed_commands:
+            raise NotAllowed("shell is refused while an allow-list is configured")
+        if not settings.allow_shell:
+            raise NotAllowed("shell is disabled on this server (allow_shell is off)")
+        argv = ["/bin/sh", "-c", params.command]
+        display = params.command
+    elif params.command is not None:
+        try:
+            argv = shlex.split(params.command)
+        except ValueError as exc:
+            raise InvalidParams(f"cannot split command: {exc}") from None
+        if not argv:
+            raise InvalidParams("command is empty")
+        display = params.command
+    else:
+        assert params.argv is not None
+        argv = list(params.argv)
+        display = shlex.join(argv)
+    if any("\0" in part for part in argv):
+        raise InvalidParams("command must not contain NUL characters")
+
+    if settings.allowed_commands and not params.shell:
+        check_allowed(argv[0], env.get("PATH"), settings.allowed_commands)
+
+    cwd = params.cwd
+    if cwd is not None:
+        if not os.path.isabs(cwd):
+            raise InvalidParams(f"cwd must be an absolute path: {cwd}")
+        if not os.path.isdir(cwd):
+            raise InvalidParams(f"cwd is not an existing directory: {cwd}")
+
+    timeout_s = params.timeout if params.timeout is not None else settings.default_timeout_s
+    if timeout_s is not None and timeout_s > settings.max_timeout_s:
+        raise InvalidParams(
+            f"timeout {timeout_s:g}s is above the maximum of {settings.max_timeout_s:g}s"
+        )
+
+    return ExecutionSpec(
+        argv=argv,
+        cwd=cwd,
+        env=env,
+        timeout_s=timeout_s,
+        keep_stdin=params.stdin,
+        shell=params.shell,
+        display=display,
+    )

@@ -1,0 +1,197 @@
+"""The registry of every execution and connection, and the tasks that run them.
+
+The :class:`Supervisor` enforces the execution limits, keeps a handle on every
+task it starts (one ``supervise`` task per execution, one detach timer per
+orphaned execution), remembers finished executions for ``status`` for a while,
+and shuts everything down with a deadline.
+
+Ownership: the connection that starts an execution owns it; ``attach`` adds
+owners. When the last owner goes away, a live execution is cancelled after
+``detach_grace_s`` unless an owner attaches in the meantime.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import OrderedDict, defaultdict
+from collections.abc import Coroutine
+from typing import Any
+
+from service.errors import LimitReached, NotFound
+from service.execution import Execution, ExecutionObserver, Sink
+from service.settings import Settings
+from service.spawn import ExecutionSpec
+from service.state import ExecutionState
+
+logger = logging.getLogger(__name__)
+
+
+class Supervisor:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.started_at = time.time()
+        self.live: dict[str, Execution] = {}
+        self.finished: OrderedDict[str, Execution] = OrderedDict()
+        self.owners: defaultdict[str, set[Sink]] = defaultdict(set)
+        self.connections: set[Any] = set()
+        #: Observers attached to every new execution (the store, for one).
+        self.observers: list[ExecutionObserver] = []
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._detach_timers: dict[str, asyncio.Task[None]] = {}
+        self._closing = False
+
+    # --- tasks -------------------------------------------------------------------
+
+    def spawn_task(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+        """Start a task that the supervisor keeps, logs if it fails, and cancels
+        at shutdown."""
+        task = asyncio.create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error(
+                "task %s failed", task.get_name(), exc_info=task.exception()
+            )
+
+    # --- executions ------------------------------------------------------------
+
+    def owned_by(self, owner: Sink) -> list[Execution]:
+        """Executions (live and remembered finished ones) owned by ``owner``."""
+        found = [e for e in self.live.values() if owner in self.owners.get(e.id, ())]
+        found += [e for e in self.finished.values() if owner in self.owners.get(e.id, ())]
+        return found
+
+    def live_owned_by(self, owner: Sink) -> list[Execution]:
+        return [e for e in self.live.values() if owner in self.owners.get(e.id, ())]
+
+    def get(self, execution_id: str) -> Execution:
+        execution = self.live.get(execution_id) or self.finished.get(execution_id)
+        if execution is None:
+            raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
+        return execution
+
+    def check_capacity(self, owner: Sink) -> None:
+        """Raise LimitReached when ``owner`` may not start another execution."""
+        if self._closing:
+            raise LimitReached("the server is shutting down")
+        if len(self.live) >= self.settings.max_executions:
+            raise LimitReached(
+                f"too many executions on this server (max {self.settings.max_executions})"
+            )
+        owned = len(self.live_owned_by(owner))
+        if owned >= self.settings.max_executions_per_connection:
+            limit = self.settings.max_executions_per_connection
+            raise LimitReached(f"too many executions on this connection (max {limit})")
+
+    async def start(
+        self,
+        spec: ExecutionSpec,
+        owner: Sink,
+        observers: list[ExecutionObserver] | None = None,
+    ) -> Execution:
+        """Check limits, spawn, register, and start supervising. OSError when the
+        command cannot be executed."""
+        self.check_capacity(owner)
+        execution = Execution(spec, self.settings)
+        execution.observers.extend(self.observers)
+        execution.observers.extend(observers or [])
+        execution.add_sink(owner)
+        self.owners[execution.id].add(owner)
+        self.live[execution.id] = execution
+        try:
+            await execution.start()
+        except BaseException:
+            self._retire(execution)
+            raise
+        self.spawn_task(self._supervise(execution), name=f"execution:{execution.id}")
+        return execution
+
+    async def _supervise(self, execution: Execution) -> None:
+        try:
+            await execution.supervise()
+        finally:
+            self._retire(execution)
+
+    def _retire(self, execution: Execution) -> None:
+        self.live.pop(execution.id, None)
+        timer = self._detach_timers.pop(execution.id, None)
+        if timer is not None:
+            timer.cancel()
+        self.finished[execution.id] = execution
+        while len(self.finished) > self.settings.finished_kept:
+            old_id, _ = self.finished.popitem(last=False)
+            self.owners.pop(old_id, None)
+
+    def counts_by_state(self) -> dict[str, int]:
+        counts = {state.value: 0 for state in ExecutionState}
+        for execution in (*self.live.values(), *self.finished.values()):
+            counts[execution.state.value] += 1
+        return counts
+
+    # --- ownership ---------------------------------------------------------------
+
+    def add_owner(self, execution: Execution, owner: Sink) -> None:
+        self.owners[execution.id].add(owner)
+        execution.add_sink(owner)
+        timer = self._detach_timers.pop(execution.id, None)
+        if timer is not None:
+            timer.cancel()
+            execution.log.info("owner attached; detach timer stopped")
+
+    def forget_connection(self, owner: Sink) -> None:
+        """A connection closed: stop sending to it and arm detach timers for
+        live executions it leaves without an owner."""
+        for execution in list(self.live.values()):
+            execution.remove_sink(owner)
+            owners = self.owners.get(execution.id)
+            if owners is None or owner not in owners:
+                continue
+            owners.discard(owner)
+            if not owners and execution.id not in self._detach_timers:
+                self._detach_timers[execution.id] = self.spawn_task(
+                    self._detach_later(execution), name=f"detach:{execution.id}"
+                )
+        for execution in self.finished.values():
+            execution.remove_sink(owner)
+            self.owners.get(execution.id, set()).discard(owner)
+
+    async def _detach_later(self, execution: Execution) -> None:
+        grace = self.settings.detach_grace_s
+        execution.log.info("last owner gone; cancelling after grace", extra={"grace_s": grace})
+        await asyncio.sleep(grace)
+        self._detach_timers.pop(execution.id, None)
+        if execution.state.is_live:
+            with contextlib.suppress(Exception):
+                await execution.cancel("no owner connected")
+
+    # --- shutdown ----------------------------------------------------------------
+
+    async def shutdown(self) -> None:
+        """Cancel every execution with the ladder and wait for them to finish
+        within ``kill_grace_s`` plus a margin; past that, SIGKILL via task
+        cancellation. Every supervisor task is done when this returns."""
+        self._closing = True
+        live = list(self.live.values())
+        for execution in live:
+            if execution.state.is_live:
+                with contextlib.suppress(Exception):
+                    await execution.cancel("server shutting down")
+        deadline = self.settings.kill_grace_s + 0.5
+        waits = [asyncio.create_task(e.finished.wait()) for e in live]
+        if waits:
+            _, pending = await asyncio.wait(waits, timeout=deadline)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        logger.info("supervisor stopped", extra={"executions": len(live)})
