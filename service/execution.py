@@ -98,7 +98,7 @@ class Execution:
             name: OutputStream(
                 name,
                 self._emit,
-                max_line_bytes=settings.max_line_bytes,
+                max_line_bytes=spec.max_line_bytes or settings.max_line_bytes,
                 flush_bytes=settings.flush_bytes,
                 flush_interval_s=settings.flush_interval_s,
                 read_chunk_bytes=settings.read_chunk_bytes,

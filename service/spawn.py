@@ -43,6 +43,8 @@ class ExecutionSpec:
     project_id: str | None = None
     display: str = ""
     labels: dict[str, str] = field(default_factory=dict)
+    #: Longest output line kept for this execution; None: ``settings.max_line_bytes``.
+    max_line_bytes: int | None = None
 
 
 def child_preexec() -> None:
