@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from service import __version__
 from service.dispatch import Router
 from service.settings import Settings
+from service.store import Store
 from service.supervisor import Supervisor
 
 if TYPE_CHECKING:
@@ -35,19 +36,26 @@ class Services:
     router: Router
     supervisor: Supervisor
     token: str | None = None
+    #: The SQLite store; None when ``store_enabled`` is false. Features register
+    #: their schemas on it in ``build`` (before ``startup`` opens it).
+    store: Store | None = None
     connections: dict[str, Connection] = field(default_factory=dict)
     started_mono: float = field(default_factory=time.monotonic)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
         from service.methods import build_router
+        from service.store import lifecycle
 
-        return cls(
+        services = cls(
             settings=settings,
             router=build_router(),
             supervisor=Supervisor(settings),
             token=settings.resolved_token(),
+            store=Store(settings) if settings.store_enabled else None,
         )
+        lifecycle.install(services)
+        return services
 
     def capabilities(self) -> list[str]:
         return [*self.router.names, *FEATURES]
@@ -76,6 +84,9 @@ class Services:
     # --- life ------------------------------------------------------------------
 
     async def startup(self) -> None:
+        from service.store import lifecycle
+
+        await lifecycle.start(self)
         logger.info("services started", extra={"version": __version__})
 
     async def shutdown(self) -> None:
@@ -87,6 +98,9 @@ class Services:
         deadline = time.monotonic() + 1.0
         while self.connections and time.monotonic() < deadline:
             await asyncio.sleep(0.01)  # the send loops flush, then close
+        from service.store import lifecycle
+
+        await lifecycle.stop(self)
 
     def health(self) -> dict[str, Any]:
         supervisor = self.supervisor
@@ -100,4 +114,5 @@ class Services:
                 "by_state": supervisor.counts_by_state(),
             },
             "limits": self.settings.limits(),
+            "store": self.store.health() if self.store is not None else {"enabled": False},
         }
