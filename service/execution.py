@@ -94,6 +94,11 @@ class Execution:
         self._timeout: asyncio.TimerHandle | None = None
         self._gate = asyncio.Event()
         self._gate.set()
+        #: Cleared by an observer that cannot keep up (the store writer): the
+        #: pipes are not read while it is clear, so the child blocks on its own
+        #: output instead of the server buffering it. Output already read flows on.
+        self.flow = asyncio.Event()
+        self.flow.set()
         self._streams = {
             name: OutputStream(
                 name,
@@ -103,6 +108,7 @@ class Execution:
                 flush_interval_s=settings.flush_interval_s,
                 read_chunk_bytes=settings.read_chunk_bytes,
                 gate=self._gate,
+                flow=self.flow,
             )
             for name in ("stdout", "stderr")
         }

@@ -33,6 +33,7 @@ class OutputStream:
         flush_interval_s: float,
         read_chunk_bytes: int,
         gate: asyncio.Event,
+        flow: asyncio.Event | None = None,
     ) -> None:
         self.name = name
         self.bytes_read = 0
@@ -42,6 +43,7 @@ class OutputStream:
         self._flush_interval_s = flush_interval_s
         self._read_chunk_bytes = read_chunk_bytes
         self._gate = gate
+        self._flow = flow
         self._pending: list[bytes] = []
         self._pending_size = 0
         self._timer: asyncio.TimerHandle | None = None
@@ -56,6 +58,8 @@ class OutputStream:
         while True:
             if not self._gate.is_set():
                 await self._gate.wait()
+            if self._flow is not None and not self._flow.is_set():
+                await self._flow.wait()
             data = await reader.read(self._read_chunk_bytes)
             if not data:
                 break
