@@ -3,12 +3,12 @@
 HOST ?= 127.0.0.1
 PORT ?= 8003
 
-.PHONY: help install run test lint docs stress stress-ui stress-t02 stress-t03 bench clean
+.PHONY: help install run test lint docs stress stress-ui stress-t02 stress-t03 bench docker clean
 
 help:
 	@echo "make run    - install if needed, serve on $(HOST):$(PORT)"
 	@echo "make test   - install if needed, lint and run the whole test suite"
-	@echo "make lint | install | docs | stress | stress-ui | stress-t02 | stress-t03 | bench"
+	@echo "make lint | install | docs | stress | stress-ui | stress-t02 | stress-t03 | bench | docker"
 
 install:
 	bash ci/install
@@ -49,6 +49,9 @@ stress-t03:
 bench:
 	bash ci/install --quiet
 	bash ci/bench
+
+docker:
+	bash ci/docker
 
 clean:
 	rm -rf .venv node_modules .pytest_cache .mypy_cache .ruff_cache stress/reports
