@@ -55,6 +55,9 @@ class Services:
             store=Store(settings) if settings.store_enabled else None,
         )
         lifecycle.install(services)
+        from service.prompts import methods as prompts
+
+        prompts.install(services)
         return services
 
     def capabilities(self) -> list[str]:

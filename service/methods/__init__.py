@@ -10,4 +10,7 @@ def build_router() -> Router:
 
     router = Router()
     router.include(core.router)
+    from service.prompts import methods as prompts
+
+    router.include(prompts.router)
     return router

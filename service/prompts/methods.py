@@ -1,0 +1,109 @@
+"""Wire methods of the prompt records: ``prompts.record`` and ``prompts.records``.
+
+``prompts.record {prompt, version, execution_id, marker, patterns, timeout_s?}``
+asks the server to judge a finished execution from the transcript *its store*
+recorded and to keep the verdict; the result is the stored record (with
+``verdict`` and ``reasons``). A client cannot submit a verdict. While the
+execution is still running or its last chunks are still queued for the store,
+the server waits (up to :data:`SETTLE_TIMEOUT_S`, then -32004).
+
+``prompts.records {prompt?, after_id?, limit?}`` pages through the records,
+oldest first (``after_id`` is the last id seen).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from typing import TYPE_CHECKING, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.dispatch import CallContext, Router
+from service.errors import InvalidParams, InvalidState, NotFound, TimedOut
+from service.prompts import records
+
+if TYPE_CHECKING:
+    from service.services import Services
+    from service.store import Store
+
+router = Router()
+
+#: How long ``prompts.record`` waits for an execution to finish and be stored.
+SETTLE_TIMEOUT_S = 30.0
+SETTLE_POLL_S = 0.05
+
+
+class RecordParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str = Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    version: int = Field(ge=1)
+    execution_id: str = Field(min_length=1, max_length=200)
+    marker: str = Field(min_length=16, max_length=200)
+    patterns: list[str] = Field(default_factory=list, max_length=100)
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class RecordsParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prompt: str | None = None
+    after_id: int = Field(0, ge=0)
+    limit: int = Field(1000, ge=1, le=10000)
+
+
+def install(services: Services) -> None:
+    """Register the ``prompts`` namespace on the store (from ``Services.build``)."""
+    if services.store is not None:
+        services.store.register_schema(records.NAMESPACE, records.MIGRATIONS)
+
+
+def _store(ctx: CallContext) -> Store:
+    store = ctx.connection.services.store
+    if store is None or not store.is_open:
+        raise InvalidState("prompt records need the store (store_enabled is false)")
+    return store
+
+
+@router.method("prompts.record", RecordParams)
+async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
+    store = _store(ctx)
+    for pattern in params.patterns:
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise InvalidParams(f"pattern {pattern!r} is invalid: {exc}") from None
+    claim = records.RunClaim(
+        params.prompt,
+        params.version,
+        params.execution_id,
+        params.marker,
+        tuple(params.patterns),
+        params.timeout_s,
+    )
+    deadline = time.monotonic() + SETTLE_TIMEOUT_S
+    while True:
+        try:
+            result: dict[str, Any] = await store.write(
+                lambda conn: records.judge_and_record(conn, claim)
+            )
+            return result
+        except records.NotSettled as exc:
+            if time.monotonic() > deadline:
+                raise TimedOut(f"{exc} after {SETTLE_TIMEOUT_S:g} s") from None
+            await asyncio.sleep(SETTLE_POLL_S)
+        except records.UnknownExecution as exc:
+            raise NotFound(str(exc), {"execution_id": params.execution_id}) from None
+        except records.Refused as exc:
+            raise InvalidState(str(exc)) from None
+
+
+@router.method("prompts.records", RecordsParams)
+async def list_records(ctx: CallContext, params: RecordsParams) -> dict[str, Any]:
+    store = _store(ctx)
+    rows = await store.read(
+        lambda conn: records.list_records(conn, params.prompt, params.after_id, params.limit)
+    )
+    return {"records": rows, "next_after_id": rows[-1]["id"] if rows else None}

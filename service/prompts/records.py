@@ -1,0 +1,181 @@
+"""The ``prompts`` namespace of the store: one row per verified run.
+
+Only the server writes here, and only from :func:`judge_and_record`, which
+runs as one job of the store's single writer thread: it reads the execution
+and its transcript as the store recorded them (the ``core`` tables), judges
+the run with :func:`service.prompts.verdict.judge`, and inserts the record in
+the same transaction. The client never states a verdict. ``UNIQUE`` on the
+execution id and on the marker means a run is counted at most once and a
+marker is never reused; concurrent runs of one prompt are serialised by the
+writer and each gets its own row, so the counts (a fold over the rows, see
+:mod:`service.prompts.ledger`) are exact.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.prompts.verdict import judge, transcript_text
+
+NAMESPACE = "prompts"
+
+MIGRATIONS = [
+    """
+    CREATE TABLE prompt_runs (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        prompt TEXT NOT NULL,
+        version INTEGER NOT NULL,
+        execution_id TEXT NOT NULL UNIQUE,
+        marker TEXT NOT NULL UNIQUE,
+        argv TEXT NOT NULL,
+        state TEXT NOT NULL,
+        exit_code INTEGER,
+        verdict TEXT NOT NULL CHECK (verdict IN ('pass', 'fail')),
+        reasons TEXT NOT NULL,
+        patterns TEXT NOT NULL,
+        transcript_sha256 TEXT NOT NULL,
+        transcript_bytes INTEGER NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX prompt_runs_prompt ON prompt_runs(prompt, id);
+    """,
+]
+
+FINAL_STATES = ("completed", "failed", "cancelled", "timed_out", "lost")
+
+
+class NotSettled(Exception):
+    """The execution has not finished, or its transcript is not all stored yet."""
+
+
+class Refused(Exception):
+    """The run cannot be recorded (unknown execution, marker or run reused)."""
+
+
+class UnknownExecution(Refused):
+    """The store has no such execution."""
+
+
+@dataclass(frozen=True)
+class RunClaim:
+    """What the client asks the server to judge: never a verdict."""
+
+    prompt: str
+    version: int
+    execution_id: str
+    marker: str
+    patterns: tuple[str, ...]
+    timeout_s: float | None
+
+
+def _row_to_dict(row: sqlite3.Row | tuple[Any, ...], names: Sequence[str]) -> dict[str, Any]:
+    data = dict(zip(names, row, strict=True))
+    data["argv"] = json.loads(data["argv"])
+    data["reasons"] = json.loads(data["reasons"])
+    data["patterns"] = json.loads(data["patterns"])
+    return data
+
+
+COLUMNS = (
+    "id",
+    "prompt",
+    "version",
+    "execution_id",
+    "marker",
+    "argv",
+    "state",
+    "exit_code",
+    "verdict",
+    "reasons",
+    "patterns",
+    "transcript_sha256",
+    "transcript_bytes",
+    "created_at",
+)
+
+
+def stored_transcript(conn: sqlite3.Connection, execution_id: str) -> str:
+    rows = conn.execute(
+        "SELECT seq, data FROM chunks WHERE execution_id = ? ORDER BY seq", (execution_id,)
+    ).fetchall()
+    return transcript_text({"seq": seq, "data": data} for seq, data in rows)
+
+
+def judge_and_record(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
+    """Judge the run from the ``core`` tables and insert its record (one transaction).
+
+    Raises :class:`NotSettled` while the execution runs or its chunks are still
+    queued for the writer, :class:`Refused` for an unknown execution or a reused
+    execution or marker."""
+    row = conn.execute(
+        "SELECT state, exit_code, argv, last_seq, stored_chunks, unstored_chunks "
+        "FROM executions WHERE id = ?",
+        (claim.execution_id,),
+    ).fetchone()
+    if row is None:
+        raise UnknownExecution(f"execution {claim.execution_id} is not in the store")
+    state, exit_code, argv_json, last_seq, stored, unstored = row
+    if state not in FINAL_STATES:
+        raise NotSettled(f"execution {claim.execution_id} is still {state}")
+    if int(stored) + int(unstored) < int(last_seq):
+        raise NotSettled(f"execution {claim.execution_id}'s transcript is still being stored")
+    reused = conn.execute(
+        "SELECT id FROM prompt_runs WHERE execution_id = ? OR marker = ?",
+        (claim.execution_id, claim.marker),
+    ).fetchone()
+    if reused is not None:
+        raise Refused(f"run {reused[0]} already recorded this execution or marker")
+    argv = json.loads(argv_json)
+    verdict = judge(
+        state=state,
+        exit_code=exit_code,
+        transcript=stored_transcript(conn, claim.execution_id),
+        marker=claim.marker,
+        patterns=claim.patterns,
+        timeout_s=claim.timeout_s,
+    )
+    reasons = list(verdict.reasons)
+    if not any(claim.marker in word for word in argv):
+        # The marker must have been handed to this very command.
+        reasons.append("marker was not passed to the command")
+    if int(unstored):
+        reasons.append(f"{unstored} chunks past the transcript cap were not stored")
+    record = {
+        "prompt": claim.prompt,
+        "version": claim.version,
+        "execution_id": claim.execution_id,
+        "marker": claim.marker,
+        "argv": json.dumps(argv),
+        "state": state,
+        "exit_code": exit_code,
+        "verdict": "fail" if reasons else "pass",
+        "reasons": json.dumps(reasons),
+        "patterns": json.dumps(list(claim.patterns)),
+        "transcript_sha256": verdict.transcript_sha256,
+        "transcript_bytes": verdict.transcript_bytes,
+        "created_at": time.time(),
+    }
+    cursor = conn.execute(
+        f"INSERT INTO prompt_runs ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+        tuple(record.values()),
+    )
+    return _row_to_dict((cursor.lastrowid, *record.values()), COLUMNS)
+
+
+def list_records(
+    conn: sqlite3.Connection, prompt: str | None, after_id: int, limit: int
+) -> list[dict[str, Any]]:
+    """Records oldest first, with ``id > after_id``, optionally of one prompt."""
+    sql = f"SELECT {', '.join(COLUMNS)} FROM prompt_runs WHERE id > ?"
+    args: list[Any] = [after_id]
+    if prompt is not None:
+        sql += " AND prompt = ?"
+        args.append(prompt)
+    sql += " ORDER BY id LIMIT ?"
+    args.append(limit)
+    return [_row_to_dict(row, COLUMNS) for row in conn.execute(sql, args).fetchall()]
