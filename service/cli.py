@@ -15,7 +15,16 @@ from typing import Any
 from service import __version__
 
 #: subcommand -> module providing ``add_parser(subparsers)`` and ``run(args) -> int``.
-SUBCOMMANDS: dict[str, str] = {}
+SUBCOMMANDS: dict[str, str] = {
+    "run": "service.commands.run",
+    "attach": "service.commands.run",
+    "ps": "service.commands.control",
+    "pause": "service.commands.control",
+    "resume": "service.commands.control",
+    "cancel": "service.commands.control",
+    "logs": "service.commands.logs",
+    "agent": "service.commands.agent",
+}
 
 
 def add_serve_parser(subparsers: Any) -> None:

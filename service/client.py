@@ -6,6 +6,11 @@ prompt tool.
 ...     result = await run.wait()
 ...     print(result.stdout, result.status)
 
+``ExecutorClient.from_env()`` takes the URL and token from ``CC_EXECUTOR_URL``
+and ``CC_EXECUTOR_TOKEN`` (what the ``cc-executor`` subcommands use); any URL
+form is accepted: ``ws://host:port/ws/mcp``, ``http://host:port`` or just
+``host:port`` (see :func:`resolve_url`). The full guide is ``docs/client.md``.
+
 One reader task receives every frame: responses resolve the future of their
 request id; notifications that name an ``execution_id`` go to that
 execution's queue (created on first sight, so nothing is lost between the
@@ -19,11 +24,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import os
 import ssl as ssl_module
 from collections import defaultdict
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import orjson
 import websockets
@@ -49,8 +56,34 @@ ERRORS_BY_CODE: dict[int, type[errors.RpcError]] = {
 }
 
 
+DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
+URL_ENV = "CC_EXECUTOR_URL"
+TOKEN_ENV = "CC_EXECUTOR_TOKEN"
+_SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
+
+
 class ConnectionLost(Exception):
     """The WebSocket closed while a request or an execution was pending."""
+
+
+def resolve_url(text: str) -> str:
+    """The WebSocket URL meant by ``text``.
+
+    ``http``/``https`` become ``ws``/``wss``; a missing scheme means ``ws``; a
+    missing path (or ``/``) means ``/ws/mcp``. ``ValueError`` for any other
+    scheme or a URL without a host.
+    """
+    raw = text.strip()
+    if "://" not in raw:
+        raw = "ws://" + raw
+    parts = urlsplit(raw)
+    scheme = _SCHEMES.get(parts.scheme.lower())
+    if scheme is None:
+        raise ValueError(f"unsupported URL scheme {parts.scheme!r} in {text!r} (use ws, wss, http)")
+    if not parts.netloc:
+        raise ValueError(f"no host in URL {text!r}")
+    path = parts.path if parts.path not in ("", "/") else "/ws/mcp"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
 def error_from_wire(error: dict[str, Any]) -> errors.RpcError:
@@ -99,7 +132,7 @@ class Execution:
             if message["method"] == "process.completed":
                 return
 
-    async def wait(self, timeout: float | None = None) -> ExecutionResult:
+    async def wait(self, timeout: float | None = None) -> ExecutionResult:  # noqa: ASYNC109
         """Collect output until ``process.completed``."""
         return await asyncio.wait_for(self._collect(), timeout)
 
@@ -184,6 +217,22 @@ class ExecutorClient:
         self._connected = asyncio.Event()
         self.closed = asyncio.Event()
 
+    @classmethod
+    def from_env(
+        cls,
+        url: str | None = None,
+        token: str | None = None,
+        *,
+        environ: Mapping[str, str] | None = None,
+        **options: Any,
+    ) -> ExecutorClient:
+        """A client for ``url`` (else ``$CC_EXECUTOR_URL``, else the default
+        local server) with ``token`` (else ``$CC_EXECUTOR_TOKEN``, else none).
+        ``ValueError`` for a URL :func:`resolve_url` cannot read."""
+        env = os.environ if environ is None else environ
+        chosen = url or env.get(URL_ENV) or DEFAULT_URL
+        return cls(resolve_url(chosen), token or env.get(TOKEN_ENV) or None, **options)
+
     async def __aenter__(self) -> ExecutorClient:
         await self.connect()
         return self
@@ -203,8 +252,9 @@ class ExecutorClient:
         )
         self._reader = asyncio.create_task(self._read_loop(), name="executor-client-reader")
         waiter = asyncio.create_task(self._connected.wait())
-        await asyncio.wait({waiter, self._reader}, timeout=self.open_timeout_s,
-                           return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait(
+            {waiter, self._reader}, timeout=self.open_timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
         if not self._connected.is_set():
             waiter.cancel()
             await self.close()
@@ -267,13 +317,20 @@ class ExecutorClient:
             self.notifications.put_nowait(message)
 
     def _queue(self, execution_id: str) -> asyncio.Queue[dict[str, Any] | None]:
-        return self._queues[execution_id]
+        fresh = execution_id not in self._queues
+        queue = self._queues[execution_id]
+        if fresh and self.closed.is_set():
+            queue.put_nowait(None)  # the reader is gone: nothing will ever arrive
+        return queue
 
     async def send_raw(self, frame: str | bytes) -> None:
         await self.websocket.send(frame)
 
     async def call(
-        self, method: str, params: dict[str, Any] | None = None, timeout: float | None = 30.0
+        self,
+        method: str,
+        params: dict[str, Any] | None = None,
+        timeout: float | None = 30.0,  # noqa: ASYNC109
     ) -> Any:
         """Send a request and return its result; raises the server's RpcError."""
         request_id = next(self._ids)

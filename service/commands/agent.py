@@ -1,0 +1,224 @@
+"""``cc-executor agent PROJECT "prompt"``: run a Claude Code agent in a project.
+
+PROJECT is a project id or name. The agent's stream-json stdout is read line by
+line: assistant text goes to stdout as it arrives, tool calls are noted on
+stderr, and the ``result`` event (or the ``agent.result`` notification) ends
+with a one-line summary on stderr. Ctrl-C cancels the agent (the kill ladder);
+a second Ctrl-C disconnects. The exit status is 0 for a successful result, 1
+for an error result, else the process's own status (as ``run``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from typing import Any, TextIO
+
+import orjson
+
+from service import errors
+from service.client import ConnectionLost, Execution, ExecutorClient
+from service.commands import (
+    CommandError,
+    add_connection_options,
+    build_client,
+    connect,
+    registered,
+    report,
+    run_command,
+)
+from service.commands.terminal import EXIT_INTERRUPTED, exit_status
+from service.lines import LineSplitter, Piece
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    if registered(subparsers, "agent"):
+        return
+    agent = subparsers.add_parser(
+        "agent",
+        help="run a Claude Code agent in a project and print its answer",
+        description="Run the Claude Code agent of PROJECT (id or name) with PROMPT, resuming "
+        "the project's session; print its text and a result summary.",
+    )
+    agent.add_argument("project", metavar="PROJECT")
+    agent.add_argument("prompt", metavar="PROMPT")
+    agent.add_argument("--model", help="model for this run")
+    agent.add_argument("--max-turns", type=int, help="turn limit for this run")
+    agent.add_argument("--timeout", type=float, help="wall-clock limit in seconds")
+    agent.add_argument(
+        "--new-session", action="store_true", help="forget the project's Claude session first"
+    )
+    add_connection_options(agent)
+
+
+def run(args: argparse.Namespace) -> int:
+    return run_command(lambda: agent_main(args))
+
+
+async def resolve_project(client: ExecutorClient, project: str) -> str:
+    """The id of the project named or identified by ``project``."""
+    try:
+        found = await client.call("project.get", {"project_id": project})
+        return str(found.get("project_id") or found.get("id") or project)
+    except errors.NotFound:
+        pass
+    except errors.InvalidParams:
+        pass  # not shaped like an id
+    listing = await client.call("project.list", {})
+    projects = listing.get("projects", []) if isinstance(listing, dict) else listing
+    for record in projects:
+        if record.get("name") == project:
+            return str(record.get("project_id") or record.get("id"))
+    raise CommandError(f"no project with id or name {project!r}")
+
+
+class AgentPrinter:
+    """Turns stream-json events into terminal text; remembers the result."""
+
+    def __init__(self, out: TextIO, err: TextIO) -> None:
+        self.out = out
+        self.err = err
+        self.result: dict[str, Any] | None = None
+        self._ended_with_newline = True
+
+    def event(self, event: dict[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "assistant":
+            message = event.get("message") or {}
+            for block in message.get("content") or []:
+                if block.get("type") == "text":
+                    self._text(str(block.get("text", "")))
+                elif block.get("type") == "tool_use":
+                    self.err.write(f"[tool {block.get('name')}]\n")
+                    self.err.flush()
+        elif kind == "result":
+            self.result = event
+
+    def _text(self, text: str) -> None:
+        if not text:
+            return
+        self.out.write(text if text.endswith("\n") else text + "\n")
+        self.out.flush()
+
+    def summary(self) -> str:
+        result = self.result or {}
+        cost = result.get("cost_usd", result.get("total_cost_usd"))
+        parts = [
+            "error" if result.get("is_error") else "done",
+            f"{result.get('num_turns', '?')} turns",
+            f"{result.get('duration_ms', '?')} ms",
+        ]
+        if isinstance(cost, int | float):
+            parts.append(f"${cost:.4f}")
+        if result.get("session_id"):
+            parts.append(f"session {result['session_id']}")
+        return "agent: " + ", ".join(parts)
+
+
+async def agent_main(args: argparse.Namespace) -> int:
+    async with await connect(build_client(args)) as client:
+        project_id = await resolve_project(client, args.project)
+        if args.new_session:
+            await client.call("agent.new_session", {"project_id": project_id})
+        params: dict[str, Any] = {"project_id": project_id, "prompt": args.prompt}
+        for key in ("model", "max_turns", "timeout"):
+            if getattr(args, key) is not None:
+                params[key] = getattr(args, key)
+        started = await client.call("agent.execute", params)
+        execution = Execution(client, started["execution_id"], started)
+        printer = AgentPrinter(sys.stdout, sys.stderr)
+        completed = await follow_agent(client, execution, printer)
+    if completed is None:
+        return EXIT_INTERRUPTED
+    if printer.result is not None:
+        report(printer.summary())
+        if completed.get("status") == "completed":
+            return 1 if printer.result.get("is_error") else 0
+        return exit_status(completed) or 1
+    status = exit_status(completed)
+    if status == 0:
+        report("agent: the run ended without a result event")
+        return 1
+    return status
+
+
+async def follow_agent(
+    client: ExecutorClient, execution: Execution, printer: AgentPrinter
+) -> dict[str, Any] | None:
+    """Print the agent's events until ``process.completed`` (returned); None when
+    the user disconnected with a second Ctrl-C."""
+    loop = asyncio.get_running_loop()
+    interrupts = 0
+    tasks: set[asyncio.Task[Any]] = set()
+
+    def on_interrupt() -> None:
+        nonlocal interrupts
+        interrupts += 1
+        task: asyncio.Task[Any]
+        if interrupts == 1:
+            report("cancelling the agent (press Ctrl-C again to disconnect)")
+            task = loop.create_task(execution.cancel())
+        else:
+            task = loop.create_task(client.close())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    loop.add_signal_handler(signal.SIGINT, on_interrupt)
+    splitter = LineSplitter(max_line_bytes=64 * 1024 * 1024)
+    try:
+        async for message in execution.events():
+            method, params = message["method"], message["params"]
+            if method == "process.output" and params.get("type") == "stdout":
+                parse_pieces(splitter.feed(params.get("data", "").encode()), printer)
+            elif method == "process.output":
+                sys.stderr.write(params.get("data", ""))
+                sys.stderr.flush()
+            elif method == "process.completed":
+                parse_pieces(splitter.finish(), printer)
+                pending = drain_results(client, execution.id)
+                if printer.result is None and pending is not None:
+                    printer.result = pending
+                return dict(params)
+        return None
+    except ConnectionLost:
+        return None
+    finally:
+        loop.remove_signal_handler(signal.SIGINT)
+        for task in list(tasks):
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def parse_pieces(pieces: list[Piece], printer: AgentPrinter) -> None:
+    """Feed every complete JSON line to ``printer``; a cut line cannot parse."""
+    for piece in pieces:
+        if piece.truncated:
+            continue
+        for line in piece.data.splitlines():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(event, dict):
+                printer.event(event)
+
+
+def drain_results(client: ExecutorClient, execution_id: str) -> dict[str, Any] | None:
+    """The ``agent.result`` of ``execution_id`` among the notifications received."""
+    found = None
+    kept = []
+    while not client.notifications.empty():
+        message = client.notifications.get_nowait()
+        params = message.get("params") or {}
+        if message.get("method") == "agent.result" and params.get("execution_id") in (
+            None,
+            execution_id,
+        ):
+            found = dict(params)
+        else:
+            kept.append(message)
+    for message in kept:
+        client.notifications.put_nowait(message)
+    return found
