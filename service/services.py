@@ -23,6 +23,7 @@ from service.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from service.connection import Connection
+    from service.projects import Projects
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +40,8 @@ class Services:
     #: The SQLite store; None when ``store_enabled`` is false. Features register
     #: their schemas on it in ``build`` (before ``startup`` opens it).
     store: Store | None = None
+    #: Projects and agents (built in ``build``, loaded in ``startup``).
+    projects: Projects | None = None
     connections: dict[str, Connection] = field(default_factory=dict)
     started_mono: float = field(default_factory=time.monotonic)
 
@@ -58,6 +61,9 @@ class Services:
         from service.prompts import methods as prompts
 
         prompts.install(services)
+        from service.projects import Projects
+
+        services.projects = Projects(settings, services.supervisor, services.store)
         return services
 
     def capabilities(self) -> list[str]:
@@ -83,6 +89,8 @@ class Services:
         self.connections.pop(connection.id, None)
         self.supervisor.connections.discard(connection)
         self.supervisor.forget_connection(connection)
+        if self.projects is not None:
+            self.projects.forget_connection(connection)
 
     # --- life ------------------------------------------------------------------
 
@@ -90,11 +98,15 @@ class Services:
         from service.store import lifecycle
 
         await lifecycle.start(self)
+        if self.projects is not None:
+            await self.projects.start()
         logger.info("services started", extra={"version": __version__})
 
     async def shutdown(self) -> None:
         """Cancel every execution with the ladder, then close every socket with 1001."""
         await self.supervisor.shutdown()
+        if self.projects is not None:
+            await self.projects.stop()
         connections = list(self.connections.values())
         for connection in connections:
             connection.close(1001, "server shutting down")

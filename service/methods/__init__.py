@@ -13,4 +13,7 @@ def build_router() -> Router:
     from service.prompts import methods as prompts
 
     router.include(prompts.router)
+    from service.methods import projects
+
+    router.include(projects.router)
     return router

@@ -1,0 +1,312 @@
+"""The project registry and its agents: :class:`Projects`.
+
+It holds every project (loaded from the store at start, written through on
+every change), enforces one agent at a time per project (two processes
+resuming one Claude session would fork its transcript), starts agents
+through the supervisor with an :class:`~service.projects.agent.AgentRun`
+observer, and broadcasts to each project's subscribers: ``project.state``
+itself, and everything of the project's executions by making the subscribers
+sinks of them (so a slow subscriber only loses its own output chunks, in its
+own bounded queue).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shlex
+import time
+import uuid
+from typing import Any
+
+from service.errors import InternalError, InvalidParams, InvalidState, NotAllowed, NotFound
+from service.execution import Execution, Sink
+from service.projects import storage
+from service.projects.agent import AgentRun
+from service.projects.argv import AgentOptions, agent_argv
+from service.projects.events import AgentResult
+from service.projects.paths import check_not_nested, resolve_project_path
+from service.projects.project import Project, ProjectState
+from service.protocol import encode, notification
+from service.settings import Settings
+from service.spawn import ExecutionSpec, passed_environment
+from service.state import ExecutionState
+from service.store import StoreError
+from service.supervisor import Supervisor
+
+logger = logging.getLogger(__name__)
+
+NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
+#: Room kept in a client's queue besides one agent event.
+FRAME_OVERHEAD_BYTES = 4096
+
+
+def check_directory(path: str) -> None:
+    """A project's directory can vanish after registration; say so plainly."""
+    if not os.path.isdir(path):
+        raise InvalidParams(f"the project directory no longer exists: {path}")
+
+
+class Projects:
+    def __init__(
+        self, settings: Settings, supervisor: Supervisor, store: storage.Storage | None
+    ) -> None:
+        self.settings = settings
+        self.supervisor = supervisor
+        self._memory: storage.MemoryStore | None = None
+        if store is None:
+            store = self._memory = storage.MemoryStore()
+        self.store: storage.Storage = store
+        self.store.register_schema(storage.NAMESPACE, storage.MIGRATIONS)
+        self.projects: dict[str, Project] = {}
+        #: agent.event frames above this size are sent as a summary.
+        self.max_event_frame_bytes = max(
+            settings.max_pending_bytes - FRAME_OVERHEAD_BYTES, FRAME_OVERHEAD_BYTES
+        )
+
+    # --- life ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load the registry (the store is open). Every project starts idle: an
+        agent of a previous server did not survive it."""
+        if self._memory is not None:
+            await self._memory.open()
+        for record in await self.store.read(storage.load_projects):
+            project = Project.from_record(record)
+            self.projects[project.id] = project
+        logger.info("projects loaded", extra={"projects": len(self.projects)})
+
+    async def stop(self) -> None:
+        """Wait until every history entry and counter reached the store (called
+        after the supervisor ended every execution, before the store closes)."""
+        try:
+            await self.store.write(lambda conn: None)
+        except StoreError as exc:
+            logger.error("projects: final store flush failed: %s", exc)
+        if self._memory is not None:
+            await self._memory.close()
+
+    # --- registry --------------------------------------------------------------------
+
+    def get(self, project_id: str) -> Project:
+        project = self.projects.get(project_id)
+        if project is None:
+            raise NotFound(f"project not found: {project_id}", {"project_id": project_id})
+        return project
+
+    def all(self) -> list[Project]:
+        return sorted(self.projects.values(), key=lambda p: p.name)
+
+    async def create(self, name: str, path: str) -> Project:
+        """Register ``path`` as project ``name``; InvalidParams naming the rule broken."""
+        if not NAME_RE.match(name) or name != name.strip():
+            raise InvalidParams(
+                "project name must be 1 to 100 characters, without control characters "
+                "or surrounding spaces",
+                {"rule": "name"},
+            )
+        if any(p.name == name for p in self.projects.values()):
+            raise InvalidParams(f"a project named {name!r} already exists", {"rule": "name_unique"})
+        real = resolve_project_path(path, self.settings.project_roots)
+        check_not_nested(real, ((p.name, p.path) for p in self.projects.values()))
+        project = Project(id=uuid.uuid4().hex, name=name, path=real, created_at=time.time())
+        self.projects[project.id] = project  # reserve name and path across the await
+        try:
+            await self.store.write(storage.insert_project(project.record()))
+        except BaseException:
+            self.projects.pop(project.id, None)
+            raise
+        logger.info("project created", extra={"project_id": project.id, "path": real})
+        return project
+
+    async def delete(self, project_id: str) -> None:
+        project = self.get(project_id)
+        if project.busy:
+            raise InvalidState(
+                f"project {project.name!r} has a running agent; kill it first",
+                {"project_id": project_id, "state": project.state.value},
+            )
+        del self.projects[project_id]
+        await self.store.write(storage.delete_project(project_id))
+        self._notify(project, {**project.snapshot(), "state": "deleted"})
+        project.subscribers.clear()
+        logger.info("project deleted", extra={"project_id": project_id})
+
+    # --- subscribers -----------------------------------------------------------------
+
+    def subscribe(self, project_id: str, sink: Sink) -> Project:
+        project = self.get(project_id)
+        project.subscribers.add(sink)
+        if project.execution is not None:
+            project.execution.add_sink(sink)
+        return project
+
+    def unsubscribe(self, project_id: str, sink: Sink) -> Project:
+        project = self.get(project_id)
+        project.subscribers.discard(sink)
+        execution = project.execution
+        if execution is not None and sink not in self.supervisor.owners.get(execution.id, ()):
+            execution.remove_sink(sink)
+        return project
+
+    def forget_connection(self, sink: Sink) -> None:
+        for project in self.projects.values():
+            project.subscribers.discard(sink)
+
+    def _notify(self, project: Project, params: dict[str, Any]) -> None:
+        frame = encode(notification("project.state", params))
+        for sink in list(project.subscribers):
+            sink.offer(frame, droppable=False)
+
+    # --- agents ----------------------------------------------------------------------
+
+    async def run_agent(
+        self,
+        owner: Sink,
+        project_id: str,
+        options: AgentOptions,
+        *,
+        resume: bool = True,
+        timeout_s: float | None = None,
+        env: dict[str, str] | None = None,
+    ) -> Execution:
+        """Start the Claude CLI in the project; -32005 while one already runs."""
+        project = self.get(project_id)
+        if project.busy:
+            running = project.execution.id if project.execution is not None else None
+            raise InvalidState(
+                f"an agent is already running in project {project.name!r}",
+                {"project_id": project.id, "execution_id": running},
+            )
+        check_directory(project.path)
+        settings = self.settings
+        child_env = passed_environment(settings.pass_env, os.environ)
+        if env:
+            loaders = sorted(name for name in env if name.startswith("LD_"))
+            if loaders and settings.allowed_commands:
+                raise NotAllowed(
+                    f"environment not allowed with an allow-list: {', '.join(loaders)}",
+                    {"env": loaders},
+                )
+            child_env.update(env)
+        timeout_s = timeout_s if timeout_s is not None else settings.default_timeout_s
+        if timeout_s is not None and timeout_s > settings.max_timeout_s:
+            raise InvalidParams(
+                f"timeout {timeout_s:g}s is above the maximum of {settings.max_timeout_s:g}s"
+            )
+        session_id = project.session_id if resume else None
+        argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
+        spec = ExecutionSpec(
+            argv=argv,
+            cwd=project.path,
+            env=child_env,
+            timeout_s=timeout_s,
+            keep_stdin=False,
+            project_id=project.id,
+            display=shlex.join(argv),
+            labels={"kind": "agent"},
+            max_line_bytes=settings.max_agent_line_bytes,
+        )
+        prompt = {
+            "prompt": options.prompt,
+            "model": options.model,
+            "max_turns": options.max_turns,
+            "resume": session_id,
+        }
+        project.starting = True
+        try:
+            return await self.supervisor.start(
+                spec, owner, observers=[AgentRun(self, project, prompt)]
+            )
+        except OSError as exc:
+            raise InternalError(
+                f"cannot run the Claude CLI {settings.claude_bin!r}: {exc.strerror or exc}",
+                {"claude_bin": settings.claude_bin},
+            ) from None
+        finally:
+            project.starting = False
+
+    async def kill(self, project_id: str) -> Execution:
+        project = self.get(project_id)
+        execution = project.execution
+        if execution is None:
+            raise InvalidState(f"no agent is running in project {project.name!r}")
+        await execution.cancel("agent.kill")
+        return execution
+
+    def new_session(self, project_id: str) -> Project:
+        project = self.get(project_id)
+        if project.busy:
+            raise InvalidState(
+                f"project {project.name!r} has a running agent; its session is in use"
+            )
+        project.session_id = None
+        self._persist(project)
+        return project
+
+    async def messages(
+        self, project_id: str, since: float | None, limit: int, cursor: int
+    ) -> tuple[list[dict[str, Any]], int | None]:
+        """A page of history, oldest first, and the cursor of the next page."""
+        self.get(project_id)
+        await self.store.write(lambda conn: None)  # everything recorded so far is readable
+        rows, more = await self.store.read(storage.read_messages(project_id, cursor, since, limit))
+        return rows, (rows[-1]["id"] if more and rows else None)
+
+    # --- called by AgentRun ----------------------------------------------------------
+
+    def run_started(self, project: Project, execution: Execution, prompt: dict[str, Any]) -> None:
+        project.execution = execution
+        project.state = ProjectState.RUNNING
+        project.runs += 1
+        project.last_run_at = time.time()
+        for sink in project.subscribers:
+            execution.add_sink(sink)
+        self.record(project, "prompt", execution.id, encode(prompt))
+        self._persist(project)
+        self._notify(project, project.snapshot())
+
+    def run_state(self, project: Project, state: ExecutionState) -> None:
+        project.state = (
+            ProjectState.PAUSED if state is ExecutionState.PAUSED else ProjectState.RUNNING
+        )
+        self._notify(project, project.snapshot())
+
+    def run_ended(self, project: Project, execution: Execution, status: str) -> None:
+        project.execution = None
+        project.state = ProjectState.IDLE
+        project.last_status = status
+        self._persist(project)
+        snapshot = project.snapshot()
+        snapshot["last_execution_id"] = execution.id
+        self._notify(project, snapshot)
+        execution.log.info("agent run ended", extra={"project_id": project.id, "status": status})
+
+    def set_session(self, project: Project, session_id: str) -> None:
+        if project.session_id != session_id:
+            project.session_id = session_id
+            self._persist(project)
+
+    def forget_session(self, project: Project, session_id: str) -> None:
+        if project.session_id == session_id:
+            project.session_id = None
+            self._persist(project)
+
+    def count_result(self, project: Project, result: AgentResult) -> None:
+        project.turns += result.num_turns
+        project.cost_usd += result.cost_usd
+        self._persist(project)
+
+    def record(self, project: Project, kind: str, execution_id: str | None, data: str) -> None:
+        """Append to the project's history without waiting for the disk."""
+        self._submit(storage.append_message(project.id, time.time(), kind, execution_id, data))
+
+    def _persist(self, project: Project) -> None:
+        self._submit(storage.update_project(project.id, project.record()))
+
+    def _submit(self, job: storage.Job) -> None:
+        try:
+            self.store.submit(job)
+        except StoreError as exc:
+            logger.error("projects: cannot write to the store: %s", exc)

@@ -1,0 +1,217 @@
+"""The projects namespace of the store: tables, and the jobs that use them.
+
+Two tables: ``projects`` (the registry, with each project's Claude session id
+and counters) and ``project_messages`` (the history: prompts sent, every agent
+event as the CLI printed it, results), ordered by an increasing id that is
+also the pagination cursor.
+
+Writes are submitted to the store's single writer in order and never awaited
+on the hot path (an agent event must not wait for a disk); readers that need
+to see them first await :meth:`Storage.write` of a no-op, which resolves only
+after everything submitted before it is committed.
+
+When the durable store is disabled (``store_enabled`` false), :class:`MemoryStore`
+runs the same SQL on an in-memory SQLite database, so the feature behaves the
+same, minus surviving a restart.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable
+from typing import Any, Protocol, TypeVar
+
+import orjson
+
+from service.store.migrations import apply_migrations
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+NAMESPACE = "projects"
+MIGRATIONS = [
+    """
+    CREATE TABLE projects (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE,
+        path TEXT NOT NULL UNIQUE,
+        created_at REAL NOT NULL,
+        session_id TEXT,
+        runs INTEGER NOT NULL DEFAULT 0,
+        turns INTEGER NOT NULL DEFAULT 0,
+        cost_usd REAL NOT NULL DEFAULT 0,
+        last_run_at REAL,
+        last_status TEXT
+    );
+    CREATE TABLE project_messages (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        project_id TEXT NOT NULL,
+        ts REAL NOT NULL,
+        kind TEXT NOT NULL,
+        execution_id TEXT,
+        data TEXT NOT NULL
+    );
+    CREATE INDEX project_messages_by_project ON project_messages(project_id, id);
+    CREATE INDEX project_messages_by_time ON project_messages(project_id, ts);
+    """
+]
+
+PROJECT_COLUMNS = (
+    "id",
+    "name",
+    "path",
+    "created_at",
+    "session_id",
+    "runs",
+    "turns",
+    "cost_usd",
+    "last_run_at",
+    "last_status",
+)
+#: A page of messages.get stops growing past this many bytes of message data
+#: (it always holds at least one message, however large).
+PAGE_BYTES = 8 * 1024 * 1024
+
+
+class Storage(Protocol):
+    """What the projects feature needs of a store (:class:`service.store.Store`)."""
+
+    def register_schema(self, namespace: str, migrations: list[str]) -> None: ...
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+
+    def submit(self, fn: Job, weight: int = 1) -> None: ...
+
+
+class MemoryStore:
+    """The :class:`Storage` of a server without a durable store: one in-memory
+    SQLite connection used on the event loop (every statement is short)."""
+
+    def __init__(self) -> None:
+        self._conn = sqlite3.connect(":memory:", isolation_level=None)
+        self._schemas: dict[str, list[str]] = {}
+
+    def register_schema(self, namespace: str, migrations: list[str]) -> None:
+        self._schemas[namespace] = list(migrations)
+
+    async def open(self) -> None:
+        apply_migrations(self._conn, self._schemas)
+
+    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return fn(self._conn)
+
+    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._conn.execute("BEGIN")
+        try:
+            result = fn(self._conn)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+        return result
+
+    def submit(self, fn: Job, weight: int = 1) -> None:
+        self._conn.execute("BEGIN")
+        try:
+            fn(self._conn)
+        except BaseException:
+            self._conn.execute("ROLLBACK")
+            raise
+        self._conn.execute("COMMIT")
+
+    async def close(self) -> None:
+        self._conn.close()
+
+
+# --- jobs ------------------------------------------------------------------------
+
+
+def load_projects(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+    rows = conn.execute(f"SELECT {', '.join(PROJECT_COLUMNS)} FROM projects ORDER BY name")
+    return [dict(zip(PROJECT_COLUMNS, row, strict=True)) for row in rows]
+
+
+def insert_project(record: dict[str, Any]) -> Job:
+    def job(conn: sqlite3.Connection) -> None:
+        marks = ", ".join("?" for _ in PROJECT_COLUMNS)
+        conn.execute(
+            f"INSERT INTO projects ({', '.join(PROJECT_COLUMNS)}) VALUES ({marks})",
+            [record[name] for name in PROJECT_COLUMNS],
+        )
+
+    return job
+
+
+def update_project(project_id: str, fields: dict[str, Any]) -> Job:
+    names = [name for name in fields if name in PROJECT_COLUMNS and name != "id"]
+
+    def job(conn: sqlite3.Connection) -> None:
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        conn.execute(
+            f"UPDATE projects SET {assignments} WHERE id = ?",
+            [*(fields[name] for name in names), project_id],
+        )
+
+    return job
+
+
+def delete_project(project_id: str) -> Job:
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute("DELETE FROM project_messages WHERE project_id = ?", (project_id,))
+        conn.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+
+    return job
+
+
+def append_message(
+    project_id: str, ts: float, kind: str, execution_id: str | None, data: str
+) -> Job:
+    """A history entry; ``data`` is JSON text (an event line as printed)."""
+
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute(
+            "INSERT INTO project_messages (project_id, ts, kind, execution_id, data) "
+            "VALUES (?, ?, ?, ?, ?)",
+            (project_id, ts, kind, execution_id, data),
+        )
+
+    return job
+
+
+def read_messages(
+    project_id: str, after_id: int, since: float | None, limit: int
+) -> Callable[[sqlite3.Connection], tuple[list[dict[str, Any]], bool]]:
+    """Up to ``limit`` messages after ``after_id`` (and at or after ``since``),
+    oldest first, within :data:`PAGE_BYTES`; and whether more follow."""
+
+    def job(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+        sql = (
+            "SELECT id, ts, kind, execution_id, data FROM project_messages "
+            "WHERE project_id = ? AND id > ?"
+        )
+        args: list[Any] = [project_id, after_id]
+        if since is not None:
+            sql += " AND ts >= ?"
+            args.append(since)
+        sql += " ORDER BY id LIMIT ?"
+        args.append(limit + 1)
+        messages: list[dict[str, Any]] = []
+        total = 0
+        for row_id, ts, kind, execution_id, data in conn.execute(sql, args):
+            if len(messages) >= limit or (messages and total + len(data) > PAGE_BYTES):
+                return messages, True
+            total += len(data)
+            messages.append(
+                {
+                    "id": row_id,
+                    "ts": ts,
+                    "kind": kind,
+                    "execution_id": execution_id,
+                    "data": orjson.loads(data),
+                }
+            )
+        return messages, False
+
+    return job
