@@ -311,7 +311,7 @@ class ExecutorClient:
             self._connected.set()
             return
         execution_id = params.get("execution_id")
-        if execution_id is not None and message["method"].startswith("process."):
+        if execution_id is not None and message["method"].startswith(("process.", "agent.")):
             self._queues[execution_id].put_nowait(message)
         else:
             self.notifications.put_nowait(message)
