@@ -24,6 +24,7 @@ SUBCOMMANDS: dict[str, str] = {
     "cancel": "service.commands.control",
     "logs": "service.commands.logs",
     "agent": "service.commands.agent",
+    "prompts": "service.prompts.cli",
 }
 
 

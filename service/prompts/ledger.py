@@ -43,6 +43,7 @@ class Record:
     argv: tuple[str, ...] = ()
     status: str | None = None
     exit_code: int | None = None
+    patterns: tuple[str, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -62,8 +63,9 @@ class Record:
             transcript_bytes=int(data["transcript_bytes"]),
             created_at=float(data["created_at"]),
             argv=tuple(data.get("argv") or ()),
-            status=data.get("status"),
+            status=data.get("state"),
             exit_code=data.get("exit_code"),
+            patterns=tuple(data.get("patterns") or ()),
         )
 
 
