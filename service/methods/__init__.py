@@ -10,6 +10,9 @@ def build_router() -> Router:
 
     router = Router()
     router.include(core.router)
+    from service.methods import store
+
+    router.include(store.router)
     from service.prompts import methods as prompts
 
     router.include(prompts.router)

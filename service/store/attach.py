@@ -1,0 +1,286 @@
+"""``attach``: replay an execution's transcript, then continue live, seamlessly.
+
+The seam is the execution's ``seq`` at the instant of the attach. In one
+synchronous step (no ``await``, so no chunk can slip between) the attaching
+connection becomes an owner (the detach timer stops) and, instead of the
+connection itself, a :class:`Holder` becomes the execution's sink: from then
+on the live frames for this connection are held, all of them with seq beyond
+the seam. The replay task then makes sure the store has everything up to the
+seam (:meth:`Recorder.sync`), sends the stored chunks ``since_seq < seq <=
+seam`` with :meth:`Outbox.put` (which waits for room: a slow reader slows only
+its own replay), then sends the held frames the same way. When nothing is
+held any more, again in one synchronous step, the holder is removed and the
+connection becomes the sink: live frames flow directly. No gap, no duplicate.
+
+The holder is bounded (``max_pending_bytes``). A producer faster than the
+reader makes it overflow; it then stops holding output (it is all in the
+store) and the replay catches up from the store up to a new seam, as often
+as needed. Chunks past the transcript cap are not stored, so they cannot be
+replayed: they show as a gap in seq.
+
+Attaching to a finished execution replays its transcript and then sends its
+``process.completed`` (``dropped`` 0: this connection received all the store
+has). An execution known only to the store (an earlier server's, now
+``lost`` or finished) replays the same way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any
+
+from service.errors import InvalidState, NotFound
+from service.execution import Execution
+from service.outbox import Outbox, OutboxClosed
+from service.protocol import encode, notification
+from service.store.database import Store
+from service.store.history import chunk_rows, get_execution, output_frame
+from service.store.recorder import Recorder
+
+if TYPE_CHECKING:
+    from service.connection import Connection
+    from service.supervisor import Supervisor
+
+logger = logging.getLogger(__name__)
+
+#: Chunks read from the store per query while replaying.
+REPLAY_PAGE = 2000
+OUTPUT_PREFIX = '"method":"process.output"'
+
+
+class Holder:
+    """A Sink that holds one connection's live frames of one execution during
+    its replay. ``offer`` never refuses an output chunk: past the budget it
+    stops holding output and sets :attr:`overflowed`; the replay then fetches
+    those chunks from the store."""
+
+    def __init__(self, execution: Execution, budget_bytes: int) -> None:
+        self.execution = execution
+        self.budget_bytes = budget_bytes
+        #: ``(seq, frame)`` for output chunks, ``(None, frame)`` for the rest.
+        self.entries: deque[tuple[int | None, str]] = deque()
+        self.bytes = 0
+        self.overflowed = False
+
+    def offer(self, frame: str, *, droppable: bool) -> bool:
+        is_output = OUTPUT_PREFIX in frame[:64]
+        if is_output and (self.overflowed or self.bytes + len(frame) > self.budget_bytes):
+            self.overflowed = True
+            return True  # in the store: the replay catches up
+        if droppable and not is_output and self.bytes + len(frame) > self.budget_bytes:
+            return False
+        # An output frame is offered right after its seq was assigned.
+        self.entries.append((self.execution.seq if is_output else None, frame))
+        self.bytes += len(frame)
+        return True
+
+    def pop(self) -> tuple[int | None, str]:
+        seq, frame = self.entries.popleft()
+        self.bytes -= len(frame)
+        return seq, frame
+
+    def forget_output(self) -> None:
+        """Drop the held output chunks (they will be replayed from the store)."""
+        kept = deque(entry for entry in self.entries if entry[0] is None)
+        self.bytes = sum(len(frame) for _, frame in kept)
+        self.entries = kept
+        self.overflowed = False
+
+
+def completed_frame(execution_id: str, record: dict[str, Any]) -> str:
+    """A ``process.completed`` for a connection that attached to a finished execution."""
+    params = {
+        "execution_id": execution_id,
+        "status": record["state"],
+        "exit_code": record.get("exit_code"),
+        "signal": record.get("signal"),
+        "duration_s": record.get("duration_s"),
+        "stdout_bytes": record.get("stdout_bytes", 0),
+        "stderr_bytes": record.get("stderr_bytes", 0),
+        "dropped": 0,
+    }
+    if record.get("reason") and record["state"] == "lost":
+        params["reason"] = record["reason"]
+    return encode(notification("process.completed", params))
+
+
+class Attacher:
+    """Runs the replays of ``attach``; one per connection and execution at a time."""
+
+    def __init__(
+        self, store: Store | None, recorder: Recorder | None, supervisor: Supervisor
+    ) -> None:
+        self.store = store
+        self.recorder = recorder
+        self.supervisor = supervisor
+        self._active: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def attach(
+        self, connection: Connection, execution_id: str, since_seq: int
+    ) -> dict[str, Any]:
+        """Start replaying to ``connection``; the ``attach`` result. The replay
+        frames follow the result."""
+        key = (connection.id, execution_id)
+        if key in self._active:
+            raise InvalidState(
+                "this connection is already attaching to this execution; wait for its replay"
+            )
+        supervisor = self.supervisor
+        execution = supervisor.live.get(execution_id) or supervisor.finished.get(execution_id)
+        if execution is None:
+            return await self._attach_stored(connection, key, execution_id, since_seq)
+        # From here to the end of this block: no await, so no frame slips by.
+        finished = execution.state.is_final
+        seam = execution.seq
+        supervisor.add_owner(execution, connection)
+        snapshot = execution.snapshot()
+        result = {
+            "status": "attached",
+            "execution_id": execution.id,
+            "state": execution.state.value,
+            "pid": execution.pid,
+            "pgid": execution.pgid,
+            "since_seq": since_seq,
+            "last_seq": seam,
+            "replay": self.recorder is not None,
+        }
+        if self.recorder is None:
+            # No store: nothing to replay; the client sees the gap in seq.
+            if finished:
+                connection.offer(completed_frame(execution.id, snapshot), droppable=False)
+            return result
+        execution.remove_sink(connection)
+        holder = Holder(execution, connection.services.settings.max_pending_bytes)
+        execution.add_sink(holder)
+        self._start(
+            key,
+            self._replay_live(connection, execution, holder, since_seq, seam, finished),
+        )
+        execution.log.info(
+            "attached",
+            extra={"connection_id": connection.id, "since_seq": since_seq, "seam": seam},
+        )
+        return result
+
+    async def _attach_stored(
+        self, connection: Connection, key: tuple[str, str], execution_id: str, since_seq: int
+    ) -> dict[str, Any]:
+        if self.store is None:
+            raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
+        record = await self.store.read(lambda conn: get_execution(conn, execution_id))
+        if record is None:
+            raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
+        if key in self._active:
+            raise InvalidState("this connection is already attaching to this execution")
+        self._start(key, self._replay_stored(connection, record, since_seq))
+        return {
+            "status": "attached",
+            "execution_id": execution_id,
+            "state": record["state"],
+            "pid": record["pid"],
+            "pgid": record["pgid"],
+            "since_seq": since_seq,
+            "last_seq": record["last_seq"],
+            "replay": True,
+        }
+
+    def _start(self, key: tuple[str, str], coro: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await coro
+            except OutboxClosed:
+                pass  # the client went away; nothing to send to
+            finally:
+                self._active.pop(key, None)
+
+        self._active[key] = self.supervisor.spawn_task(run(), name=f"attach:{key[1]}")
+
+    async def _send_range(
+        self, outbox: Outbox, execution_id: str, after_seq: int, upto_seq: int | None
+    ) -> None:
+        """Send the stored chunks ``after_seq < seq <= upto_seq``, reading the
+        next page while the current one is being sent."""
+        store = self.store
+        assert store is not None
+
+        def page(after: int) -> asyncio.Task[list[tuple[int, str, str, int, float]]]:
+            return asyncio.create_task(
+                store.read(
+                    lambda conn: chunk_rows(conn, execution_id, after, upto_seq, REPLAY_PAGE)
+                )
+            )
+
+        pending = page(after_seq)
+        try:
+            while True:
+                rows = await pending
+                if len(rows) == REPLAY_PAGE:
+                    pending = page(rows[-1][0])
+                for row in rows:
+                    await outbox.put(output_frame(execution_id, row))
+                if len(rows) < REPLAY_PAGE:
+                    return
+        finally:
+            if not pending.done():
+                pending.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await pending
+
+    async def _replay_live(
+        self,
+        connection: Connection,
+        execution: Execution,
+        holder: Holder,
+        since_seq: int,
+        seam: int,
+        finished: bool,
+    ) -> None:
+        recorder = self.recorder
+        assert recorder is not None
+        outbox = connection.outbox
+        sent = since_seq
+        rounds = 0
+        try:
+            while True:
+                rounds += 1
+                if seam > sent:
+                    await recorder.sync()
+                    await self._send_range(outbox, execution.id, sent, seam)
+                    sent = seam
+                while holder.entries and not holder.overflowed:
+                    seq, frame = holder.pop()
+                    await outbox.put(frame)
+                    if seq is not None:
+                        sent = seq
+                if holder.overflowed:
+                    # Output was not held: catch up from the store to a new seam.
+                    seam = execution.seq
+                    holder.forget_output()
+                    continue
+                # The seam: nothing held, no await until the connection is the sink.
+                execution.remove_sink(holder)
+                if not outbox.closed:
+                    execution.add_sink(connection)
+                break
+            if finished:
+                await outbox.put(completed_frame(execution.id, execution.snapshot()))
+            execution.log.info(
+                "replay done",
+                extra={"connection_id": connection.id, "last_seq": sent, "rounds": rounds},
+            )
+        finally:
+            execution.remove_sink(holder)
+
+    async def _replay_stored(
+        self, connection: Connection, record: dict[str, Any], since_seq: int
+    ) -> None:
+        execution_id = record["execution_id"]
+        await self._send_range(connection.outbox, execution_id, since_seq, None)
+        if record["state"] in ("starting", "running", "paused"):
+            # Live in the store but not in this server: only recovery can say more.
+            return
+        await connection.outbox.put(completed_frame(execution_id, record))

@@ -1,0 +1,270 @@
+"""The observer that writes every execution and its transcript to the store.
+
+:class:`Recorder` is attached to every execution (``supervisor.observers``).
+It runs on the event loop and never waits: a transition becomes a write job,
+output chunks are gathered for the rest of the current loop iteration and go
+to the writer as one job. Jobs reach the writer in the order the recorder saw
+the events, so a chunk is never stored before its execution's row, and an
+execution's final state is never stored before its last chunk.
+
+Each execution stores at most ``max_transcript_bytes`` of output; past that,
+chunks are counted (``unstored_chunks``, ``unstored_bytes``) and not stored.
+When the writer falls behind by more than ``store_queue_chunks`` chunks, the
+executions producing output are throttled through ``Execution.flow`` until the
+queue drains: their children block on a full pipe; the event loop does not.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+import time
+import uuid
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from service.execution import Chunk, Execution
+from service.state import ExecutionState
+from service.store.database import Store
+
+if TYPE_CHECKING:
+    from service.supervisor import Supervisor
+
+logger = logging.getLogger(__name__)
+
+BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+
+
+def read_boot_id() -> str | None:
+    """The kernel's boot id: start ticks from ``/proc`` compare only within one boot."""
+    try:
+        with open(BOOT_ID_PATH, encoding="ascii") as handle:
+            return handle.read().strip() or None
+    except OSError:
+        return None
+
+
+@dataclass(slots=True)
+class Tally:
+    """What the recorder knows of one live execution's transcript."""
+
+    stored_chunks: int = 0
+    stored_bytes: int = 0
+    unstored_chunks: int = 0
+    unstored_bytes: int = 0
+    capped: bool = False
+
+
+ChunkRow = tuple[str, int, str, str, int, int, float]
+
+INSERT_EXECUTION = """
+INSERT INTO executions (
+    id, connection_id, server_id, boot_id, command, argv, cwd, project_id, state, reason,
+    pid, pgid, start_ticks, exit_code, signal, created_at, started_at, ended_at, updated_at,
+    stdout_bytes, stderr_bytes, last_seq
+) VALUES (
+    :id, :connection_id, :server_id, :boot_id, :command, :argv, :cwd, :project_id, :state,
+    :reason, :pid, :pgid, :start_ticks, :exit_code, :signal, :created_at, :started_at,
+    :ended_at, :updated_at, :stdout_bytes, :stderr_bytes, :last_seq
+)
+"""
+
+UPDATE_EXECUTION = """
+UPDATE executions SET
+    state = :state, reason = :reason, pid = :pid, pgid = :pgid, start_ticks = :start_ticks,
+    exit_code = :exit_code, signal = :signal, started_at = :started_at, ended_at = :ended_at,
+    updated_at = :updated_at, stdout_bytes = :stdout_bytes, stderr_bytes = :stderr_bytes,
+    last_seq = :last_seq, stored_chunks = :stored_chunks, stored_bytes = :stored_bytes,
+    unstored_chunks = :unstored_chunks, unstored_bytes = :unstored_bytes
+WHERE id = :id
+"""
+
+INSERT_CHUNK = """
+INSERT OR IGNORE INTO chunks (execution_id, seq, stream, data, nbytes, truncated, ts)
+VALUES (?, ?, ?, ?, ?, ?, ?)
+"""
+
+UPDATE_COUNTS = """
+UPDATE executions SET
+    last_seq = :last_seq, stdout_bytes = :stdout_bytes, stderr_bytes = :stderr_bytes,
+    stored_chunks = :stored_chunks, stored_bytes = :stored_bytes,
+    unstored_chunks = :unstored_chunks, unstored_bytes = :unstored_bytes, updated_at = :updated_at
+WHERE id = :id
+"""
+
+
+class Recorder:
+    """An ExecutionObserver that keeps executions and transcripts in ``store``."""
+
+    def __init__(self, store: Store, supervisor: Supervisor) -> None:
+        self.store = store
+        self.supervisor = supervisor
+        self.cap_bytes = store.settings.max_transcript_bytes
+        #: This server process, so restart recovery knows what an earlier one left.
+        self.server_id = uuid.uuid4().hex
+        self.boot_id = read_boot_id()
+        self.tallies: dict[str, Tally] = {}
+        self._rows: list[ChunkRow] = []
+        self._dirty: dict[str, Execution] = {}
+        self._flush_handle: asyncio.Handle | None = None
+        self._throttled: dict[str, Execution] = {}
+        self.failed_jobs = 0
+        store.on_drain(self._release)
+
+    # --- ExecutionObserver -------------------------------------------------------
+
+    def on_transition(self, execution: Execution) -> None:
+        if not self.store.is_open:
+            return
+        self.flush()
+        first = execution.id not in self.tallies
+        tally = self.tallies.setdefault(execution.id, Tally())
+        if first:
+            row = self._row(execution, tally)
+            row["connection_id"] = self._owner_id(execution)
+            row["server_id"] = self.server_id
+            row["boot_id"] = self.boot_id
+            row["command"] = execution.spec.display or None
+            row["argv"] = json.dumps(execution.spec.argv)
+            row["cwd"] = execution.spec.cwd
+            row["project_id"] = execution.spec.project_id
+            row["created_at"] = execution.created_at
+            self.store.submit(_run(INSERT_EXECUTION, row))
+            if not execution.state.is_final:
+                return
+        self.store.submit(_run(UPDATE_EXECUTION, self._row(execution, tally)))
+        if execution.state.is_final:
+            self.tallies.pop(execution.id, None)
+            self._dirty.pop(execution.id, None)
+            throttled = self._throttled.pop(execution.id, None)
+            if throttled is not None:
+                throttled.flow.set()
+
+    def on_output(self, execution: Execution, chunk: Chunk) -> None:
+        tally = self.tallies.get(execution.id)
+        if tally is None or not self.store.is_open:
+            return
+        if tally.stored_bytes + chunk.nbytes > self.cap_bytes:
+            tally.unstored_chunks += 1
+            tally.unstored_bytes += chunk.nbytes
+            if not tally.capped:
+                tally.capped = True
+                execution.log.warning(
+                    "transcript cap reached; further chunks are counted, not stored",
+                    extra={"max_transcript_bytes": self.cap_bytes, "seq": chunk.seq},
+                )
+        else:
+            tally.stored_chunks += 1
+            tally.stored_bytes += chunk.nbytes
+            self._rows.append(
+                (
+                    execution.id,
+                    chunk.seq,
+                    chunk.stream,
+                    chunk.data,
+                    chunk.nbytes,
+                    int(chunk.truncated),
+                    chunk.ts,
+                )
+            )
+        self._dirty[execution.id] = execution
+        if self._flush_handle is None:
+            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        if self.store.backlog + len(self._rows) >= self.store.settings.store_queue_chunks:
+            if execution.id not in self._throttled and execution.state.is_live:
+                execution.log.warning(
+                    "store writer is behind; throttling output",
+                    extra={"backlog": self.store.backlog},
+                )
+                self._throttled[execution.id] = execution
+                execution.flow.clear()
+
+    # --- writing -------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Hand the gathered chunks and counters to the writer (one job)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if not self._rows and not self._dirty:
+            return
+        rows, self._rows = self._rows, []
+        counts = [self._counts(e, self.tallies[e.id]) for e in self._dirty.values()]
+        self._dirty = {}
+        if not self.store.is_open:
+            return
+
+        def job(conn: sqlite3.Connection) -> None:
+            if rows:
+                conn.executemany(INSERT_CHUNK, rows)
+            if counts:
+                conn.executemany(UPDATE_COUNTS, counts)
+
+        self.store.submit(job, weight=max(1, len(rows)))
+
+    async def sync(self) -> None:
+        """Return once everything the recorder has seen so far is committed."""
+        self.flush()
+        await self.store.write(_nothing)
+
+    def _release(self) -> None:
+        if not self._throttled or self.store.congested:
+            return
+        for execution in self._throttled.values():
+            execution.flow.set()
+        self._throttled.clear()
+
+    # --- rows --------------------------------------------------------------------------
+
+    def _owner_id(self, execution: Execution) -> str | None:
+        owners = self.supervisor.owners.get(execution.id) or ()
+        for owner in owners:
+            owner_id = getattr(owner, "id", None)
+            if isinstance(owner_id, str):
+                return owner_id
+        return None
+
+    def _row(self, execution: Execution, tally: Tally) -> dict[str, Any]:
+        reason = execution.error
+        if reason is None and execution.state is ExecutionState.CANCELLED:
+            reason = "cancelled"
+        row = self._counts(execution, tally)
+        row.update(
+            state=execution.state.value,
+            reason=reason,
+            pid=execution.pid,
+            pgid=execution.pgid,
+            start_ticks=execution.start_ticks,
+            exit_code=execution.exit_code,
+            signal=execution.signal,
+            started_at=execution.started_at,
+            ended_at=execution.ended_at,
+        )
+        return row
+
+    @staticmethod
+    def _counts(execution: Execution, tally: Tally) -> dict[str, Any]:
+        return {
+            "id": execution.id,
+            "last_seq": execution.seq,
+            "stdout_bytes": execution.stdout_bytes,
+            "stderr_bytes": execution.stderr_bytes,
+            "stored_chunks": tally.stored_chunks,
+            "stored_bytes": tally.stored_bytes,
+            "unstored_chunks": tally.unstored_chunks,
+            "unstored_bytes": tally.unstored_bytes,
+            "updated_at": time.time(),
+        }
+
+
+def _run(sql: str, params: dict[str, Any]) -> Any:
+    def job(conn: sqlite3.Connection) -> None:
+        conn.execute(sql, params)
+
+    return job
+
+
+def _nothing(conn: sqlite3.Connection) -> None:
+    return None

@@ -1,0 +1,189 @@
+"""Restart recovery: what an earlier server process left running.
+
+At start, before the server listens, every execution the store still marks
+live (``starting``, ``running``, ``paused``) belongs to an earlier server
+process that died without finishing it. Its leftovers are found two ways:
+
+- the leader, when a process with the stored pid still exists *and* has the
+  stored start time (``/proc/PID/stat`` field 22) in the same kernel boot;
+  a pid reused by an unrelated process is never touched;
+- every process whose environment carries the execution's marker
+  (``CC_EXECUTOR_EXECUTION_ID=<id>``), which catches children that outlived
+  their leader or escaped the group.
+
+Their process groups are ended with the kill ladder (SIGTERM and SIGCONT,
+``kill_grace_s``, SIGKILL), and the execution is marked ``lost`` with a reason.
+Nothing stays ``running`` forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sqlite3
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from service import procfs
+from service.spawn import EXECUTION_MARKER
+from service.state import ExecutionState
+from service.store.database import Store
+
+logger = logging.getLogger(__name__)
+
+LIVE_STATES = tuple(state.value for state in ExecutionState if state.is_live)
+MARKER_PREFIX = EXECUTION_MARKER.encode() + b"="
+
+
+@dataclass
+class Leftover:
+    """One execution an earlier server left live, and what remains of it."""
+
+    execution_id: str
+    pid: int | None
+    pgid: int | None
+    start_ticks: int | None
+    boot_id: str | None
+    server_id: str
+    state: str
+    pids: set[int] = field(default_factory=set)
+    groups: set[int] = field(default_factory=set)
+
+
+def marked_processes() -> dict[str, set[int]]:
+    """Live processes carrying an execution marker, by execution id (one /proc scan)."""
+    found: defaultdict[str, set[int]] = defaultdict(set)
+    me = os.getpid()
+    for pid in procfs.all_pids():
+        if pid == me:
+            continue
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        for entry in environ.split(b"\0"):
+            if entry.startswith(MARKER_PREFIX):
+                stat = procfs.read_stat(pid)
+                if stat is not None and stat.state not in procfs.GONE_STATES:
+                    found[entry[len(MARKER_PREFIX) :].decode(errors="replace")].add(pid)
+                break
+    return found
+
+
+def find_leftovers(leftovers: list[Leftover], boot_id: str | None) -> None:
+    """Fill in ``pids`` and ``groups`` of each leftover from ``/proc``."""
+    marked = marked_processes()
+    protected = {os.getpgid(0), 0, 1}
+    for item in leftovers:
+        item.pids |= marked.get(item.execution_id, set())
+        if item.pid is not None and item.start_ticks is not None and item.boot_id == boot_id:
+            stat = procfs.read_stat(item.pid)
+            if (
+                stat is not None
+                and stat.start_ticks == item.start_ticks
+                and stat.state not in procfs.GONE_STATES
+            ):
+                item.pids.add(item.pid)
+                if item.pgid is not None:
+                    item.groups.add(item.pgid)
+        for pid in item.pids:
+            stat = procfs.read_stat(pid)
+            if stat is not None:
+                item.groups.add(stat.pgid)
+        item.groups -= protected
+        item.pids.discard(os.getpid())
+
+
+def _signal_all(leftovers: list[Leftover], signum: int) -> None:
+    for item in leftovers:
+        for pgid in item.groups:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pgid, signum)
+        for pid in item.pids:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signum)
+
+
+def _still_alive(leftovers: list[Leftover]) -> bool:
+    for item in leftovers:
+        for pid in item.pids:
+            stat = procfs.read_stat(pid)
+            if stat is not None and stat.state not in procfs.GONE_STATES:
+                return True
+        for pgid in item.groups:
+            if procfs.group_members(pgid):
+                return True
+    return False
+
+
+async def _kill(leftovers: list[Leftover], grace_s: float) -> None:
+    targets = [item for item in leftovers if item.pids or item.groups]
+    if not targets:
+        return
+    _signal_all(targets, signal.SIGTERM)
+    _signal_all(targets, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline:
+        if not await asyncio.to_thread(_still_alive, targets):
+            return
+        await asyncio.sleep(0.05)
+    _signal_all(targets, signal.SIGKILL)
+    deadline = time.monotonic() + 2.0
+    while time.monotonic() < deadline:
+        if not await asyncio.to_thread(_still_alive, targets):
+            return
+        await asyncio.sleep(0.02)
+
+
+async def recover(store: Store, server_id: str, boot_id: str | None) -> list[Leftover]:
+    """Kill what earlier server processes left and mark their executions ``lost``;
+    the executions recovered."""
+
+    def load(conn: sqlite3.Connection) -> list[Leftover]:
+        marks = ",".join("?" * len(LIVE_STATES))
+        rows = conn.execute(
+            "SELECT id, pid, pgid, start_ticks, boot_id, server_id, state FROM executions "
+            f"WHERE state IN ({marks}) AND server_id != ?",
+            (*LIVE_STATES, server_id),
+        ).fetchall()
+        return [Leftover(*row) for row in rows]
+
+    leftovers = await store.read(load)
+    if not leftovers:
+        return []
+    await asyncio.to_thread(find_leftovers, leftovers, boot_id)
+    await _kill(leftovers, store.settings.kill_grace_s)
+    now = time.time()
+    updates = []
+    for item in leftovers:
+        killed = len(item.pids)
+        reason = f"the server process that ran it ended while it was {item.state}; " + (
+            f"{killed} leftover process(es) killed at restart"
+            if killed or item.groups
+            else "no process of it was left"
+        )
+        updates.append((ExecutionState.LOST.value, reason, now, now, item.execution_id))
+        logger.warning(
+            "execution lost by an earlier server process",
+            extra={
+                "execution_id": item.execution_id,
+                "previous_state": item.state,
+                "killed_pids": sorted(item.pids),
+                "killed_groups": sorted(item.groups),
+            },
+        )
+
+    def mark(conn: sqlite3.Connection) -> None:
+        conn.executemany(
+            "UPDATE executions SET state = ?, reason = ?, ended_at = COALESCE(ended_at, ?), "
+            "updated_at = ? WHERE id = ?",
+            updates,
+        )
+
+    await store.write(mark)
+    return leftovers
