@@ -330,11 +330,11 @@ class Run:
 
     def play(self, prompt: str) -> int:
         name, value = pick_scenario(prompt)
-        self.init()
-        if name == "hang":
-            sleep_forever()
         if name == "ignore-term":
+            # Before init: whoever saw init may already be sending SIGTERM.
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.init()
+        if name in ("hang", "ignore-term"):
             sleep_forever()
         if name == "slow":
             time.sleep(float(value or 2))
