@@ -55,6 +55,7 @@ def create_app(services: Services) -> Starlette:
             AccessMiddleware,
             token=services.token,
             allowed_origins=services.settings.allowed_origins,
+            bind_host=services.settings.host,
         )
     ]
     app = Starlette(routes=routes, middleware=middleware)

@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service import procfs
+from service import procfs, reaper
 from service.errors import InvalidState, LimitReached, TimedOut
 from service.protocol import encode, notification
 from service.settings import Settings
@@ -313,10 +313,16 @@ class Execution:
             return False
         return True
 
+    def _signal_escaped(self, signum: int) -> bool:
+        """Signal the execution's processes that left its group (double fork,
+        setsid); False when there are none."""
+        return reaper.signal_escaped(self.id, self.pgid, signum) > 0
+
     def _group_alive(self) -> bool:
-        if self.pgid is None or not self._signal_group(0):
-            return False
-        return bool(procfs.group_members(self.pgid))
+        """Whether any process of the execution lives: in its group or escaped."""
+        if self.pgid is not None and self._signal_group(0) and procfs.group_members(self.pgid):
+            return True
+        return bool(reaper.escaped_pids(self.id, self.pgid))
 
     async def pause(self) -> None:
         """SIGSTOP the group; return once every live member is stopped."""
@@ -389,13 +395,17 @@ class Execution:
     async def _run_ladder(self) -> None:
         # Readers must not sit behind a paused gate while the group dies.
         self._gate.set()
-        if not self._signal_group(signal.SIGTERM):
+        group = self._signal_group(signal.SIGTERM)
+        escaped = self._signal_escaped(signal.SIGTERM)
+        if not group and not escaped:
             return
-        self._signal_group(signal.SIGCONT)  # a stopped process cannot act on SIGTERM
+        # A stopped process cannot act on SIGTERM.
+        self._signal_group(signal.SIGCONT)
+        self._signal_escaped(signal.SIGCONT)
         if await self._wait_group_gone(self.settings.kill_grace_s):
             return
         self.log.info("grace period over; SIGKILL", extra={"pgid": self.pgid})
-        self._signal_group(signal.SIGKILL)
+        self._kill_now()
         await self._wait_group_gone(None)
 
     async def _wait_group_gone(self, timeout_s: float | None) -> bool:
@@ -414,6 +424,7 @@ class Execution:
 
     def _kill_now(self) -> None:
         self._signal_group(signal.SIGKILL)
+        self._signal_escaped(signal.SIGKILL)
 
     def write_input(self, data: str, eof: bool) -> int:
         """Write to the child's stdin without waiting; the bytes written."""

@@ -9,7 +9,7 @@ kill ladder and closes every WebSocket with 1001, so clients see their
 
 from __future__ import annotations
 
-import ctypes
+import ipaddress
 import logging
 import socket
 
@@ -17,20 +17,23 @@ import uvicorn
 
 from service import __version__
 from service.app import create_app
+from service.auth import TokenRedactor
+from service.handshake import protocol_with_handshake_timeout
+from service.reaper import Reaper
 from service.services import Services
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-_PR_SET_CHILD_SUBREAPER = 36
 
 
 class ExecutorServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, services: Services) -> None:
         super().__init__(config)
         self.services = services
+        self.reaper = Reaper(services.supervisor)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self.reaper.start()
         await self.services.startup()
         await super().startup(sockets)
         for server in self.servers:
@@ -51,15 +54,19 @@ class ExecutorServer(uvicorn.Server):
         for server in self.servers:
             server.close()
         await self.services.shutdown()
+        await self.reaper.stop()
         await super().shutdown(sockets)
         logger.info("stopped")
 
 
-def become_subreaper() -> None:
-    """Make orphaned descendants of our children our own children (Linux), so
-    a process that double-forks out of its group is still ours to kill."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_CHILD_SUBREAPER, 1)
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def build_config(settings: Settings, services: Services) -> uvicorn.Config:
@@ -68,7 +75,7 @@ def build_config(settings: Settings, services: Services) -> uvicorn.Config:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=protocol_with_handshake_timeout(settings.handshake_timeout_s),
         ws="websockets-sansio",
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
@@ -86,7 +93,14 @@ def build_config(settings: Settings, services: Services) -> uvicorn.Config:
 
 def serve(settings: Settings) -> None:
     """Run until SIGTERM or SIGINT."""
-    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.resolved_token() is None:
+    token = settings.resolved_token()
+    if token is not None:
+        # Uvicorn and websockets log request paths (with ?token=) and, at DEBUG,
+        # request headers; no log line may carry the secret.
+        redactor = TokenRedactor(token)
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(redactor)
+    if not is_loopback(settings.host) and token is None:
         logger.warning(
             "binding %s without a token: anyone who can reach this address can run commands",
             settings.host,

@@ -52,12 +52,19 @@ def child_preexec() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
+#: The server's own configuration (the token above all) never reaches a child,
+#: whatever ``pass_env`` says.
+SERVER_ENV_PREFIX = "CC_EXECUTOR_"
+
+
 def passed_environment(patterns: Sequence[str], source: Mapping[str, str]) -> dict[str, str]:
-    """The part of ``source`` whose names match one of ``patterns`` (shell-style)."""
+    """The part of ``source`` whose names match one of ``patterns`` (shell-style),
+    without the server's own ``CC_EXECUTOR_*`` settings."""
     return {
         name: value
         for name, value in source.items()
-        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        if not name.startswith(SERVER_ENV_PREFIX)
+        and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
     }
 
 
