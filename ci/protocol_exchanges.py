@@ -106,6 +106,7 @@ def start_server(name: str, scratch: Path) -> Server:
             "CC_EXECUTOR_DATA_DIR": str(data_dir),
             "CC_EXECUTOR_PROJECT_ROOTS": str(projects),
             "CC_EXECUTOR_CLAUDE_BIN": str(Path(sys.executable).parent / "fake-claude"),
+            "XDG_STATE_HOME": str(scratch / "state"),
             "PATH": f"{Path(sys.executable).parent}:{env.get('PATH', '/usr/bin:/bin')}",
         }
     )
@@ -470,6 +471,146 @@ async def _errors_rate(server: Server) -> list[str]:
         await s.call("status")
         await s.call("status")
         await s.call("status", None, error=-32006)
+        return s.lines
+
+
+@scenario("attach")
+async def _attach(server: Server) -> list[str]:
+    script = "echo one; sleep 0.3; echo two; sleep 1; echo three"
+    async with session(server) as first:
+        first.note("first connection: start, read seq 1 and 2, then go away")
+        result = await first.call("execute", {"argv": ["sh", "-c", script]})
+        execution_id = result["execution_id"]
+        await first.expect(lambda f: f.get("params", {}).get("seq") == 2)
+    lines = first.lines
+    async with session(server) as second:
+        second.note("a new connection attaches after seq 1: seq 2 is replayed, seq 3 is live")
+        await second.call("attach", {"execution_id": execution_id, "since_seq": 1})
+        await completed(second, execution_id)
+        return [*lines, *second.lines]
+
+
+@scenario("transcript.get")
+async def _transcript_get(server: Server) -> list[str]:
+    async with session(server) as s:
+        script = "echo alpha; sleep 0.1; echo beta >&2; sleep 0.1; echo gamma"
+        result = await s.call("execute", {"argv": ["sh", "-c", script]})
+        execution_id = result["execution_id"]
+        await completed(s, execution_id)
+        s.lines.clear()
+        s.note(f"execution {execution_id} ran: echo alpha; echo beta >&2; echo gamma")
+        page = await s.call("transcript.get", {"execution_id": execution_id, "limit": 2})
+        await s.call(
+            "transcript.get",
+            {"execution_id": execution_id, "since_seq": page["next_since_seq"], "limit": 2},
+        )
+        await s.call("transcript.get", {"execution_id": "nope"}, error=-32003)
+        return s.lines
+
+
+@scenario("executions.list")
+async def _executions_list(server: Server) -> list[str]:
+    async with session(server) as s:
+        page = await s.call("executions.list", {"limit": 2})
+        if page["next_cursor"] is not None:
+            await s.call("executions.list", {"limit": 1, "cursor": page["next_cursor"]})
+        await s.call("executions.list", {"state": ["cancelled", "timed_out"], "limit": 1})
+        return s.lines
+
+
+@scenario("project")
+async def _project(server: Server) -> list[str]:
+    path = server.data_dir.parent / "projects" / "demo"
+    path.mkdir(parents=True, exist_ok=True)
+    async with session(server) as s:
+        project = await s.call("project.create", {"name": "demo", "path": str(path)})
+        project_id = project["project_id"]
+        await s.call("project.list")
+        await s.call("project.get", {"project_id": project_id})
+        await s.call("project.subscribe", {"project_id": project_id})
+        await s.call("project.unsubscribe", {"project_id": project_id})
+        await s.call("project.create", {"name": "again", "path": str(path)}, error=-32602)
+        await s.call("project.delete", {"project_id": project_id})
+        await s.call("project.get", {"project_id": project_id}, error=-32003)
+        return s.lines
+
+
+async def _new_project(s: Session, name: str) -> str:
+    path = s.server.data_dir.parent / "projects" / name
+    path.mkdir(parents=True, exist_ok=True)
+    project = await s.call("project.create", {"name": name, "path": str(path)})
+    return str(project["project_id"])
+
+
+@scenario("agent")
+async def _agent(server: Server) -> list[str]:
+    async with session(server) as s:
+        s.note("the server runs fake-claude (the test double of the Claude Code CLI)")
+        project_id = await _new_project(s, "agent-demo")
+        await s.call("project.subscribe", {"project_id": project_id})
+        result = await s.call(
+            "agent.execute", {"project_id": project_id, "prompt": "List the files."}
+        )
+        await s.expect(
+            notified("agent.result", project_id=project_id),
+            notified("process.completed", execution_id=result["execution_id"]),
+        )
+        return s.lines
+
+
+@scenario("agent-session")
+async def _agent_session(server: Server) -> list[str]:
+    async with session(server) as s:
+        project_id = await _new_project(s, "agent-session")
+        s.lines.clear()
+        result = await s.call(
+            "agent.execute", {"project_id": project_id, "prompt": "fake:slow=30 Think hard."}
+        )
+        execution_id = result["execution_id"]
+        await s.expect(notified("process.output", execution_id=execution_id))
+        await s.call(
+            "agent.kill",
+            {"project_id": project_id},
+            notified("process.completed", execution_id=execution_id),
+        )
+        await s.call("agent.new_session", {"project_id": project_id})
+        await s.call("agent.kill", {"project_id": project_id}, error=-32005)
+        return s.lines
+
+
+@scenario("messages.get")
+async def _messages_get(server: Server) -> list[str]:
+    async with session(server) as s:
+        project_id = await _new_project(s, "history")
+        result = await s.call("agent.execute", {"project_id": project_id, "prompt": "Hello"})
+        await completed(s, result["execution_id"])
+        s.lines.clear()
+        page = await s.call("messages.get", {"project_id": project_id, "limit": 2})
+        await s.call(
+            "messages.get", {"project_id": project_id, "limit": 2, "cursor": page["next_cursor"]}
+        )
+        return s.lines
+
+
+@scenario("prompts")
+async def _prompts(server: Server) -> list[str]:
+    marker = "run-7f3a9c2e41d84b06"
+    async with session(server) as s:
+        result = await s.call("execute", {"argv": ["echo", f"{marker} DONE"]})
+        execution_id = result["execution_id"]
+        await completed(s, execution_id)
+        s.lines.clear()
+        s.note(f"execution {execution_id} ran: echo {marker} DONE")
+        claim = {
+            "prompt": "demo",
+            "version": 1,
+            "execution_id": execution_id,
+            "marker": marker,
+            "patterns": ["DONE"],
+        }
+        await s.call("prompts.record", claim)
+        await s.call("prompts.record", claim, error=-32005)
+        await s.call("prompts.records", {"prompt": "demo"})
         return s.lines
 
 
