@@ -57,7 +57,8 @@ def test_double_forked_daemon_is_adopted_and_gone_after_cancel(
             execution = await client.execute(argv=["sh", "-c", DAEMONS], env=marker)
             pids = wait_until(lambda: len(marked_pids(marker_value(marker))) >= 4 or None, 5)
             assert pids, marked_pids(marker_value(marker))
-            daemon = [p for p in marked_pids(marker_value(marker)) if procfs.cmdline(p) == "sleep 61"]
+            alive = marked_pids(marker_value(marker))
+            daemon = [p for p in alive if procfs.cmdline(p) == "sleep 61"]
             assert len(daemon) == 1
             stat = procfs.read_stat(daemon[0])
             assert stat is not None
@@ -147,8 +148,7 @@ def test_sigkill_of_the_server_kills_its_direct_children_within_a_second(
 
     def leaders_gone() -> bool:
         return all(
-            (s := procfs.read_stat(pid)) is None or s.state in procfs.GONE_STATES
-            for pid in leaders
+            (s := procfs.read_stat(pid)) is None or s.state in procfs.GONE_STATES for pid in leaders
         )
 
     assert wait_until(leaders_gone, 1.0, 0.01), "direct children outlived the server"
