@@ -1,0 +1,276 @@
+"""``ci/stress``: start a server, run Locust against it, gate, stop the server.
+
+    python -m stress.launch [--ui | --t02 | --t03] [--workers N] [-- LOCUST ARGS]
+
+The server is the real ``cc-executor serve`` on a free loopback port (port 0;
+the port is read from its JSON "listening" log line), with a fresh data
+directory and a project root for AgentUser, ``fake-claude`` as its Claude
+binary. Locust runs headless (or with its web UI on 127.0.0.1:8089 for
+``--ui``), optionally as a master with N local workers, and writes HTML and CSV
+reports under ``stress/reports/`` (``STRESS_REPORTS``). After Locust and the
+server have stopped, any process still carrying the run's marker is an orphan:
+reported, killed, and the exit status is non-zero.
+
+Environment: ``STRESS_DURATION`` (seconds, default 60), ``STRESS_USERS``
+(default 8), ``STRESS_SPAWN_RATE`` (default 4), ``STRESS_SCENARIOS`` (user
+classes, default all but JobUser), ``STRESS_REPORTS``. ``CC_EXECUTOR_*``
+variables reach the server unchanged.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from stress import orphans
+from stress.settings import DEFAULT_USERS, new_marker
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCUSTFILE = ROOT / "stress" / "locustfile.py"
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Scenario:
+    """What one mode runs: Locust flags and a report name."""
+
+    name: str
+    users: int
+    spawn_rate: float
+    duration_s: float
+    args: list[str] = field(default_factory=list)
+
+
+def scenario(mode: str) -> Scenario:
+    env = os.environ
+    duration = float(env.get("STRESS_DURATION", "60"))
+    users = int(env.get("STRESS_USERS", "8"))
+    rate = float(env.get("STRESS_SPAWN_RATE", "4"))
+    scenarios = env.get("STRESS_SCENARIOS", DEFAULT_USERS)
+    if mode == "t03":
+        # The seed's check: >= 3 sessions PAUSE, RESUME and CANCEL a 90-second job.
+        return Scenario(
+            "t03",
+            max(3, int(env.get("STRESS_USERS", "3"))),
+            3,
+            float(env.get("STRESS_DURATION", "90")),
+            ["--stress-users", "ControlUser", "--job-seconds", "90"],
+        )
+    if mode == "t02":
+        # The seed's check: `yes | pv -qL 50000` for 60 s, server under 100 MB.
+        return Scenario(
+            "t02",
+            int(env.get("STRESS_USERS", "1")),
+            1,
+            float(env.get("STRESS_DURATION", "70")),
+            [
+                "--stress-users",
+                "StreamUser",
+                "--stream-mode",
+                "flood",
+                "--flood-rate",
+                "50000",
+                "--flood-seconds",
+                "60",
+            ],
+        )
+    return Scenario(mode, users, rate, duration, ["--stress-users", scenarios])
+
+
+@dataclass
+class Server:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_path: Path
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(5)
+
+
+def start_server(work: Path, reports: Path, name: str) -> Server:
+    """``cc-executor serve --port 0``; wait for its "listening" line."""
+    env = dict(os.environ)
+    env["CC_EXECUTOR_DATA_DIR"] = str(work / "data")
+    env.setdefault("CC_EXECUTOR_PROJECT_ROOTS", json.dumps([str(work / "projects")]))
+    env["CC_EXECUTOR_LOG_FORMAT"] = "json"
+    env.setdefault("CC_EXECUTOR_LOG_LEVEL", "INFO")
+    fake = shutil.which("fake-claude", path=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
+    if fake and "CC_EXECUTOR_CLAUDE_BIN" not in env:
+        env["CC_EXECUTOR_CLAUDE_BIN"] = fake
+    log_path = reports / f"{name}-server.log"
+    log = log_path.open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", "0"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+        cwd=str(work),
+    )
+    log.close()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited ({proc.returncode}); see {log_path}")
+        for line in log_path.read_text(errors="replace").splitlines():
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(entry, dict) and entry.get("message") == "listening":
+                return Server(proc, int(entry["port"]), log_path)
+        time.sleep(0.1)
+    proc.kill()
+    proc.wait()
+    raise RuntimeError(f"server did not start in 30 s; see {log_path}")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def locust_command(
+    mode: str, plan: Scenario, server: Server, work: Path, reports: Path, marker: str
+) -> list[str]:
+    base = [
+        str(BIN / "locust"),
+        "-f",
+        str(LOCUSTFILE),
+        "--host",
+        f"ws://127.0.0.1:{server.port}/ws/mcp",
+        "--server-pid",
+        str(server.proc.pid),
+        "--run-marker",
+        marker,
+        "--project-root",
+        str(work / "projects"),
+        *plan.args,
+    ]
+    if mode == "ui":
+        return [*base, "--web-host", "127.0.0.1", "--web-port", "8089", "--class-picker"]
+    return [
+        *base,
+        "--headless",
+        "--users",
+        str(plan.users),
+        "--spawn-rate",
+        str(plan.spawn_rate),
+        "--run-time",
+        f"{int(plan.duration_s)}s",
+        "--only-summary",
+        "--csv",
+        str(reports / plan.name),
+        "--html",
+        str(reports / f"{plan.name}.html"),
+        "--summary-json",
+        str(reports / f"{plan.name}-summary.json"),
+    ]
+
+
+def run_locust(command: list[str], workers: int, extra: list[str]) -> int:
+    """Run Locust (as master plus ``workers`` local workers when > 0); its status."""
+    if workers <= 0:
+        return subprocess.call([*command, *extra])
+    port = free_port()
+    master = subprocess.Popen(
+        [
+            *command,
+            *extra,
+            *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
+            *("--expect-workers", str(workers)),
+        ]
+    )
+    helpers = [
+        subprocess.Popen(
+            [
+                *(str(BIN / "locust"), "-f", str(LOCUSTFILE), "--worker"),
+                *("--master-host", "127.0.0.1", "--master-port", str(port)),
+            ]
+        )
+        for _ in range(workers)
+    ]
+    try:
+        code = master.wait()
+    finally:
+        for helper in helpers:
+            try:
+                helper.wait(30)
+            except subprocess.TimeoutExpired:
+                helper.kill()
+                helper.wait()
+    bad = [h.returncode for h in helpers if h.returncode not in (0, None)]
+    if bad:
+        print(f"stress: a worker exited with {bad}", file=sys.stderr)
+    return code
+
+
+def given_marker(locust_args: list[str]) -> str | None:
+    """The ``--run-marker`` among the Locust arguments, if one was given."""
+    for index, arg in enumerate(locust_args):
+        if arg.startswith("--run-marker="):
+            return arg.split("=", 1)[1]
+        if arg == "--run-marker" and index + 1 < len(locust_args):
+            return locust_args[index + 1]
+    return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="ci/stress", description=__doc__.split("\n\n")[0])
+    modes = parser.add_mutually_exclusive_group()
+    modes.add_argument("--ui", action="store_const", dest="mode", const="ui")
+    modes.add_argument("--t02", action="store_const", dest="mode", const="t02")
+    modes.add_argument("--t03", action="store_const", dest="mode", const="t03")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("STRESS_WORKERS", "0")))
+    parser.add_argument("locust_args", nargs="*", help="after --: passed to Locust")
+    args = parser.parse_args(argv)
+    mode = args.mode or "stress"
+    plan = scenario(mode)
+    reports = Path(os.environ.get("STRESS_REPORTS", ROOT / "stress" / "reports")).resolve()
+    reports.mkdir(parents=True, exist_ok=True)
+    marker = given_marker(args.locust_args) or new_marker()
+    with tempfile.TemporaryDirectory(prefix="ccx-stress-") as tmp:
+        work = Path(tmp)
+        (work / "projects").mkdir()
+        server = start_server(work, reports, plan.name)
+        print(f"stress: server pid {server.proc.pid} on 127.0.0.1:{server.port}", flush=True)
+        interrupted = threading.Event()
+        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        try:
+            command = locust_command(mode, plan, server, work, reports, marker)
+            code = run_locust(command, args.workers, args.locust_args)
+        finally:
+            signal.signal(signal.SIGINT, previous)
+            server_code = server.stop()
+    left = orphans.reap(marker, 2.0)
+    for orphan in left:
+        print(f"stress: ORPHAN after server stop: pid {orphan.pid}: {orphan.cmdline}")
+    if server_code not in (0, -signal.SIGTERM):
+        print(f"stress: server exited with {server_code}; see {server.log_path}")
+    if mode != "ui":
+        print(f"stress: reports in {reports}/{plan.name}.html and {plan.name}_*.csv")
+    if code == 0 and left:
+        code = 1
+    print(f"stress: {'PASSED' if code == 0 else 'FAILED'} (exit {code})", flush=True)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

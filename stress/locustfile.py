@@ -1,0 +1,16 @@
+"""Locust entry point of the cc-executor stress harness.
+
+    locust -f stress/locustfile.py --host ws://127.0.0.1:8003/ws/mcp
+
+``ci/stress`` (``make stress``, ``make stress-ui``, ``make stress-t02``,
+``make stress-t03``) starts a server and runs this file against it; see
+``docs/stress.md``. The users live in :mod:`stress.users`, the hooks (options,
+RSS sampling, orphans, gates, summary) in :mod:`stress.plugin`.
+"""
+
+from stress.plugin import register
+from stress.users import AgentUser, ControlUser, JobUser, ReconnectUser, StreamUser
+
+__all__ = ["AgentUser", "ControlUser", "JobUser", "ReconnectUser", "StreamUser"]
+
+register()

@@ -1,0 +1,190 @@
+"""The harness's options: Locust command-line flags that also appear in the
+web UI form, and :class:`RunSettings`, the typed view the users read.
+
+Every flag is added in :func:`add_arguments` (registered on
+``events.init_command_line_parser``); each can also be set from the
+environment as ``LOCUST_<FLAG>`` (Locust's own rule). In distributed mode the
+master sends its values to the workers with every spawn message, so the
+run marker chosen on the master is the one every worker uses.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+#: Name of the environment variable that marks every command of a run.
+DEFAULT_MARKER_NAME = "CCX_STRESS_RUN"
+USER_NAMES = ("ControlUser", "StreamUser", "ReconnectUser", "AgentUser", "JobUser")
+DEFAULT_USERS = "ControlUser,StreamUser,ReconnectUser,AgentUser"
+
+
+def add_arguments(parser: Any) -> None:
+    """Register the harness's flags on Locust's parser."""
+    add = parser.add_argument  # Locust's own, which knows is_secret (groups do not)
+    add("--token", default="", is_secret=True, help="Bearer token of the server, if it has one.")
+    add(
+        "--stress-users",
+        default=DEFAULT_USERS,
+        help=f"Comma-separated users to run, of {', '.join(USER_NAMES)}.",
+    )
+    add("--job-seconds", type=float, default=90.0, help="ControlUser: length of the long job.")
+    add(
+        "--run-before-pause-seconds",
+        type=float,
+        default=1.0,
+        help="ControlUser: output time before PAUSE.",
+    )
+    add(
+        "--pause-hold-seconds",
+        type=float,
+        default=2.0,
+        help="ControlUser: how long a paused job must stay silent.",
+    )
+    add(
+        "--stream-mode",
+        default="seq",
+        choices=["seq", "flood"],
+        help="StreamUser: 'seq' (seq 1 N) or 'flood' (yes | pv -qL RATE).",
+    )
+    add("--seq-lines", type=int, default=20000, help="StreamUser: lines of one seq run.")
+    add("--flood-rate", type=int, default=50000, help="StreamUser: flood bytes per second (pv -L).")
+    add("--flood-seconds", type=float, default=10.0, help="StreamUser: length of one flood.")
+    add(
+        "--reconnect-lines",
+        type=int,
+        default=60,
+        help="ReconnectUser: numbered lines of the job (one per 50 ms).",
+    )
+    add(
+        "--project-root",
+        default="",
+        help="AgentUser: directory (inside the server's project roots) for projects.",
+    )
+    add("--agent-prompt", default="stress test: say hello", help="AgentUser: the prompt.")
+    add("--job-argv", default="sleep 2", help="JobUser: command run to completion each iteration.")
+    add("--max-fail-ratio", type=float, default=0.01, help="Gate: failed/total requests allowed.")
+    add("--control-p95-ms", type=float, default=2000.0, help="Gate: bound on the p95 of control.")
+    add("--max-rss-mb", type=float, default=100.0, help="Gate: bound on the server's peak RSS.")
+    add(
+        "--server-pid",
+        type=int,
+        default=0,
+        help="PID of the server (for RSS from /proc); 0: RSS from /health when it has it.",
+    )
+    add("--rss-interval-seconds", type=float, default=0.5, help="RSS sampling interval.")
+    add(
+        "--run-marker",
+        default="",
+        help="NAME=VALUE put in the environment of every command; empty: a fresh one per run.",
+    )
+    add(
+        "--orphan-grace-seconds",
+        type=float,
+        default=8.0,
+        help="At the end, how long marked processes may take to exit before they are orphans.",
+    )
+    add("--rpc-timeout-seconds", type=float, default=30.0, help="Longest wait for one response.")
+    add("--summary-json", default="", help="Also write the summary (gates, figures) to this file.")
+
+
+def new_marker() -> str:
+    return f"{DEFAULT_MARKER_NAME}={uuid.uuid4().hex}"
+
+
+def ws_url(host: str) -> str:
+    """The WebSocket URL for Locust's ``--host`` (``ws://``, ``http://`` or bare)."""
+    if "://" not in host:
+        host = f"ws://{host}"
+    parts = urlsplit(host)
+    scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+    path = parts.path if parts.path not in ("", "/") else "/ws/mcp"
+    return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
+
+
+def http_url(host: str, path: str) -> str:
+    """The HTTP URL of ``path`` on the same server as ``host``."""
+    parts = urlsplit(ws_url(host))
+    scheme = {"ws": "http", "wss": "https"}[parts.scheme]
+    return urlunsplit((scheme, parts.netloc, path, "", ""))
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """The parsed flags, typed, as the users and the plugin read them."""
+
+    token: str | None
+    users: tuple[str, ...]
+    job_s: float
+    run_before_pause_s: float
+    pause_hold_s: float
+    stream_mode: str
+    seq_lines: int
+    flood_rate: int
+    flood_s: float
+    reconnect_lines: int
+    project_root: str
+    agent_prompt: str
+    job_argv: str
+    max_fail_ratio: float
+    control_p95_ms: float
+    max_rss_mb: float
+    server_pid: int
+    rss_interval_s: float
+    marker: str
+    orphan_grace_s: float
+    rpc_timeout_s: float
+    summary_json: str
+    cleanup_timeout_s: float = 15.0
+
+    @classmethod
+    def from_options(cls, options: Any) -> RunSettings:
+        users = tuple(u.strip() for u in str(options.stress_users).split(",") if u.strip())
+        unknown = sorted(set(users) - set(USER_NAMES))
+        if unknown:
+            raise ValueError(
+                f"--stress-users: unknown {', '.join(unknown)}; known: {', '.join(USER_NAMES)}"
+            )
+        marker = str(options.run_marker or "")
+        if marker and "=" not in marker.strip("="):
+            raise ValueError(f"--run-marker must be NAME=VALUE, not {marker!r}")
+        return cls(
+            token=options.token or None,
+            users=users,
+            job_s=float(options.job_seconds),
+            run_before_pause_s=float(options.run_before_pause_seconds),
+            pause_hold_s=float(options.pause_hold_seconds),
+            stream_mode=str(options.stream_mode),
+            seq_lines=int(options.seq_lines),
+            flood_rate=int(options.flood_rate),
+            flood_s=float(options.flood_seconds),
+            reconnect_lines=int(options.reconnect_lines),
+            project_root=str(options.project_root or ""),
+            agent_prompt=str(options.agent_prompt),
+            job_argv=str(options.job_argv),
+            max_fail_ratio=float(options.max_fail_ratio),
+            control_p95_ms=float(options.control_p95_ms),
+            max_rss_mb=float(options.max_rss_mb),
+            server_pid=int(options.server_pid),
+            rss_interval_s=float(options.rss_interval_seconds),
+            marker=marker,
+            orphan_grace_s=float(options.orphan_grace_seconds),
+            rpc_timeout_s=float(options.rpc_timeout_seconds),
+            summary_json=str(options.summary_json or ""),
+        )
+
+    @classmethod
+    def from_environment(cls, environment: Any) -> RunSettings:
+        return cls.from_options(environment.parsed_options)
+
+    def marker_env(self) -> dict[str, str]:
+        """The ``env`` entry that marks a command as this run's."""
+        name, _, value = self.marker.partition("=")
+        return {name: value} if name else {}
+
+    def ws_url(self, host: str | None) -> str:
+        if not host:
+            raise ValueError("no --host: give the server, e.g. ws://127.0.0.1:8003/ws/mcp")
+        return ws_url(host)

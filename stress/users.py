@@ -1,0 +1,407 @@
+"""The harness's users. Each task is one scenario; each check in it is its own
+reported request (``verify: ...``), so the web UI shows where a run failed.
+
+- :class:`ControlUser`: the seed's check: PAUSE, RESUME and CANCEL a long job.
+- :class:`StreamUser`: output-heavy commands; time to first output, throughput, drops.
+- :class:`ReconnectUser`: drop the socket mid-stream, reconnect, ``attach``, nothing missing.
+- :class:`AgentUser`: ``fake-claude`` agents through projects.
+- :class:`JobUser`: a plain command run to completion (the concurrency proof).
+
+Users whose server lacks a feature (no ``attach``, no projects) are recorded as
+skipped, never as passed, and stop.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import time
+import uuid
+from typing import Any
+
+from locust import between, constant, task
+
+from service import procfs
+from stress import metrics
+from stress.rpc_user import COMPLETED, RpcUser, StepFailed
+
+OUTPUT = "process.output"
+#: Output that arrives this long after PAUSE replied was read from the pipe
+#: before the stop; only seq numbers beyond the post-pause status count.
+PAUSE_SETTLE_S = 0.3
+
+
+def ticker(lines: int, interval_s: float, word: str = "tick") -> list[str]:
+    """argv of a job printing ``word 1`` .. ``word N``, one line per interval."""
+    loop = f'do echo {word} "$i"; i=$((i+1)); sleep {interval_s}; done'
+    script = f'i=1; while [ "$i" -le {lines} ]; {loop}'
+    return ["sh", "-c", script]
+
+
+def output_text(events: list[dict[str, Any]]) -> str:
+    return "".join(str(e["params"].get("data", "")) for e in events if e.get("method") == OUTPUT)
+
+
+def last_seq(events: list[dict[str, Any]], default: int = 0) -> int:
+    seqs = [int(e["params"].get("seq", 0)) for e in events if e.get("method") == OUTPUT]
+    return max(seqs, default=default)
+
+
+class ControlUser(RpcUser):
+    """Start a long job, PAUSE it, check it is silent and stopped, RESUME it,
+    check output resumes, CANCEL it, check it ends ``cancelled`` and its
+    group is gone."""
+
+    wait_time = between(0.5, 1.5)
+
+    @task
+    def pause_resume_cancel(self) -> None:
+        run = self.settings
+        lines = max(1, int(run.job_s * 10))
+        try:
+            started = self.execute({"argv": ticker(lines, 0.1), "timeout": run.job_s + 60})
+        except StepFailed:
+            return
+        execution_id, pgid = started["execution_id"], int(started.get("pgid") or 0)
+        try:
+            self.scenario(execution_id, pgid)
+        except StepFailed:
+            pass  # reported by the step that failed
+        finally:
+            if execution_id in self.live:
+                self.cancel_quietly(self.client, execution_id)
+
+    def scenario(self, execution_id: str, pgid: int) -> None:
+        run = self.settings
+        with self.step("verify: first output") as step:
+            event, _ = self.wait_event(execution_id, {OUTPUT}, 10)
+            if event is None:
+                step.fail("no output within 10 s")
+        self.wait_event(execution_id, set(), run.run_before_pause_s)  # let it run
+
+        self.call("control", {"type": "PAUSE", "execution_id": execution_id})
+        with self.step("verify: group stopped") as step:
+            # The contract: when PAUSE replies, every process of the group is
+            # stopped. Members are visible when the server runs on this machine.
+            stopped, members = procfs.group_stopped(pgid) if pgid else (True, 0)
+            if members and not stopped:
+                step.fail(f"process group {pgid} has members not stopped")
+            step.response_length = members
+        self.wait_event(execution_id, set(), PAUSE_SETTLE_S)
+        status = self.call("status", {"execution_id": execution_id})
+        paused_seq = int(status.get("last_seq") or 0)
+        with self.step("verify: status paused") as step:
+            if status.get("state") != "paused":
+                step.fail(f"status says {status.get('state')!r}, not 'paused'")
+        with self.step("verify: paused silent") as step:
+            event, seen = self.wait_event(execution_id, {COMPLETED}, run.pause_hold_s)
+            if event is not None:
+                step.fail(f"execution ended while paused: {event['params']}")
+            late = [
+                e for e in seen if e.get("method") == OUTPUT and e["params"]["seq"] > paused_seq
+            ]
+            if late:
+                step.fail(f"{len(late)} output chunks while paused (seq > {paused_seq})")
+        status = self.call("status", {"execution_id": execution_id})
+        with self.step("verify: seq still while paused") as step:
+            if int(status.get("last_seq") or 0) != paused_seq or status.get("state") != "paused":
+                step.fail(
+                    f"while paused the server went from seq {paused_seq} to "
+                    f"{status.get('last_seq')} ({status.get('state')})"
+                )
+
+        self.call("control", {"type": "RESUME", "execution_id": execution_id})
+        with self.step("verify: output resumed") as step:
+            event, _ = self.wait_event(execution_id, {OUTPUT, COMPLETED}, 5)
+            if event is None or event.get("method") != OUTPUT:
+                step.fail(f"no output within 5 s of RESUME ({event and event['params']})")
+            if event["params"]["seq"] <= paused_seq:
+                step.fail(f"seq {event['params']['seq']} after RESUME is not past {paused_seq}")
+
+        self.call("control", {"type": "CANCEL", "execution_id": execution_id})
+        with self.step("verify: cancelled") as step:
+            event, _ = self.wait_event(execution_id, {COMPLETED}, run.cleanup_timeout_s)
+            if event is None:
+                step.fail(f"no {COMPLETED} within {run.cleanup_timeout_s} s of CANCEL")
+            if event["params"].get("status") != "cancelled":
+                step.fail(f"completed with {event['params'].get('status')!r}, not 'cancelled'")
+        self.finished(execution_id)
+        with self.step("verify: group gone") as step:
+            deadline = time.monotonic() + 2
+            while pgid and procfs.group_members(pgid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            members = procfs.group_members(pgid) if pgid else []
+            if members:
+                step.fail(f"process group {pgid} still has {[m.pid for m in members]}")
+
+
+class StreamUser(RpcUser):
+    """Run an output-heavy command; report time to first output and the whole
+    stream, and check that what arrived is what the server counted."""
+
+    wait_time = constant(0.5)
+
+    def command(self) -> tuple[list[str], float | None, str]:
+        """argv, timeout, and the status the run must end with."""
+        run = self.settings
+        if run.stream_mode == "flood":
+            # argv ["sh", "-c", ...] rather than shell: true, which servers refuse
+            # by default: the harness must not need a weaker server to run.
+            return ["sh", "-c", f"yes | pv -qL {run.flood_rate}"], run.flood_s, "timed_out"
+        return ["seq", "1", str(run.seq_lines)], None, "completed"
+
+    @task
+    def stream(self) -> None:
+        argv, timeout, expected = self.command()
+        params: dict[str, Any] = {"argv": argv}
+        if timeout is not None:
+            params["timeout"] = timeout
+        started_at = time.perf_counter()
+        try:
+            execution_id = self.execute(params)["execution_id"]
+        except StepFailed:
+            return
+        try:
+            self.consume(execution_id, started_at, expected)
+        except StepFailed:
+            pass
+        finally:
+            if execution_id in self.live:
+                self.cancel_quietly(self.client, execution_id)
+
+    def consume(self, execution_id: str, started_at: float, expected: str) -> None:
+        run = self.settings
+        limit_s = (run.flood_s if run.stream_mode == "flood" else 60) + 30
+        nbytes = lines = gaps = 0
+        seq = 0
+        first_ms: float | None = None
+        tail = ""
+        completed: dict[str, Any] | None = None
+        with self.step("stream: complete") as step:
+            deadline = time.monotonic() + limit_s
+            while completed is None:
+                event = self.client.next_event(execution_id, deadline - time.monotonic())
+                if event is None:
+                    step.fail(f"no {COMPLETED} within {limit_s:.0f} s")
+                if event.get("method") == COMPLETED:
+                    completed = event["params"]
+                    break
+                if event.get("method") != OUTPUT:
+                    continue
+                params = event["params"]
+                if first_ms is None:
+                    first_ms = (time.perf_counter() - started_at) * 1000
+                    self.report("stream: first output", first_ms)
+                data = str(params.get("data", ""))
+                nbytes += len(data.encode())
+                lines += data.count("\n")
+                if params["seq"] != seq + 1:
+                    gaps += 1
+                seq = params["seq"]
+                tail = (tail + data)[-64:]
+            step.response_length = nbytes
+            if completed.get("status") != expected:
+                step.fail(f"ended {completed.get('status')!r}, expected {expected!r}")
+        self.finished(execution_id)
+        seconds = time.perf_counter() - started_at
+        dropped = int(completed.get("dropped") or 0)
+        metrics.record_stream(
+            nbytes=nbytes,
+            lines=lines,
+            seconds=seconds,
+            dropped=dropped,
+            gaps=gaps,
+            first_output_ms=first_ms or 0,
+        )
+        with self.step("verify: stream intact") as step:
+            step.response_length = nbytes
+            if dropped == 0 and gaps:
+                step.fail(f"{gaps} seq gaps but the server dropped nothing")
+            if dropped == 0 and nbytes != int(completed.get("stdout_bytes") or 0):
+                step.fail(
+                    f"received {nbytes} bytes, server counted {completed.get('stdout_bytes')}"
+                )
+            if (
+                run.stream_mode == "seq"
+                and dropped == 0
+                and not tail.endswith(f"\n{run.seq_lines}\n")
+            ):
+                step.fail(f"seq output does not end with {run.seq_lines}: {tail[-20:]!r}")
+
+
+class ReconnectUser(RpcUser):
+    """Drop the connection mid-stream, reconnect, ``attach`` with the last
+    seq seen, and check that every numbered line arrived exactly once."""
+
+    wait_time = constant(0.5)
+
+    @task
+    def drop_and_attach(self) -> None:
+        if not self.has("attach"):
+            self.skip("the server does not announce 'attach' (durable store not there yet)")
+        lines = self.settings.reconnect_lines
+        try:
+            execution_id = self.execute(
+                {"argv": ticker(lines, 0.05, "line"), "timeout": lines * 0.05 + 60}
+            )["execution_id"]
+        except StepFailed:
+            return
+        try:
+            self.scenario(execution_id, lines)
+        except StepFailed:
+            pass
+        finally:
+            if execution_id in self.live:
+                self.cancel_quietly(self.live[execution_id], execution_id)
+
+    def scenario(self, execution_id: str, lines: int) -> None:
+        received: list[dict[str, Any]] = []
+        with self.step("reconnect: stream before drop") as step:
+            deadline = time.monotonic() + 10
+            while len(received) < max(1, lines // 3):
+                event, _ = self.wait_event(
+                    execution_id, {OUTPUT, COMPLETED}, deadline - time.monotonic()
+                )
+                if event is None or event.get("method") == COMPLETED:
+                    step.fail(f"stream ended or stalled after {len(received)} chunks")
+                received.append(event)
+        since = last_seq(received)
+        with self.step("reconnect: drop"):
+            self.client.drop()
+        self.live.pop(execution_id, None)
+        self.connect()
+        result = self.call("attach", {"execution_id": execution_id, "since_seq": since})
+        self.live[execution_id] = self.client
+        replayed = [
+            {"method": OUTPUT, "params": chunk}
+            for chunk in result.get("output", result.get("chunks", [])) or []
+            if isinstance(chunk, dict)
+        ]
+        with self.step("verify: nothing missing") as step:
+            event, seen = self.wait_event(
+                execution_id, {COMPLETED}, self.settings.cleanup_timeout_s + lines * 0.05
+            )
+            if event is None:
+                step.fail(f"no {COMPLETED} after attach")
+            self.finished(execution_id)
+            text = output_text(received) + output_text(replayed) + output_text(seen)
+            numbers = [
+                int(line.split()[1]) for line in text.splitlines() if line.startswith("line ")
+            ]
+            step.response_length = len(text)
+            if numbers != list(range(1, lines + 1)):
+                missing = sorted(set(range(1, lines + 1)) - set(numbers))
+                extra = len(numbers) - len(set(numbers))
+                step.fail(f"lines missing {missing[:10]} ({len(missing)}), duplicated {extra}")
+
+
+class AgentUser(RpcUser):
+    """Register a project, subscribe to it, run a ``fake-claude`` agent in it
+    and check it ends with a result; delete the project when stopping."""
+
+    wait_time = constant(1)
+    REQUIRED = ("project.create", "project.subscribe", "agent.execute", "project.delete")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.project_id: str | None = None
+        self.project_dir: str | None = None
+
+    @task
+    def run_agent(self) -> None:
+        missing = [m for m in self.REQUIRED if not self.has(m)]
+        if missing:
+            self.skip(f"the server does not announce {', '.join(missing)} (projects not there yet)")
+        if not self.settings.project_root:
+            self.skip("no --project-root given (a directory inside the server's project roots)")
+        try:
+            if self.project_id is None:
+                self.create_project()
+            self.agent_turn()
+        except StepFailed:
+            pass
+
+    def create_project(self) -> None:
+        name = f"stress-{uuid.uuid4().hex[:12]}"
+        path = os.path.join(self.settings.project_root, name)
+        os.makedirs(path, exist_ok=True)
+        self.project_dir = path
+        result = self.call("project.create", {"name": name, "path": path})
+        project = result.get("project", result)
+        project_id = project.get("project_id", project.get("id"))
+        if not isinstance(project_id, str):
+            raise StepFailed(f"project.create: no project id in {result}")
+        self.project_id = project_id
+        self.call("project.subscribe", {"project_id": project_id})
+
+    def agent_turn(self) -> None:
+        assert self.project_id is not None
+        started = self.execute(
+            {"project_id": self.project_id, "prompt": self.settings.agent_prompt}, "agent.execute"
+        )
+        execution_id = started["execution_id"]
+        try:
+            with self.step("verify: agent result") as step:
+                event, seen = self.wait_event(execution_id, {COMPLETED}, 60)
+                if event is None:
+                    step.fail(f"no {COMPLETED} within 60 s")
+                self.finished(execution_id)
+                if event["params"].get("status") != "completed":
+                    step.fail(f"agent ended {event['params'].get('status')!r}")
+                results = [e for e in seen if e.get("method") == "agent.result"]
+                while not results and not self.client.other_events.empty():
+                    other = self.client.other_events.get_nowait()
+                    if isinstance(other, dict) and other.get("method") == "agent.result":
+                        results.append(other)
+                if not results:
+                    step.fail("no agent.result notification")
+                if results[-1]["params"].get("is_error"):
+                    step.fail(f"agent.result is_error: {results[-1]['params'].get('result')!r}")
+        finally:
+            if execution_id in self.live:
+                self.cancel_quietly(self.client, execution_id)
+
+    def on_stop(self) -> None:
+        project_id = self.project_id
+        if project_id is not None and self.client.connected:
+            for execution_id, client in list(self.live.items()):
+                self.cancel_quietly(client, execution_id)
+            try:
+                self.client.call("project.delete", {"project_id": project_id})
+            except Exception as exc:  # cleanup must not hide the run's result
+                self.report("project.delete", 0, 0, exc)
+        if self.project_dir:
+            shutil.rmtree(self.project_dir, ignore_errors=True)
+        super().on_stop()
+
+
+class JobUser(RpcUser):
+    """Run ``--job-argv`` to completion, again and again: one ``job`` request
+    per run, timed from ``execute`` to ``process.completed``."""
+
+    wait_time = constant(0)
+
+    @task
+    def job(self) -> None:
+        try:
+            execution_id = self.execute({"argv": shlex.split(self.settings.job_argv)})[
+                "execution_id"
+            ]
+        except StepFailed:
+            return
+        try:
+            with self.step("job") as step:
+                event, _ = self.wait_event(
+                    execution_id, {COMPLETED}, self.settings.rpc_timeout_s + 60
+                )
+                if event is None:
+                    step.fail(f"no {COMPLETED}")
+                self.finished(execution_id)
+                if event["params"].get("status") != "completed":
+                    step.fail(f"ended {event['params'].get('status')!r}")
+        except StepFailed:
+            pass
+        finally:
+            if execution_id in self.live:
+                self.cancel_quietly(self.client, execution_id)

@@ -1,0 +1,175 @@
+"""The Locust harness run for real: ``ci/stress`` headless against its own
+server, 50 users really concurrent, and a master with two workers.
+
+Each run is short; the full seed scenarios (``make stress-t02``,
+``make stress-t03``) are CI's own job. Every command the harness starts
+carries this test's leak marker (``--run-marker``), so the ``marker`` fixture
+also checks that nothing was left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.utils import RunningServer
+
+ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
+
+
+def marker_arg(marker: dict[str, str]) -> str:
+    ((name, value),) = marker.items()
+    return f"{name}={value}"
+
+
+def run_ci_stress(
+    tmp_path: Path,
+    marker: dict[str, str],
+    env: dict[str, str],
+    ci_args: list[str],
+    locust_args: list[str],
+    timeout: float = 120,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    reports = tmp_path / "reports"
+    full_env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("CC_EXECUTOR_", "STRESS_"))},
+        "STRESS_REPORTS": str(reports),
+        "CC_EXECUTOR_KILL_GRACE_S": "2",
+        **env,
+    }
+    proc = subprocess.run(
+        [
+            *("bash", str(ROOT / "ci" / "stress"), *ci_args),
+            *("--", "--run-marker", marker_arg(marker), *locust_args),
+        ],
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    summary_path = reports / "stress-summary.json"
+    assert summary_path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(summary_path.read_text())
+
+
+def test_headless_smoke_run_passes_its_gates(tmp_path: Path, marker: dict[str, str]) -> None:
+    """``ci/stress`` end to end: server up, every user, reports, summary, gates."""
+    proc, summary = run_ci_stress(
+        tmp_path,
+        marker,
+        {"STRESS_DURATION": "20", "STRESS_USERS": "5", "STRESS_SPAWN_RATE": "5"},
+        [],
+        ["--job-seconds", "20", "--seq-lines", "5000", "--reconnect-lines", "40"],
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    assert summary["passed"] and summary["orphans"] == [], summary["gates"]
+    assert summary["peak_rss_bytes"] and summary["peak_rss_bytes"] < 100_000_000
+    names = {row["name"] for row in summary["stats"]}
+    for name in (
+        "connect",
+        "execute",
+        "control",
+        "status",
+        "verify: group stopped",
+        "verify: paused silent",
+        "verify: output resumed",
+        "verify: cancelled",
+        "verify: group gone",
+        "stream: first output",
+        "stream: complete",
+        "verify: stream intact",
+    ):
+        assert name in names, (name, sorted(names))
+    # ReconnectUser and AgentUser either ran or say they were skipped; never silently passed.
+    for user, step in (
+        ("ReconnectUser", "verify: nothing missing"),
+        ("AgentUser", "verify: agent result"),
+    ):
+        assert (step in names) != (user in summary["skipped"]), (user, summary["skipped"])
+    assert "=== cc-executor stress summary ===" in proc.stdout
+    assert "stress: PASSED" in proc.stdout
+    reports = tmp_path / "reports"
+    assert (reports / "stress.html").stat().st_size > 10_000
+    assert (reports / "stress_stats.csv").read_text().count("\n") > 10
+
+
+def locust(
+    server: RunningServer, tmp_path: Path, marker: dict[str, str], *args: str, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    summary_path = tmp_path / "summary.json"
+    command = [
+        str(BIN / "locust"),
+        "-f",
+        str(ROOT / "stress" / "locustfile.py"),
+        "--host",
+        server.url,
+        "--headless",
+        "--only-summary",
+        "--server-pid",
+        str(server.pid),
+        "--run-marker",
+        marker_arg(marker),
+        "--summary-json",
+        str(summary_path),
+        *args,
+    ]
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
+    assert summary_path.exists(), proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc, json.loads(summary_path.read_text())
+
+
+def test_fifty_users_really_run_concurrently(
+    make_server: Any, tmp_path: Path, marker: dict[str, str]
+) -> None:
+    """50 users each running ``sleep 2`` again and again for 8 s: a client that
+    blocked the process would finish at most 4 jobs; concurrent users finish
+    about 50 every 2 s, each taking about 2 s."""
+    server = make_server({"max_connections_per_ip": 60})
+    started = time.monotonic()
+    proc, summary = locust(
+        server,
+        tmp_path,
+        marker,
+        *("--stress-users", "JobUser", "--job-argv", "sleep 2"),
+        *("--users", "50", "--spawn-rate", "50", "--run-time", "8s"),
+    )
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    job = next(row for row in summary["stats"] if row["name"] == "job")
+    assert job["failures"] == 0
+    assert job["requests"] >= 100, job  # serialised: <= 4
+    assert job["p50_ms"] < 3000, job
+    assert elapsed < 40
+
+
+@pytest.mark.timeout(120)
+def test_distributed_master_and_two_workers(tmp_path: Path, marker: dict[str, str]) -> None:
+    """``ci/stress --workers 2``: a master and two workers on loopback; both
+    workers report requests and the master gates the merged figures."""
+    proc, summary = run_ci_stress(
+        tmp_path,
+        marker,
+        {
+            "STRESS_DURATION": "10",
+            "STRESS_USERS": "4",
+            "STRESS_SPAWN_RATE": "4",
+            "STRESS_SCENARIOS": "JobUser,StreamUser",
+        },
+        ["--workers", "2"],
+        ["--job-argv", "sleep 0.5", "--seq-lines", "2000"],
+    )
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    by_worker = summary["requests_by_worker"]
+    assert len(by_worker) == 2 and all(count > 0 for count in by_worker.values()), by_worker
+    assert summary["requests"] == sum(by_worker.values())
+    assert summary["stream"]["runs"] > 0  # figures shipped from the workers
