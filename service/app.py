@@ -1,4 +1,5 @@
-"""The Starlette application: the WebSocket endpoint and the health routes."""
+"""The Starlette application: the WebSocket endpoint, the MCP endpoint
+(``/mcp``, :mod:`service.mcp_endpoint`) and the health routes."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from starlette.websockets import WebSocket
 from service.auth import AccessMiddleware
 from service.connection import CLOSE_TRY_AGAIN, Connection
 from service.errors import LimitReached
+from service.mcp_endpoint import McpEndpoint
 from service.protocol import encode, error_response
 from service.services import Services
 
@@ -50,6 +52,9 @@ def create_app(services: Services) -> Starlette:
         Route("/health", health),
         Route("/healthz", healthz),
     ]
+    mcp = McpEndpoint(services)
+    routes += mcp.routes
+    services.lifespans.append(mcp.lifespan)
     middleware = [
         Middleware(
             AccessMiddleware,

@@ -9,9 +9,11 @@ and :meth:`shutdown`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -44,6 +46,13 @@ class Services:
     projects: Projects | None = None
     connections: dict[str, Connection] = field(default_factory=dict)
     started_mono: float = field(default_factory=time.monotonic)
+    #: Async context managers of app parts with a life of their own (the MCP
+    #: session manager): entered at the end of ``startup``, left in ``shutdown``
+    #: once the executions are done.
+    lifespans: list[Callable[[], contextlib.AbstractAsyncContextManager[Any]]] = field(
+        default_factory=list
+    )
+    _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -100,6 +109,8 @@ class Services:
         await lifecycle.start(self)
         if self.projects is not None:
             await self.projects.start()
+        for lifespan in self.lifespans:
+            await self._exit_stack.enter_async_context(lifespan())
         logger.info("services started", extra={"version": __version__})
 
     async def shutdown(self) -> None:
@@ -107,6 +118,7 @@ class Services:
         await self.supervisor.shutdown()
         if self.projects is not None:
             await self.projects.stop()
+        await self._exit_stack.aclose()
         connections = list(self.connections.values())
         for connection in connections:
             connection.close(1001, "server shutting down")

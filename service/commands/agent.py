@@ -16,8 +16,6 @@ import signal
 import sys
 from typing import Any, TextIO
 
-import orjson
-
 from service import errors
 from service.client import ConnectionLost, Execution, ExecutorClient
 from service.commands import (
@@ -30,7 +28,7 @@ from service.commands import (
     run_command,
 )
 from service.commands.terminal import EXIT_INTERRUPTED, exit_status
-from service.lines import LineSplitter, Piece
+from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -81,40 +79,20 @@ class AgentPrinter:
         self.out = out
         self.err = err
         self.result: dict[str, Any] | None = None
-        self._ended_with_newline = True
 
     def event(self, event: dict[str, Any]) -> None:
-        kind = event.get("type")
-        if kind == "assistant":
-            message = event.get("message") or {}
-            for block in message.get("content") or []:
-                if block.get("type") == "text":
-                    self._text(str(block.get("text", "")))
-                elif block.get("type") == "tool_use":
-                    self.err.write(f"[tool {block.get('name')}]\n")
-                    self.err.flush()
-        elif kind == "result":
+        text = assistant_text(event)
+        if text:
+            self.out.write(text if text.endswith("\n") else text + "\n")
+            self.out.flush()
+        for name in tool_calls(event):
+            self.err.write(f"[tool {name}]\n")
+            self.err.flush()
+        if event.get("type") == "result":
             self.result = event
 
-    def _text(self, text: str) -> None:
-        if not text:
-            return
-        self.out.write(text if text.endswith("\n") else text + "\n")
-        self.out.flush()
-
     def summary(self) -> str:
-        result = self.result or {}
-        cost = result.get("cost_usd", result.get("total_cost_usd"))
-        parts = [
-            "error" if result.get("is_error") else "done",
-            f"{result.get('num_turns', '?')} turns",
-            f"{result.get('duration_ms', '?')} ms",
-        ]
-        if isinstance(cost, int | float):
-            parts.append(f"${cost:.4f}")
-        if result.get("session_id"):
-            parts.append(f"session {result['session_id']}")
-        return "agent: " + ", ".join(parts)
+        return "agent: " + result_summary(self.result or {})
 
 
 async def agent_main(args: argparse.Namespace) -> int:
@@ -166,20 +144,24 @@ async def follow_agent(
         task.add_done_callback(tasks.discard)
 
     loop.add_signal_handler(signal.SIGINT, on_interrupt)
-    splitter = LineSplitter(max_line_bytes=64 * 1024 * 1024)
+    lines = EventLines()
+    notified: dict[str, Any] | None = None
     try:
         async for message in execution.events():
             method, params = message["method"], message["params"]
             if method == "process.output" and params.get("type") == "stdout":
-                parse_pieces(splitter.feed(params.get("data", "").encode()), printer)
+                for event in lines.feed(params.get("data", "")):
+                    printer.event(event)
             elif method == "process.output":
                 sys.stderr.write(params.get("data", ""))
                 sys.stderr.flush()
+            elif method == "agent.result":
+                notified = dict(params)
             elif method == "process.completed":
-                parse_pieces(splitter.finish(), printer)
-                pending = drain_results(client, execution.id)
-                if printer.result is None and pending is not None:
-                    printer.result = pending
+                for event in lines.finish():
+                    printer.event(event)
+                if printer.result is None:
+                    printer.result = notified
                 return dict(params)
         return None
     except ConnectionLost:
@@ -189,36 +171,3 @@ async def follow_agent(
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-
-
-def parse_pieces(pieces: list[Piece], printer: AgentPrinter) -> None:
-    """Feed every complete JSON line to ``printer``; a cut line cannot parse."""
-    for piece in pieces:
-        if piece.truncated:
-            continue
-        for line in piece.data.splitlines():
-            try:
-                event = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(event, dict):
-                printer.event(event)
-
-
-def drain_results(client: ExecutorClient, execution_id: str) -> dict[str, Any] | None:
-    """The ``agent.result`` of ``execution_id`` among the notifications received."""
-    found = None
-    kept = []
-    while not client.notifications.empty():
-        message = client.notifications.get_nowait()
-        params = message.get("params") or {}
-        if message.get("method") == "agent.result" and params.get("execution_id") in (
-            None,
-            execution_id,
-        ):
-            found = dict(params)
-        else:
-            kept.append(message)
-    for message in kept:
-        client.notifications.put_nowait(message)
-    return found

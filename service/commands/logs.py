@@ -41,10 +41,8 @@ def run(args: argparse.Namespace) -> int:
 
 def page_chunks(page: Any) -> list[dict[str, Any]]:
     if isinstance(page, dict):
-        for key in ("chunks", "items", "transcript"):
-            if isinstance(page.get(key), list):
-                return list(page[key])
-        return []
+        chunks = page.get("chunks")
+        return list(chunks) if isinstance(chunks, list) else []
     return list(page) if isinstance(page, list) else []
 
 
@@ -63,8 +61,13 @@ async def transcript(
         for chunk in chunks:
             yield chunk
         seqs = [int(chunk["seq"]) for chunk in chunks if "seq" in chunk]
-        more = page.get("has_more") if isinstance(page, dict) else None
+        more = page.get("more") if isinstance(page, dict) else None
         if not seqs or more is False or (more is None and len(chunks) < PAGE_CHUNKS):
+            if isinstance(page, dict) and page.get("transcript_capped"):
+                report(
+                    f"transcript capped: {page.get('unstored_chunks')} later chunks "
+                    f"({page.get('unstored_bytes')} bytes) were not stored"
+                )
             return
         since = max(seqs)
 
