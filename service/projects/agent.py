@@ -74,7 +74,8 @@ class AgentRun:
             self.registry.run_state(self.project, state)
         elif state.is_final and self.started:
             if self.result is None:
-                self._send_result(execution, self._missing_result(execution), None)
+                missing = self._missing_result(execution)
+                self._send_result(execution, missing, self._status(execution))
             self.registry.run_ended(self.project, execution, self._status(execution))
 
     # --- events -----------------------------------------------------------------
