@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import socket
+from types import FrameType
 
 import uvicorn
 
@@ -48,6 +49,12 @@ class ExecutorServer(uvicorn.Server):
                         "version": __version__,
                     },
                 )
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        # uvicorn re-raises the captured signal after a graceful shutdown, which
+        # makes the exit status 128+SIGTERM; a clean shutdown here exits 0.
+        self._captured_signals.clear()
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         logger.info("shutting down")
