@@ -228,10 +228,20 @@ def test_projects_and_history_survive_a_restart(
             project_id = await create_project(client, "keep", root / "keep")
             _, result = await run_agent(client, project_id, "remember me", agent_env)
             session = agent_result(result)["session_id"]
+            # An agent still running when the server stops is ended and recorded.
+            started = await client.call(
+                "agent.execute",
+                {"project_id": project_id, "prompt": "fake:hang", "env": agent_env},
+            )
+            execution = Execution(client, started["execution_id"], started)
+            async for message in execution.events():
+                if message["method"] == "agent.event":
+                    break
             return project_id, session, await all_messages(client, project_id)
 
     project_id, session, history = asyncio.run(before())
     first.stop()
+    assert "projects loaded" in first.log_messages()
     second = make_server(settings, data_dir=first.data_dir)
 
     async def after() -> None:
@@ -239,15 +249,20 @@ def test_projects_and_history_survive_a_restart(
             project = await client.call("project.get", {"project_id": project_id})
             assert project["name"] == "keep" and project["state"] == "idle"
             assert project["session_id"] == session
-            assert project["runs"] == 1 and project["turns"] == 2
-            assert project["last_status"] == "completed" and project["cost_usd"] > 0
-            assert await all_messages(client, project_id) == history
-            kinds = [m["kind"] for m in history]
-            assert kinds[0] == "prompt" and "result" in kinds
-            assert history[0]["data"]["prompt"] == "remember me"
+            assert project["runs"] == 2 and project["turns"] == 2
+            assert project["last_status"] == "cancelled" and project["cost_usd"] > 0
+            stored = await all_messages(client, project_id)
+            assert stored[: len(history)] == history
+            kinds = [m["kind"] for m in stored]
+            assert kinds == ["prompt", *["event"] * 5, "result", "prompt", "event", "result"]
+            assert stored[0]["data"]["prompt"] == "remember me"
+            assert stored[-1]["data"]["status"] == "cancelled"
             # The next run resumes the session the first server saved.
             started, result = await run_agent(client, project_id, "again", agent_env)
             assert started["resumed_session_id"] == session
-            assert agent_result(result)["result"] == "Echo: again (I remember: remember me)"
+            assert (
+                agent_result(result)["result"]
+                == "Echo: again (I remember: remember me | fake:hang)"
+            )
 
     asyncio.run(after())
