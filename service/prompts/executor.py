@@ -25,8 +25,15 @@ class ExecutorStartError(Exception):
 
 
 class LocalExecutor:
-    def __init__(self, data_dir: Path, start_timeout_s: float = 30.0) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        start_timeout_s: float = 30.0,
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.data_dir = data_dir
+        #: Extra environment (``CC_EXECUTOR_*`` settings) for the server.
+        self.extra_env = dict(env or {})
         self.start_timeout_s = start_timeout_s
         self.proc: subprocess.Popen[bytes] | None = None
         self.port: int | None = None
@@ -43,6 +50,7 @@ class LocalExecutor:
         env = dict(os.environ)
         env["CC_EXECUTOR_LOG_FORMAT"] = "json"
         env["CC_EXECUTOR_HOST"] = "127.0.0.1"
+        env.update(self.extra_env)
         with open(self.log_path, "ab") as log:
             offset = log.tell()
             self.proc = subprocess.Popen(

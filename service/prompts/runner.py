@@ -78,11 +78,17 @@ async def run_once(client: ExecutorClient, doc: document.PromptDocument) -> RunO
     started = time.monotonic()
     try:
         if header.kind == "agent":
+            cwd = str(Path(cwd).resolve())
             project_id = await _project_for(client, f"prompt-{header.name}", cwd)
             text = document.substitute(doc.prompt_text, values)
             result = await client.call(
                 "agent.execute",
-                {"project_id": project_id, "prompt": text, "timeout": header.timeout_s},
+                {
+                    "project_id": project_id,
+                    "prompt": text,
+                    "timeout": header.timeout_s,
+                    "resume": False,  # each run is judged on its own, in a fresh session
+                },
             )
             execution = Execution(client, str(result["execution_id"]), result)
         else:

@@ -79,7 +79,7 @@ class ServerSource:
             batch = _chunks_of(page)
             chunks += batch
             seqs = [int(chunk["seq"]) for chunk in batch if "seq" in chunk]
-            more = page.get("has_more") if isinstance(page, dict) else None
+            more = page.get("more") if isinstance(page, dict) else None
             if not seqs or more is False or (more is None and len(batch) < PAGE):
                 return transcript_text(chunks)
             since = max(seqs)
