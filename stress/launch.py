@@ -28,7 +28,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,6 +121,7 @@ def start_server(work: Path, reports: Path, name: str) -> Server:
         stderr=subprocess.STDOUT,
         env=env,
         cwd=str(work),
+        start_new_session=True,  # stopped by the launcher, after Locust, not by Ctrl-C
     )
     log.close()
     deadline = time.monotonic() + 30
@@ -185,21 +185,49 @@ def locust_command(
     ]
 
 
-def run_locust(command: list[str], workers: int, extra: list[str]) -> int:
+class Children:
+    """The Locust processes of the run; a signal to the launcher reaches each."""
+
+    def __init__(self) -> None:
+        self.procs: list[subprocess.Popen[bytes]] = []
+
+    def start(self, command: list[str]) -> subprocess.Popen[bytes]:
+        # Own session: a terminal's Ctrl-C reaches the launcher only, which
+        # forwards it once (a second SIGINT would cut Locust's gates short).
+        proc = subprocess.Popen(command, start_new_session=True)
+        self.procs.append(proc)
+        return proc
+
+    def forward(self, signum: int, _frame: object = None) -> None:
+        """Pass SIGINT/SIGTERM on: Locust then stops its users and runs its gates."""
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signum)
+
+    def reap(self, timeout_s: float) -> None:
+        for proc in self.procs:
+            try:
+                proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def run_locust(children: Children, command: list[str], workers: int, extra: list[str]) -> int:
     """Run Locust (as master plus ``workers`` local workers when > 0); its status."""
     if workers <= 0:
-        return subprocess.call([*command, *extra])
+        return children.start([*command, *extra]).wait()
     port = free_port()
-    master = subprocess.Popen(
+    master = children.start(
         [
             *command,
             *extra,
             *("--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)),
-            *("--expect-workers", str(workers)),
+            *("--expect-workers", str(workers), "--expect-workers-max-wait", "60"),
         ]
     )
     helpers = [
-        subprocess.Popen(
+        children.start(
             [
                 *(str(BIN / "locust"), "-f", str(LOCUSTFILE), "--worker"),
                 *("--master-host", "127.0.0.1", "--master-port", str(port)),
@@ -207,16 +235,9 @@ def run_locust(command: list[str], workers: int, extra: list[str]) -> int:
         )
         for _ in range(workers)
     ]
-    try:
-        code = master.wait()
-    finally:
-        for helper in helpers:
-            try:
-                helper.wait(30)
-            except subprocess.TimeoutExpired:
-                helper.kill()
-                helper.wait()
-    bad = [h.returncode for h in helpers if h.returncode not in (0, None)]
+    code = master.wait()
+    children.reap(30)  # workers quit when the master tells them
+    bad = [h.returncode for h in helpers if h.returncode != 0]
     if bad:
         print(f"stress: a worker exited with {bad}", file=sys.stderr)
     return code
@@ -251,13 +272,17 @@ def main(argv: list[str] | None = None) -> int:
         (work / "projects").mkdir()
         server = start_server(work, reports, plan.name)
         print(f"stress: server pid {server.proc.pid} on 127.0.0.1:{server.port}", flush=True)
-        interrupted = threading.Event()
-        previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        children = Children()
+        previous = {
+            sig: signal.signal(sig, children.forward) for sig in (signal.SIGINT, signal.SIGTERM)
+        }
         try:
             command = locust_command(mode, plan, server, work, reports, marker)
-            code = run_locust(command, args.workers, args.locust_args)
+            code = run_locust(children, command, args.workers, args.locust_args)
         finally:
-            signal.signal(signal.SIGINT, previous)
+            children.reap(30)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             server_code = server.stop()
     left = orphans.reap(marker, 2.0)
     for orphan in left:

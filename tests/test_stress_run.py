@@ -173,3 +173,29 @@ def test_distributed_master_and_two_workers(tmp_path: Path, marker: dict[str, st
     assert len(by_worker) == 2 and all(count > 0 for count in by_worker.values()), by_worker
     assert summary["requests"] == sum(by_worker.values())
     assert summary["stream"]["runs"] > 0  # figures shipped from the workers
+
+
+def test_orphan_is_reported_killed_and_fails_the_run(
+    server: RunningServer, tmp_path: Path, marker: dict[str, str]
+) -> None:
+    """A process carrying the run's marker that outlives the run is an orphan:
+    named with its command line, killed, and the run exits non-zero."""
+    leaked = subprocess.Popen(["sleep", "60"], env={**os.environ, **marker})
+    try:
+        proc, summary = locust(
+            server,
+            tmp_path,
+            marker,
+            *("--stress-users", "JobUser", "--job-argv", "true", "--orphan-grace-seconds", "1"),
+            *("--users", "1", "--spawn-rate", "1", "--run-time", "3s"),
+        )
+        assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+        assert summary["orphans"] == [{"pid": leaked.pid, "cmdline": "sleep 60"}]
+        failed = [gate["name"] for gate in summary["gates"] if not gate["passed"]]
+        assert failed == ["orphans"], summary["gates"]
+        assert f"ORPHAN pid {leaked.pid}: sleep 60" in proc.stdout
+        assert leaked.wait(5) == -9  # killed by the harness
+    finally:
+        if leaked.poll() is None:
+            leaked.kill()
+            leaked.wait()
