@@ -21,12 +21,18 @@ def main() -> None:
     args = arguments(__doc__ or "")
     with private_executor() as executor:
         status, body = http_json(executor, "/healthz")
-        check(status == 200 and body == {"status": "ok"}, "GET /healthz -> 200 {status: ok}",
-              f"/healthz answered {status} {body}")
+        check(
+            status == 200 and body == {"status": "ok"},
+            "GET /healthz -> 200 {status: ok}",
+            f"/healthz answered {status} {body}",
+        )
         status, body = http_json(executor, "/health")
         fields = {"status", "version", "uptime_s", "connections", "executions", "limits"}
-        check(status == 200 and fields <= set(body), "GET /health has " + ", ".join(sorted(fields)),
-              f"/health answered {status} {body}")
+        check(
+            status == 200 and fields <= set(body),
+            "GET /health has " + ", ".join(sorted(fields)),
+            f"/health answered {status} {body}",
+        )
         execution_id = asyncio.run(one_execute(executor.url))
         assert executor.proc is not None
         pid = executor.proc.pid
@@ -43,13 +49,25 @@ def main() -> None:
     check(len(entries) > 3, f"{len(entries)} log lines, every one JSON", "no log lines")
     keys = {"timestamp", "level", "logger", "message"}
     bare = [e for e in entries if not keys <= set(e)]
-    check(not bare, "every line has timestamp, level, logger, message", f"lines lack keys: {bare[:2]}")
-    started = [e for e in entries if e.get("execution_id") == execution_id and "execute" in str(e.get("message"))]
-    check(bool(started), f"the execute is logged with its execution_id {execution_id}",
-          "no log line names the execution")
+    check(
+        not bare, "every line has timestamp, level, logger, message", f"lines lack keys: {bare[:2]}"
+    )
+    started = [
+        e
+        for e in entries
+        if e.get("execution_id") == execution_id and "execute" in str(e.get("message"))
+    ]
+    check(
+        bool(started),
+        f"the execute is logged with its execution_id {execution_id}",
+        "no log line names the execution",
+    )
     messages = {e.get("message") for e in entries}
-    check({"listening", "stopped"} <= messages, f"server pid {pid} logged 'listening' and 'stopped'",
-          "no 'listening' or 'stopped' line")
+    check(
+        {"listening", "stopped"} <= messages,
+        f"server pid {pid} logged 'listening' and 'stopped'",
+        "no 'listening' or 'stopped' line",
+    )
     passed(args.marker)
 
 

@@ -86,8 +86,12 @@ def main() -> None:
         elapsed = time.monotonic() - started
     for failure in failures:
         print(f"failure: {failure}")
-    check(not failures, f"{SESSIONS} sessions: PAUSE (group stopped, silent), RESUME (output), "
-          f"CANCEL (cancelled, group gone) in {elapsed:.1f} s", f"{len(failures)} failures")
+    check(
+        not failures,
+        f"{SESSIONS} sessions: PAUSE (group stopped, silent), RESUME (output), "
+        f"CANCEL (cancelled, group gone) in {elapsed:.1f} s",
+        f"{len(failures)} failures",
+    )
     orphans = procfs.pids_with_env(orphan_mark.encode())
     check(not orphans, "no orphan process carries this run's marker", f"orphans: {orphans}")
     passed(args.marker)

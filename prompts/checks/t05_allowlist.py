@@ -36,8 +36,11 @@ async def scenario(url: str) -> list[str]:
             else:
                 check(False, "", f"{params} was not refused")
         again = await client.run(argv=["echo", "still usable"], wait_timeout=20)
-        check(again.stdout == "still usable\n", "the connection stays usable after refusals",
-              "the connection broke")
+        check(
+            again.stdout == "still usable\n",
+            "the connection stays usable after refusals",
+            "the connection broke",
+        )
     return facts
 
 
@@ -50,8 +53,11 @@ def main() -> None:
     for fact in facts:
         check(True, fact, "")
     refusals = [line for line in log.splitlines() if '"refused"' in line]
-    check(len(refusals) >= len(REFUSED), f"{len(refusals)} refusals logged",
-          f"only {len(refusals)} refusals in the log")
+    check(
+        len(refusals) >= len(REFUSED),
+        f"{len(refusals)} refusals logged",
+        f"only {len(refusals)} refusals in the log",
+    )
     passed(args.marker)
 
 

@@ -13,14 +13,18 @@ from pathlib import Path
 
 from common import REPO, arguments, check, passed, private_executor
 
-PROMPT = '''# scratch
+PROMPT = """# scratch
 
 ## Header
 
 ```toml
 name = "scratch"
 version = 1
-command = ["{python}", "-c", "import os, sys; os.path.exists(sys.argv[1]) and sys.exit(3); print('ran ok'); print(sys.argv[2])", "{repo}/FAIL", "{marker}"]
+command = [
+    "{python}", "-c",
+    "import os, sys; os.path.exists(sys.argv[1]) and sys.exit(3); print('ran ok', sys.argv[2])",
+    "{repo}/FAIL", "{marker}",
+]
 timeout_s = 30
 expect = ["ran ok"]
 ```
@@ -46,13 +50,16 @@ A scratch prompt for T07.
 1. One.
 2. Two.
 3. Three.
-'''
+"""
 
 
 def cli(directory: Path, url: str, *words: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "service", "prompts", "--dir", str(directory), *words, "--url", url],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -65,29 +72,45 @@ def main() -> None:
         path.write_text(PROMPT)
         run = cli(prompts, executor.url, "run", "scratch", "--times", "10")
         text = path.read_text()
-        check(run.returncode == 0 and "| 10 | 0 | 10 | 10:0 |" in text and "| graduated |" in text,
-              "10 verified runs: 10:0, status graduated", f"after 10 runs: {run.stdout}{run.stderr}")
-        check("Graduated at run 10" in text, "an Evolution row records the graduation",
-              "no graduation row")
+        check(
+            run.returncode == 0 and "| 10 | 0 | 10 | 10:0 |" in text and "| graduated |" in text,
+            "10 verified runs: 10:0, status graduated",
+            f"after 10 runs: {run.stdout}{run.stderr}",
+        )
+        check(
+            "Graduated at run 10" in text,
+            "an Evolution row records the graduation",
+            "no graduation row",
+        )
         audit = cli(prompts, executor.url, "audit")
         check(audit.returncode == 0, "audit agrees with the records", audit.stdout + audit.stderr)
         path.write_text(text.replace("| 10 | 0 | 10 | 10:0 |", "| 12 | 0 | 12 | 12:0 |"))
         audit = cli(prompts, executor.url, "audit")
-        check(audit.returncode == 1 and "table says Success 12, the records give 10" in audit.stdout,
-              "a hand-edited table (12:0) fails the audit and is named",
-              f"audit of the hand edit: {audit.returncode} {audit.stdout}")
+        check(
+            audit.returncode == 1 and "table says Success 12, the records give 10" in audit.stdout,
+            "a hand-edited table (12:0) fails the audit and is named",
+            f"audit of the hand edit: {audit.returncode} {audit.stdout}",
+        )
         run = cli(prompts, executor.url, "run", "scratch")
         audit = cli(prompts, executor.url, "audit")
-        check(run.returncode == 0 and audit.returncode == 0 and "| 11 | 0 | 11 |" in path.read_text(),
-              "the next run rewrites the table from the records (11:0); audit passes",
-              f"{run.stderr} {audit.stdout}")
+        check(
+            run.returncode == 0 and audit.returncode == 0 and "| 11 | 0 | 11 |" in path.read_text(),
+            "the next run rewrites the table from the records (11:0); audit passes",
+            f"{run.stderr} {audit.stdout}",
+        )
         (Path(tmp) / "FAIL").touch()
         run = cli(prompts, executor.url, "run", "scratch")
         text = path.read_text()
-        check(run.returncode == 1 and "| 0 | 0 | 0 | 0:0 |" in text and "| reset |" in text,
-              "a failure after graduation resets to 0:0 (status reset)", f"{run.stderr}\n{text}")
-        check("Reset to 0:0: run 12" in text and "ended failed with exit code 3" in text,
-              "an Evolution row says why it was reset", "no reset row with its reason")
+        check(
+            run.returncode == 1 and "| 0 | 0 | 0 | 0:0 |" in text and "| reset |" in text,
+            "a failure after graduation resets to 0:0 (status reset)",
+            f"{run.stderr}\n{text}",
+        )
+        check(
+            "Reset to 0:0: run 12" in text and "ended failed with exit code 3" in text,
+            "an Evolution row says why it was reset",
+            "no reset row with its reason",
+        )
         audit = cli(prompts, executor.url, "audit")
         check(audit.returncode == 0, "audit agrees after the reset", audit.stdout)
     passed(args.marker)

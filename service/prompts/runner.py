@@ -13,6 +13,7 @@ replaced atomically, so concurrent runs leave the file matching the records.
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 import uuid
@@ -50,6 +51,13 @@ def placeholder_values(doc: document.PromptDocument, marker: str) -> dict[str, s
     }
 
 
+def working_dir(header: document.Header, values: dict[str, str]) -> str:
+    """The run's directory (the agent's project): ``cwd`` from the header, else
+    the repository; symlinks resolved, as the project registry stores paths."""
+    cwd = document.substitute(header.cwd, values) if header.cwd else values["repo"]
+    return os.path.realpath(cwd)
+
+
 @dataclass
 class RunOutcome:
     record: Record
@@ -74,11 +82,10 @@ async def run_once(client: ExecutorClient, doc: document.PromptDocument) -> RunO
     header = doc.header
     marker = new_marker(header.name)
     values = placeholder_values(doc, marker)
-    cwd = document.substitute(header.cwd, values) if header.cwd else values["repo"]
+    cwd = working_dir(header, values)
     started = time.monotonic()
     try:
         if header.kind == "agent":
-            cwd = str(Path(cwd).resolve())
             project_id = await _project_for(client, f"prompt-{header.name}", cwd)
             text = document.substitute(doc.prompt_text, values)
             result = await client.call(
