@@ -23,6 +23,12 @@ class TranscriptParams(StrictParams):
     execution_id: ExecutionId
     since_seq: int = Field(0, ge=0, description="Chunks with a greater seq are returned.")
     limit: int = Field(1000, ge=1, le=MAX_TRANSCRIPT_PAGE, description="Chunks per page.")
+    max_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="Data per page; a page holds at least one chunk, however large.",
+    )
 
 
 class ListParams(StrictParams):
@@ -54,18 +60,18 @@ async def transcript_get(ctx: CallContext, params: TranscriptParams) -> dict[str
     if execution_id in ctx.connection.services.supervisor.live:
         await recorder.sync()  # the page includes what was produced until now
 
-    def read(conn: Any) -> tuple[dict[str, Any] | None, list[Any]]:
+    def read(conn: Any) -> tuple[dict[str, Any] | None, list[Any], bool]:
         record = history.get_execution(conn, execution_id)
         if record is None:
-            return None, []
-        rows = history.chunk_rows(conn, execution_id, params.since_seq, None, params.limit + 1)
-        return record, rows
+            return None, [], False
+        rows, more = history.transcript_page(
+            conn, execution_id, params.since_seq, params.limit, params.max_bytes
+        )
+        return record, rows, more
 
-    record, rows = await store.read(read)
+    record, rows, more = await store.read(read)
     if record is None:
         raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
-    more = len(rows) > params.limit
-    rows = rows[: params.limit]
     chunks = [history.chunk_dict(row) for row in rows]
     return {
         "execution_id": execution_id,

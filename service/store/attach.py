@@ -160,9 +160,14 @@ class Attacher:
             key,
             self._replay_live(connection, execution, holder, since_seq, seam, finished),
         )
-        execution.log.info(
+        logger.info(
             "attached",
-            extra={"connection_id": connection.id, "since_seq": since_seq, "seam": seam},
+            extra={
+                "execution_id": execution.id,
+                "connection_id": connection.id,
+                "since_seq": since_seq,
+                "seam": seam,
+            },
         )
         return result
 
@@ -268,9 +273,14 @@ class Attacher:
                 break
             if finished:
                 await outbox.put(completed_frame(execution.id, execution.snapshot()))
-            execution.log.info(
+            logger.info(
                 "replay done",
-                extra={"connection_id": connection.id, "last_seq": sent, "rounds": rounds},
+                extra={
+                    "execution_id": execution.id,
+                    "connection_id": connection.id,
+                    "last_seq": sent,
+                    "rounds": rounds,
+                },
             )
         finally:
             execution.remove_sink(holder)

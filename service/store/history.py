@@ -94,6 +94,27 @@ def chunk_rows(
     ).fetchall()
 
 
+def transcript_page(
+    conn: sqlite3.Connection, execution_id: str, after_seq: int, limit: int, max_bytes: int
+) -> tuple[list[tuple[int, str, str, int, float]], bool]:
+    """Chunks after ``after_seq``: at most ``limit`` and about ``max_bytes`` of
+    data (at least one chunk); and whether more follow."""
+    cursor = conn.execute(
+        "SELECT seq, stream, data, truncated, ts FROM chunks "
+        "WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+        (execution_id, after_seq, limit + 1),
+    )
+    rows: list[tuple[int, str, str, int, float]] = []
+    size = 0
+    for row in cursor:
+        if len(rows) == limit or (rows and size + len(row[2]) > max_bytes):
+            cursor.close()
+            return rows, True
+        rows.append(row)
+        size += len(row[2])
+    return rows, False
+
+
 def chunk_dict(row: tuple[int, str, str, int, float]) -> dict[str, Any]:
     seq, stream, data, truncated, ts = row
     chunk: dict[str, Any] = {"seq": seq, "type": stream, "data": data, "ts": ts}

@@ -146,14 +146,18 @@ class Recorder:
         tally = self.tallies.get(execution.id)
         if tally is None or not self.store.is_open:
             return
-        if tally.stored_bytes + chunk.nbytes > self.cap_bytes:
+        if tally.capped or tally.stored_bytes + chunk.nbytes > self.cap_bytes:
             tally.unstored_chunks += 1
             tally.unstored_bytes += chunk.nbytes
             if not tally.capped:
                 tally.capped = True
-                execution.log.warning(
+                logger.warning(
                     "transcript cap reached; further chunks are counted, not stored",
-                    extra={"max_transcript_bytes": self.cap_bytes, "seq": chunk.seq},
+                    extra={
+                        "execution_id": execution.id,
+                        "max_transcript_bytes": self.cap_bytes,
+                        "seq": chunk.seq,
+                    },
                 )
         else:
             tally.stored_chunks += 1
@@ -174,9 +178,9 @@ class Recorder:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
         if self.store.backlog + len(self._rows) >= self.store.settings.store_queue_chunks:
             if execution.id not in self._throttled and execution.state.is_live:
-                execution.log.warning(
+                logger.warning(
                     "store writer is behind; throttling output",
-                    extra={"backlog": self.store.backlog},
+                    extra={"execution_id": execution.id, "backlog": self.store.backlog},
                 )
                 self._throttled[execution.id] = execution
                 execution.flow.clear()
