@@ -23,6 +23,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from service import __version__
 from service.dispatch import CallContext
 from service.errors import INVALID_REQUEST, RateLimited, RpcError
+from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
 from service.protocol import encode, error_response, notification, parse_frame
 
@@ -70,7 +71,7 @@ class Connection:
         self.opened_at = time.time()
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
-        self.log = logging.LoggerAdapter(logger, {"connection_id": self.id, "peer": self.peer})
+        self.log = ContextAdapter(logger, {"connection_id": self.id, "peer": self.peer})
 
     def __hash__(self) -> int:
         return hash(self.id)
@@ -146,7 +147,9 @@ class Connection:
             if text is None:
                 frame = error_response(
                     None,
-                    RpcError("binary frames are not accepted: send JSON text", code=INVALID_REQUEST),
+                    RpcError(
+                        "binary frames are not accepted: send JSON text", code=INVALID_REQUEST
+                    ),
                 )
                 self.offer(encode(frame), droppable=False)
                 continue

@@ -28,6 +28,7 @@ from typing import Any, Protocol
 
 from service import procfs, reaper
 from service.errors import InvalidState, LimitReached, TimedOut
+from service.logs import ContextAdapter
 from service.protocol import encode, notification
 from service.settings import Settings
 from service.spawn import EXECUTION_MARKER, ExecutionSpec, child_preexec
@@ -112,7 +113,7 @@ class Execution:
             )
             for name in ("stdout", "stderr")
         }
-        self.log = logging.LoggerAdapter(logger, {"execution_id": self.id})
+        self.log = ContextAdapter(logger, {"execution_id": self.id})
 
     # --- sinks ---------------------------------------------------------------
 

@@ -27,6 +27,7 @@ import orjson
 
 from service.client import error_from_wire
 from service.dispatch import CallContext
+from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
 from service.protocol import Request, encode, notification
 
@@ -45,7 +46,7 @@ class LocalConnection:
         self.peer_host = peer.rsplit(":", 1)[0]
         self.opened_at = time.time()
         self.outbox = Outbox(services.settings.max_pending_bytes)
-        self.log = logging.LoggerAdapter(logger, {"connection_id": self.id, "peer": peer})
+        self.log = ContextAdapter(logger, {"connection_id": self.id, "peer": peer})
         self._ids = itertools.count(1)
 
     def __hash__(self) -> int:

@@ -10,10 +10,22 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import MutableMapping
+from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
+
+
+class ContextAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """A logger with fixed context (``connection_id``, ``execution_id``) that
+    keeps the ``extra=`` of each call as well: the standard adapter replaces
+    it (before Python 3.13), which would drop fields such as ``exit_code``."""
+
+    def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
+        kwargs["extra"] = {**(self.extra or {}), **(kwargs.get("extra") or {})}
+        return msg, kwargs
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
