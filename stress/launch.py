@@ -165,7 +165,12 @@ def locust_command(
         *plan.args,
     ]
     if mode == "ui":
-        return [*base, "--web-host", "127.0.0.1", "--web-port", "8089", "--class-picker"]
+        return [
+            *base,
+            *("--web-host", "127.0.0.1", "--web-port", "8089", "--class-picker"),
+            *("--csv", str(reports / "ui"), "--html", str(reports / "ui.html")),
+            *("--summary-json", str(reports / "ui-summary.json")),
+        ]
     return [
         *base,
         "--headless",
@@ -267,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     reports = Path(os.environ.get("STRESS_REPORTS", ROOT / "stress" / "reports")).resolve()
     reports.mkdir(parents=True, exist_ok=True)
     marker = given_marker(args.locust_args) or new_marker()
+    if os.environ.get("CC_EXECUTOR_TOKEN") and not os.environ.get("LOCUST_TOKEN"):
+        # Through the environment, not argv: argv is visible to every local user.
+        os.environ["LOCUST_TOKEN"] = os.environ["CC_EXECUTOR_TOKEN"]
     with tempfile.TemporaryDirectory(prefix="ccx-stress-") as tmp:
         work = Path(tmp)
         (work / "projects").mkdir()

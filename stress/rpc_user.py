@@ -18,7 +18,7 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from locust import User
 from locust.exception import StopUser
@@ -44,7 +44,7 @@ class Step:
     def __init__(self) -> None:
         self.response_length = 0
 
-    def fail(self, reason: str) -> None:
+    def fail(self, reason: str) -> NoReturn:
         raise StepFailed(reason)
 
 
@@ -162,7 +162,13 @@ class RpcUser(User):
     # --- executions -------------------------------------------------------------
 
     def execute(self, params: dict[str, Any], method: str = "execute") -> dict[str, Any]:
-        """``execute`` (or ``agent.execute``) with the run marker in ``env``."""
+        """``execute`` (or ``agent.execute``) with the run marker in ``env``.
+
+        Reconnects first when the connection was lost (a restarted server), so
+        one lost socket fails one scenario, not every later one.
+        """
+        if not self.client.connected:
+            self.connect()
         params = dict(params)
         if method == "execute":
             params["env"] = {**(params.get("env") or {}), **self.settings.marker_env()}

@@ -23,12 +23,19 @@ DEFAULT_USERS = "ControlUser,StreamUser,ReconnectUser,AgentUser"
 
 def add_arguments(parser: Any) -> None:
     """Register the harness's flags on Locust's parser."""
-    add = parser.add_argument  # Locust's own, which knows is_secret (groups do not)
+
+    def add(flag: str, **kwargs: Any) -> None:
+        # Locust's own add_argument (groups lack is_secret); LOCUST_JOB_SECONDS etc.
+        env_var = "LOCUST_" + flag.lstrip("-").replace("-", "_").upper()
+        parser.add_argument(flag, env_var=env_var, **kwargs)
+
     add("--token", default="", is_secret=True, help="Bearer token of the server, if it has one.")
     add(
         "--stress-users",
         default=DEFAULT_USERS,
-        help=f"Comma-separated users to run, of {', '.join(USER_NAMES)}.",
+        help=f"Comma-separated users to run, of {', '.join(USER_NAMES)} "
+        "(the web UI's class picker chooses instead).",
+        include_in_web_ui=False,
     )
     add("--job-seconds", type=float, default=90.0, help="ControlUser: length of the long job.")
     add(

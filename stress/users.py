@@ -131,9 +131,9 @@ class ControlUser(RpcUser):
             deadline = time.monotonic() + 2
             while pgid and procfs.group_members(pgid) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            members = procfs.group_members(pgid) if pgid else []
-            if members:
-                step.fail(f"process group {pgid} still has {[m.pid for m in members]}")
+            left = procfs.group_members(pgid) if pgid else []
+            if left:
+                step.fail(f"process group {pgid} still has {[m.pid for m in left]}")
 
 
 class StreamUser(RpcUser):

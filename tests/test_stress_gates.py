@@ -74,6 +74,8 @@ def options(**overrides: object) -> argparse.Namespace:
     class Parser(argparse.ArgumentParser):
         def add_argument(self, *args: object, **kwargs: object) -> argparse.Action:
             kwargs.pop("is_secret", None)
+            kwargs.pop("include_in_web_ui", None)
+            kwargs.pop("env_var", None)
             return super().add_argument(*args, **kwargs)  # type: ignore[arg-type]
 
     parser = Parser()
