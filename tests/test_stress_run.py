@@ -133,7 +133,7 @@ def test_fifty_users_really_run_concurrently(
 ) -> None:
     """50 users each running ``sleep 2`` again and again for 8 s: a client that
     blocked the process would finish at most 4 jobs; concurrent users finish
-    about 50 every 2 s, each taking about 2 s."""
+    about 50 every 2 s, each job taking about 2 s."""
     server = make_server({"max_connections_per_ip": 60})
     started = time.monotonic()
     proc, summary = locust(
@@ -147,8 +147,10 @@ def test_fifty_users_really_run_concurrently(
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     job = next(row for row in summary["stats"] if row["name"] == "job")
     assert job["failures"] == 0
-    assert job["requests"] >= 100, job  # serialised: <= 4
-    assert job["p50_ms"] < 3000, job
+    # Serialised, 8 s allow at most 4 jobs; concurrent, about 150 (75 leaves
+    # room for a busy machine).
+    assert job["requests"] >= 75, job
+    assert job["p50_ms"] < 4000, job
     assert elapsed < 40
 
 
