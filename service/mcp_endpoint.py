@@ -511,12 +511,15 @@ class McpEndpoint:
         new_session: Annotated[
             bool, Field(description="start a new Claude session instead of resuming")
         ] = False,
+        env: Annotated[
+            dict[str, str] | None, Field(description="extra environment variables")
+        ] = None,
     ) -> Annotated[CallToolResult, AgentOutput]:
         async with self._connection(ctx, "agent") as connection:
             try:
                 project_id = await self._project_id(connection, project)
                 params: dict[str, Any] = {"project_id": project_id, "prompt": prompt}
-                params.update(model=model, max_turns=max_turns, timeout=timeout)
+                params.update(model=model, max_turns=max_turns, timeout=timeout, env=env)
                 params = {key: value for key, value in params.items() if value is not None}
                 if new_session:
                     params["resume"] = False

@@ -12,6 +12,7 @@ turning every failure into one line on stderr and an exit status:
 1      the server refused the request (its message is printed)
 2      bad usage
 124    ``run``: the command timed out (as GNU ``timeout``)
+141    stdout was closed by its reader (``| head``), as SIGPIPE
 126    ``run``: the command is not allowed
 127    ``run``: the command cannot be executed (not found)
 128+N  ``run``: the command was killed by signal N
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import signal
 import ssl
 import sys
 from collections.abc import Awaitable, Callable
@@ -36,6 +39,7 @@ from service.client import ConnectionLost, ExecutorClient
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_NO_SERVER = 255
+EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
 
 
 class CommandError(Exception):
@@ -114,6 +118,12 @@ async def _guarded(main: Callable[[], Awaitable[int]]) -> int:
     except ConnectionLost as exc:
         report(f"connection lost: {exc}")
         return EXIT_NO_SERVER
+    except BrokenPipeError:
+        # The reader went away (``| head``): quietly, as SIGPIPE would.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
 
 
 def registered(subparsers: Any, name: str) -> bool:

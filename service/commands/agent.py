@@ -27,6 +27,7 @@ from service.commands import (
     report,
     run_command,
 )
+from service.commands.run import parse_env
 from service.commands.terminal import EXIT_INTERRUPTED, exit_status
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 
@@ -47,6 +48,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
     agent.add_argument("--timeout", type=float, help="wall-clock limit in seconds")
     agent.add_argument(
         "--new-session", action="store_true", help="forget the project's Claude session first"
+    )
+    agent.add_argument(
+        "-e",
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment variable for the agent (repeatable)",
     )
     add_connection_options(agent)
 
@@ -104,6 +113,9 @@ async def agent_main(args: argparse.Namespace) -> int:
         for key in ("model", "max_turns", "timeout"):
             if getattr(args, key) is not None:
                 params[key] = getattr(args, key)
+        env = parse_env(args.env)
+        if env:
+            params["env"] = env
         started = await client.call("agent.execute", params)
         execution = Execution(client, started["execution_id"], started)
         printer = AgentPrinter(sys.stdout, sys.stderr)

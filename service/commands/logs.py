@@ -83,8 +83,6 @@ async def logs_main(args: argparse.Namespace) -> int:
                 target.flush()
         except errors.MethodNotFound:
             raise CommandError("this server keeps no transcripts (no transcript.get)") from None
-        except BrokenPipeError:
-            return 0
         try:
             info = await client.call("status", {"execution_id": args.execution_id})
         except errors.RpcError:

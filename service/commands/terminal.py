@@ -35,10 +35,10 @@ from typing import Any, BinaryIO
 
 from service import errors
 from service.client import ConnectionLost, Execution, ExecutorClient
-from service.commands import EXIT_NO_SERVER, CommandError, connect, report
+from service.commands import EXIT_BROKEN_PIPE, EXIT_NO_SERVER, CommandError, connect, report
 
 EXIT_TIMED_OUT = 124
-EXIT_BROKEN_PIPE = 128 + signal.SIGPIPE
+
 EXIT_INTERRUPTED = 128 + signal.SIGINT
 INPUT_CHUNK_BYTES = 64 * 1024
 
