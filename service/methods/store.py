@@ -57,8 +57,9 @@ async def transcript_get(ctx: CallContext, params: TranscriptParams) -> dict[str
     store, recorder = parts.store, parts.recorder
     assert store is not None and recorder is not None
     execution_id = params.execution_id
-    if execution_id in ctx.connection.services.supervisor.live:
-        await recorder.sync()  # the page includes what was produced until now
+    supervisor = ctx.connection.services.supervisor
+    if execution_id in supervisor.live or execution_id in supervisor.finished:
+        await recorder.sync()  # read what this server has seen so far, committed
 
     def read(conn: Any) -> tuple[dict[str, Any] | None, list[Any], bool]:
         record = history.get_execution(conn, execution_id)
@@ -90,8 +91,8 @@ async def transcript_get(ctx: CallContext, params: TranscriptParams) -> dict[str
 @router.method("executions.list", ListParams)
 async def executions_list(ctx: CallContext, params: ListParams) -> dict[str, Any]:
     parts = _with_store(ctx)
-    store = parts.store
-    assert store is not None
+    store, recorder = parts.store, parts.recorder
+    assert store is not None and recorder is not None
     before: int | None = None
     if params.cursor is not None:
         try:
@@ -102,6 +103,7 @@ async def executions_list(ctx: CallContext, params: ListParams) -> dict[str, Any
         states = [state.value for state in params.state] or None
     else:
         states = [params.state.value] if params.state is not None else None
+    await recorder.sync()  # list what this server has seen so far
     rows, next_n = await store.read(
         lambda conn: history.list_executions(
             conn, states=states, project_id=params.project_id, limit=params.limit, before_n=before

@@ -1,0 +1,126 @@
+"""Restart recovery and damaged store files, with a real server killed for real."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from service.client import ExecutorClient
+from service.store.database import DB_NAME
+from tests.utils import MARKER_NAME, RunningServer, marked_pids
+
+
+def run(coro: Any, timeout: float = 60) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+TREES = [
+    # a leader with two children in its group
+    ["sh", "-c", "sleep 300 & sleep 300 & wait"],
+    # a child that escaped into its own session
+    ["sh", "-c", "setsid sleep 300 & wait"],
+    # a paused tree
+    ["sh", "-c", "sleep 300 & wait"],
+]
+
+
+def test_sigkill_server_then_restart_kills_leftovers_and_marks_lost(
+    make_server: Callable[..., RunningServer], marker: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    server = make_server(data_dir=data_dir)
+    value = marker[MARKER_NAME]
+
+    async def start_trees() -> list[str]:
+        async with ExecutorClient(server.url) as client:
+            ids = []
+            for argv in TREES:
+                started = await client.execute(argv=argv, env=marker)
+                ids.append(started.id)
+            await asyncio.sleep(0.3)  # let the shells fork
+            await started.pause()
+            # Listing reads the store: the rows are committed.
+            listing = await client.call("executions.list", {"state": ["running", "paused"]})
+            assert {row["execution_id"] for row in listing["executions"]} == set(ids)
+            return ids
+
+    ids = run(start_trees())
+    server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 5
+    while len(marked_pids(value)) < 4 and time.monotonic() < deadline:
+        time.sleep(0.05)  # the leaders die with the server (PDEATHSIG); the rest stays
+    assert len(marked_pids(value)) >= 4, "the test needs leftovers to recover"
+
+    again = make_server(data_dir=data_dir)
+    assert marked_pids(value) == [], "leftover processes survived the restart"
+    lost = [entry for entry in again.logs if entry.get("message", "").startswith("execution lost")]
+    assert {entry["execution_id"] for entry in lost} == set(ids)
+
+    async def check() -> None:
+        async with ExecutorClient(again.url) as client:
+            listing = await client.call("executions.list", {"limit": 10})
+            rows = {row["execution_id"]: row for row in listing["executions"]}
+            for execution_id in ids:
+                assert rows[execution_id]["state"] == "lost"
+                assert "killed" in rows[execution_id]["reason"]
+                assert rows[execution_id]["ended_at"] is not None
+            attached = await client.attach(ids[0], since_seq=0)
+            result = await attached.wait(10)
+            assert result.status == "lost"
+            assert "reason" in result.completed
+
+    run(check())
+
+
+def test_garbage_database_is_moved_aside(
+    make_server: Callable[..., RunningServer], marker: dict[str, str], tmp_path: Path
+) -> None:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / DB_NAME).write_bytes(b"this is not a database\n" * 100)
+    (data_dir / (DB_NAME + "-wal")).write_bytes(b"junk")
+    server = make_server(data_dir=data_dir)
+    error = server.wait_for_log(lambda entry: entry.get("level") == "ERROR")
+    assert "damaged" in error["message"]
+    moved = Path(error["moved_to"])
+    assert moved.name.startswith(DB_NAME + ".corrupt-")
+    assert moved.read_bytes().startswith(b"this is not a database")
+    with urllib.request.urlopen(server.http_url + "/health", timeout=5) as response:
+        health = json.load(response)
+    assert health["store"]["corrupt_moved_to"] == str(moved)
+
+    async def works() -> None:
+        async with ExecutorClient(server.url) as client:
+            done = await client.run(argv=["echo", "fresh"], env=marker)
+            page = await client.call("transcript.get", {"execution_id": done.execution_id})
+            assert [chunk["data"] for chunk in page["chunks"]] == ["fresh\n"]
+
+    run(works())
+
+
+def test_truncated_database_file_is_moved_aside(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """A real store cut in half (a damaged disk, a bad copy) is detected too."""
+    data_dir = tmp_path / "data"
+    server = make_server(data_dir=data_dir)
+
+    async def fill() -> None:
+        async with ExecutorClient(server.url) as client:
+            for _ in range(3):
+                await client.run(argv=["seq", "1", "30000"])
+
+    run(fill())
+    server.stop()
+    path = data_dir / DB_NAME
+    raw = path.read_bytes()
+    path.write_bytes(raw[: len(raw) // 2] + b"\xff" * 4096 + raw[len(raw) // 2 + 4096 :])
+    again = make_server(data_dir=data_dir)
+    error = again.wait_for_log(lambda entry: entry.get("level") == "ERROR")
+    assert "damaged" in error["message"]
