@@ -27,22 +27,24 @@ COPY service service
 RUN pip install --no-cache-dir --no-deps .
 
 FROM ${PYTHON_IMAGE} AS runtime
-# INSTALL_CLAUDE=true installs Node.js and the Claude Code CLI, for real agent
-# runs (agent.execute); without it the image runs plain commands only.
+# pv is what the flood scenario of the stress harness runs (yes | pv -qL RATE).
+# INSTALL_CLAUDE=true also installs Node.js and the Claude Code CLI, for real
+# agent runs (agent.execute); without it the image runs plain commands only.
 ARG INSTALL_CLAUDE=false
 ARG CLAUDE_CODE_VERSION=2.1.331
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 # Debian's packages follow the release's security updates; pinning their exact
 # versions would only break the build when an update lands.
 # hadolint ignore=DL3008
-RUN if [ "$INSTALL_CLAUDE" = "true" ]; then \
-        apt-get update \
-        && apt-get install -y --no-install-recommends nodejs npm git ca-certificates \
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends pv \
+    && if [ "$INSTALL_CLAUDE" = "true" ]; then \
+        apt-get install -y --no-install-recommends nodejs npm git ca-certificates \
         && npm install -g "@anthropic-ai/claude-code@${CLAUDE_CODE_VERSION}" \
         && npm cache clean --force \
-        && apt-get purge -y npm && apt-get autoremove -y \
-        && rm -rf /var/lib/apt/lists/*; \
-    fi
+        && apt-get purge -y npm && apt-get autoremove -y; \
+    fi \
+    && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 10001 executor \
     && useradd --system --uid 10001 --gid executor --create-home \
        --home-dir /home/executor --shell /usr/sbin/nologin executor \
