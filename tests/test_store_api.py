@@ -1,0 +1,141 @@
+"""The generic Store API, in process, on a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from service.settings import Settings
+from service.store import MigrationError, Store, StoreClosed, StoreError
+
+
+def run(coro: Any, timeout: float = 20) -> Any:
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def make(tmp_path: Path, **fields: Any) -> Store:
+    return Store(Settings(data_dir=tmp_path, **fields))
+
+
+V1 = "CREATE TABLE notes (id INTEGER PRIMARY KEY, body TEXT NOT NULL)"
+V2 = "ALTER TABLE notes ADD COLUMN tag TEXT; INSERT INTO notes(body, tag) VALUES ('v2', 'x')"
+
+
+def test_migrations_are_versioned_per_namespace(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = make(tmp_path)
+        store.register_schema("notes", [V1])
+        store.register_schema("other", ["CREATE TABLE other (x)"])
+        await store.open()
+        assert store.schema_version("notes") == 1
+        await store.write(lambda c: c.execute("INSERT INTO notes(body) VALUES ('one')"))
+        with pytest.raises(StoreError):
+            store.register_schema("late", [V1])
+        await store.close()
+        await store.close()  # twice is fine
+
+        store = make(tmp_path)
+        store.register_schema("notes", [V1, V2])  # only V2 runs now
+        store.register_schema("other", ["CREATE TABLE other (x)"])
+        await store.open()
+        rows = await store.read(lambda c: c.execute("SELECT body, tag FROM notes").fetchall())
+        assert rows == [("one", None), ("v2", "x")]
+        assert store.schema_version("notes") == 2
+        journal = await store.read(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
+        assert journal == "wal"
+        await store.close()
+
+        older = make(tmp_path)
+        older.register_schema("notes", [V1])
+        with pytest.raises(MigrationError, match="newer than this code"):
+            await older.open()
+
+        broken = make(tmp_path / "b")
+        broken.register_schema("bad", [V1, "CREATE TABLE notes (again)"])
+        with pytest.raises(MigrationError, match="bad 1 -> 2"):
+            await broken.open()
+
+    run(main())
+
+
+def test_a_failing_write_rolls_back_alone(tmp_path: Path) -> None:
+    async def main() -> None:
+        store = make(tmp_path)
+        store.register_schema("notes", [V1])
+        await store.open()
+
+        def bad(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO notes(body) VALUES ('lost')")
+            raise ValueError("no")
+
+        good = store.write(lambda c: c.execute("INSERT INTO notes(body) VALUES ('kept')").rowcount)
+        results = await asyncio.gather(good, store.write(bad), return_exceptions=True)
+        assert results[0] == 1 and isinstance(results[1], ValueError)
+        bodies = await store.read(lambda c: c.execute("SELECT body FROM notes").fetchall())
+        assert bodies == [("kept",)]
+        with pytest.raises(sqlite3.OperationalError):  # readers cannot write
+            await store.read(lambda c: c.execute("INSERT INTO notes(body) VALUES ('x')"))
+        await store.close()
+        with pytest.raises(StoreClosed):
+            await store.read(lambda c: None)
+
+    run(main())
+
+
+def test_a_stalled_writer_never_blocks_the_event_loop(tmp_path: Path) -> None:
+    """A writer stuck on the disk (here: a job that waits) fills the queue;
+    producers see it congested and ``write`` waits for room, while the event
+    loop keeps running on time. Closing drains every queued job."""
+
+    async def main() -> None:
+        store = make(tmp_path, store_queue_chunks=100)
+        store.register_schema("notes", [V1])
+        await store.open()
+        stall = threading.Event()
+        store.submit(lambda c: stall.wait(10))
+        store.submit(lambda c: c.execute("INSERT INTO notes(body) VALUES ('queued')"), 150)
+        assert store.congested
+        writing = asyncio.create_task(
+            store.write(lambda c: c.execute("INSERT INTO notes(body) VALUES ('waited')"))
+        )
+        late = []
+        for _ in range(20):
+            before = time.monotonic()
+            await asyncio.sleep(0.01)
+            late.append(time.monotonic() - before - 0.01)
+        assert max(late) < 0.2, "the event loop stalled"
+        assert not writing.done()
+        stall.set()
+        await writing
+        assert not store.congested
+        store.submit(lambda c: c.execute("INSERT INTO notes(body) VALUES ('at close')"))
+        await store.close()
+
+        store = make(tmp_path)
+        store.register_schema("notes", [V1])
+        await store.open()
+        bodies = await store.read(lambda c: c.execute("SELECT body FROM notes").fetchall())
+        assert sorted(bodies) == [("at close",), ("queued",), ("waited",)]
+        await store.close()
+
+    run(main())
+
+
+def test_a_damaged_file_is_moved_aside(tmp_path: Path) -> None:
+    async def main() -> None:
+        (tmp_path / "cc-executor.sqlite3").write_bytes(b"SQLite format 3\x00" + b"\x07" * 8000)
+        store = make(tmp_path)
+        store.register_schema("notes", [V1])
+        await store.open()
+        assert store.corrupt_moved_to is not None and store.corrupt_moved_to.exists()
+        assert store.health()["corrupt_reason"].startswith("damaged")
+        await store.write(lambda c: c.execute("INSERT INTO notes(body) VALUES ('fresh')"))
+        await store.close()
+
+    run(main())
