@@ -192,7 +192,7 @@ PLAUSIBLE: dict[str, st.SearchStrategy[Any]] = {
     ),
     "cwd": st.sampled_from(["/tmp", "/", "relative", "/nonexistent"]),
     "env": st.dictionaries(
-        st.sampled_from(["A", "LD_PRELOAD", "PATH", "CC_EXECUTOR_TOKEN", "A=B", ""]),
+        st.sampled_from(["A", "LD_PRELOAD", "PATH", "CC_EXECUTOR_TOKEN", "A=B", "", "B"]),
         st.text(max_size=5),
         max_size=2,
     ),
@@ -223,10 +223,17 @@ def params_for(draw: st.DrawFn, method: str) -> Any:
         return draw(json_values)
     names = FIELDS.get(method) or ["x"]
     chosen = draw(st.lists(st.sampled_from(names), unique=True, max_size=len(names)))
+    odds = 3
+    if method == "execute" and draw(st.booleans()):
+        # Exactly one of command and argv, the rest nearly always well typed:
+        # these get past validation to the allow-list and the spawn.
+        chosen = [c for c in chosen if c not in ("command", "argv")]
+        chosen.append(draw(st.sampled_from(["command", "argv"])))
+        odds = 15
     value: dict[str, Any] = {}
     for name in chosen:
         plausible = PLAUSIBLE.get(name)
-        if plausible is not None and draw(st.integers(0, 3)) > 0:
+        if plausible is not None and draw(st.integers(0, odds)) > 0:
             value[name] = draw(plausible)
         else:
             value[name] = draw(json_values)
