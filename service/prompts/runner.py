@@ -77,8 +77,13 @@ async def _project_for(client: ExecutorClient, name: str, path: str) -> str:
     return str(project.get("project_id") or project.get("id"))
 
 
-async def run_once(client: ExecutorClient, doc: document.PromptDocument) -> RunOutcome:
-    """Run the prompt once and return its stored record."""
+async def run_once(
+    client: ExecutorClient,
+    doc: document.PromptDocument,
+    extra_env: dict[str, str] | None = None,
+) -> RunOutcome:
+    """Run the prompt once and return its stored record. ``extra_env`` is added
+    to the command's environment (tests mark their processes with it)."""
     header = doc.header
     marker = new_marker(header.name)
     values = placeholder_values(doc, marker)
@@ -95,6 +100,7 @@ async def run_once(client: ExecutorClient, doc: document.PromptDocument) -> RunO
                     "prompt": text,
                     "timeout": header.timeout_s,
                     "resume": False,  # each run is judged on its own, in a fresh session
+                    "env": extra_env or None,
                 },
             )
             execution = Execution(client, str(result["execution_id"]), result)
@@ -104,7 +110,7 @@ async def run_once(client: ExecutorClient, doc: document.PromptDocument) -> RunO
                 argv=argv,
                 cwd=cwd,
                 timeout=header.timeout_s,
-                env={"PROMPT_MARKER": marker, "PROMPT_NAME": header.name},
+                env={**(extra_env or {}), "PROMPT_MARKER": marker, "PROMPT_NAME": header.name},
             )
     except RpcError as exc:
         raise RunError(f"{header.name}: the executor refused the run: {exc.message}") from None
