@@ -34,6 +34,8 @@ by ``$FAKE_CLAUDE_SCENARIO`` (``NAME`` or ``NAME=VALUE``):
     silence for N seconds (default 2) after ``init``, then success.
 ``bigline=N``
     one assistant event whose text is N bytes (default 5,000,000), one line.
+``flood=N``
+    N assistant events (default 100) of 16 KiB of text each, 3 ms apart, then success.
 ``crash``
     half a JSON line, a stack trace on stderr, exit 1, no result.
 ``noresult``
@@ -61,7 +63,17 @@ VERSION = "2.0.0 (Claude Code; fake-claude test double)"
 DEFAULT_MODEL = "claude-sonnet-4-5-20250929"
 TOOLS = ["Task", "Bash", "Glob", "Grep", "Read", "Edit", "Write", "WebFetch", "TodoWrite"]
 SCENARIO_RE = re.compile(r"\bfake:([a-z][a-z-]*)(?:=(\S+))?")
-SCENARIOS = ("success", "error", "slow", "bigline", "crash", "noresult", "ignore-term", "hang")
+SCENARIOS = (
+    "success",
+    "error",
+    "slow",
+    "bigline",
+    "flood",
+    "crash",
+    "noresult",
+    "ignore-term",
+    "hang",
+)
 #: Options whose value is a list of words (commander's variadic ``<items...>``).
 LIST_OPTIONS = ("--allowedTools", "--disallowedTools", "--add-dir", "--mcp-config", "--betas")
 
@@ -354,6 +366,11 @@ class Run:
         if name == "bigline":
             size = int(value or 5_000_000)
             self.say([{"type": "text", "text": "x" * size}])
+            return self.finish("success", self.reply(prompt))
+        if name == "flood":
+            for number in range(int(value or 100)):
+                self.say([{"type": "text", "text": f"{number:08d}" + "y" * (16 * 1024 - 8)}])
+                time.sleep(0.003)  # paced like a model, not a burst
             return self.finish("success", self.reply(prompt))
         if name not in SCENARIOS:
             self.say([{"type": "text", "text": f"unknown fake scenario {name!r}"}])

@@ -4,9 +4,14 @@ broadcast to subscribers, kill, one agent per project, every failure scenario.""
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+import websockets
 
 from service import errors
 from service.client import Execution, ExecutorClient
@@ -372,5 +377,59 @@ def test_agent_execute_refusals(agent_server: RunningServer, agent_env: dict[str
                 await client.call(
                     "agent.execute", {"project_id": project_id, "prompt": "x", "env": agent_env}
                 )
+
+    asyncio.run(main())
+
+
+def test_slow_subscriber_loses_events_only_for_itself(
+    make_server: Callable[..., RunningServer], tmp_path: Path, agent_env: dict[str, str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "flood").mkdir(parents=True)
+    server = make_server(shared.agent_settings(root, max_pending_bytes=1024 * 1024))
+    count = 300
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as runner:
+            project_id = await create_project(runner, "flood", root / "flood")
+            # A subscriber that stops reading: tiny socket buffer, one frame queued.
+            sock = socket.create_connection(("127.0.0.1", server.port))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+            sock.setblocking(False)
+            async with websockets.connect(
+                server.url, sock=sock, max_queue=1, max_size=None, compression=None
+            ) as slow:
+                assert json.loads(await slow.recv())["method"] == "connected"
+                request = {"project_id": project_id}
+                await slow.send(
+                    json.dumps(
+                        {
+                            "jsonrpc": "2.0",
+                            "id": 1,
+                            "method": "project.subscribe",
+                            "params": request,
+                        }
+                    )
+                )
+                assert json.loads(await slow.recv())["result"]["subscribed"] is True
+                # The runner gets everything while the subscriber reads nothing.
+                _, result = await run_agent(runner, project_id, f"fake:flood={count}", agent_env)
+                assert result.dropped == 0 and result.status == "completed"
+                indexes = [
+                    m["params"]["index"] for m in result.events if m["method"] == "agent.event"
+                ]
+                assert indexes == list(range(1, count + 3))
+                # Now the slow one reads: gaps, counted, but the lifecycle is whole.
+                frames = []
+                while not frames or frames[-1].get("method") != "process.completed":
+                    frames.append(json.loads(await asyncio.wait_for(slow.recv(), 20)))
+                methods = [f.get("method") for f in frames]
+                assert methods.count("agent.result") == 1
+                assert frames[-1]["params"]["dropped"] > 0
+                seen = [f["params"]["index"] for f in frames if f.get("method") == "agent.event"]
+                assert len(seen) < count + 2 and seen == sorted(seen)
+            # Everything it missed is in the history.
+            messages = await all_messages(runner, project_id)
+            assert sum(m["kind"] == "event" for m in messages) == count + 2
 
     asyncio.run(main())

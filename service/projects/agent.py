@@ -4,13 +4,14 @@
 :class:`~service.execution.ExecutionObserver`). For every stdout line that is a
 JSON object it records the line in the project's history, saves a
 ``session_id`` that an ``init`` or ``result`` event announces, and sends
-``agent.event`` to the execution's sinks (the client that started it and
-the project's subscribers). The ``result`` event also becomes
-``agent.result``. At the final transition, which the execution reports before
-it sends ``process.completed``, a run that produced no ``result`` (a crash, a
-kill, a timeout) gets a synthesised ``agent.result`` with ``is_error: true``,
-and the project goes back to ``idle``. So for every run a client sees its
-``agent.event``\\s, exactly one ``agent.result``, then ``process.completed``.
+``agent.event`` to the execution's sinks (the client that started it and the
+project's subscribers), numbered by ``index`` (1, 2, 3 ... per run). The
+``result`` event also becomes ``agent.result``. At the final transition, which
+the execution reports before it sends ``process.completed``, a run that
+produced no ``result`` (a crash, a kill, a timeout) gets a synthesised
+``agent.result`` with ``is_error: true``, and the project goes back to
+``idle``. So for every run a client sees its ``agent.event``\\s, exactly one
+``agent.result``, then ``process.completed``.
 """
 
 from __future__ import annotations
@@ -88,10 +89,11 @@ class AgentRun:
         session_id = session_of(event)
         if session_id is not None:
             registry.set_session(project, session_id)
-        params: dict[str, Any] = {"project_id": project.id, "seq": seq}
+        params: dict[str, Any] = {"project_id": project.id, "seq": seq, "index": self.events}
         if len(raw) > registry.max_event_frame_bytes:
-            # Larger than a client's queue: the live notification carries a
-            # summary; the whole event is in messages.get (and the transcript).
+            # Too large to share a client's queue with its own output chunk: the
+            # live notification carries a summary; the whole event is in
+            # messages.get (and the raw line in the transcript).
             params["event"] = {
                 key: event[key] for key in ("type", "subtype", "session_id", "uuid") if key in event
             }
@@ -99,7 +101,10 @@ class AgentRun:
             params["bytes"] = len(raw)
         else:
             params["event"] = orjson.Fragment(raw)
-        execution.broadcast("agent.event", params)
+        # Droppable like output chunks: a slow subscriber loses events only for
+        # itself (counted in its ``dropped``; ``index`` shows the gap) and
+        # catches up with messages.get. agent.result is never dropped.
+        execution.broadcast("agent.event", params, droppable=True)
         if event.get("type") == "result":
             self.result = AgentResult.from_event(event)
             registry.count_result(project, self.result)

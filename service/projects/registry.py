@@ -37,9 +37,11 @@ from service.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
+#: A connection's queue takes non-droppable frames (responses) up to this many
+#: times max_pending_bytes before it gives up on the client (service.outbox).
+OUTBOX_HARD_FACTOR = 4
+FRAME_MARGIN_BYTES = 64 * 1024
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
-#: Room kept in a client's queue besides one agent event.
-FRAME_OVERHEAD_BYTES = 4096
 
 
 def check_directory(path: str) -> None:
@@ -60,10 +62,9 @@ class Projects:
         self.store: storage.Storage = store
         self.store.register_schema(storage.NAMESPACE, storage.MIGRATIONS)
         self.projects: dict[str, Project] = {}
-        #: agent.event frames above this size are sent as a summary.
-        self.max_event_frame_bytes = max(
-            settings.max_pending_bytes - FRAME_OVERHEAD_BYTES, FRAME_OVERHEAD_BYTES
-        )
+        #: Events above this size are sent as a summary: the event and its own
+        #: output chunk must both fit a client's queue (max_pending_bytes).
+        self.max_event_frame_bytes = settings.max_pending_bytes // 4
 
     # --- life ----------------------------------------------------------------------
 
@@ -251,7 +252,17 @@ class Projects:
         """A page of history, oldest first, and the cursor of the next page."""
         self.get(project_id)
         await self.store.write(lambda conn: None)  # everything recorded so far is readable
-        rows, more = await self.store.read(storage.read_messages(project_id, cursor, since, limit))
+        pending = self.settings.max_pending_bytes
+        read = storage.read_messages(
+            project_id,
+            cursor,
+            since,
+            limit,
+            # A response must fit the client's queue (see service.outbox).
+            page_bytes=pending // 2,
+            message_bytes=pending * OUTBOX_HARD_FACTOR - FRAME_MARGIN_BYTES,
+        )
+        rows, more = await self.store.read(read)
         return rows, (rows[-1]["id"] if more and rows else None)
 
     # --- called by AgentRun ----------------------------------------------------------

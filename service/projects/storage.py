@@ -68,9 +68,6 @@ PROJECT_COLUMNS = (
     "last_run_at",
     "last_status",
 )
-#: A page of messages.get stops growing past this many bytes of message data
-#: (it always holds at least one message, however large).
-PAGE_BYTES = 8 * 1024 * 1024
 
 
 class Storage(Protocol):
@@ -181,10 +178,22 @@ def append_message(
 
 
 def read_messages(
-    project_id: str, after_id: int, since: float | None, limit: int
+    project_id: str,
+    after_id: int,
+    since: float | None,
+    limit: int,
+    *,
+    page_bytes: int,
+    message_bytes: int,
 ) -> Callable[[sqlite3.Connection], tuple[list[dict[str, Any]], bool]]:
     """Up to ``limit`` messages after ``after_id`` (and at or after ``since``),
-    oldest first, within :data:`PAGE_BYTES`; and whether more follow."""
+    oldest first, and whether more follow.
+
+    A page stops growing past ``page_bytes`` of data (it always holds at least
+    one message). A message larger than ``message_bytes`` (more than a client's
+    queue may hold in one response) comes as a summary flagged ``oversized``;
+    its raw line stays in the execution's transcript.
+    """
 
     def job(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
         sql = (
@@ -200,18 +209,20 @@ def read_messages(
         messages: list[dict[str, Any]] = []
         total = 0
         for row_id, ts, kind, execution_id, data in conn.execute(sql, args):
-            if len(messages) >= limit or (messages and total + len(data) > PAGE_BYTES):
+            size = min(len(data), message_bytes)
+            if len(messages) >= limit or (messages and total + size > page_bytes):
                 return messages, True
-            total += len(data)
-            messages.append(
-                {
-                    "id": row_id,
-                    "ts": ts,
-                    "kind": kind,
-                    "execution_id": execution_id,
-                    "data": orjson.loads(data),
-                }
-            )
+            total += size
+            message = {"id": row_id, "ts": ts, "kind": kind, "execution_id": execution_id}
+            value = orjson.loads(data)
+            if len(data) > message_bytes and isinstance(value, dict):
+                keys = ("type", "subtype", "session_id", "uuid")
+                message["data"] = {key: value[key] for key in keys if key in value}
+                message["oversized"] = True
+                message["bytes"] = len(data)
+            else:
+                message["data"] = value
+            messages.append(message)
         return messages, False
 
     return job
