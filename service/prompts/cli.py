@@ -87,6 +87,10 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("cc-executor prompts: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader (``| head``) went away: not an error; silence the final flush.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 # --- list and new ------------------------------------------------------------

@@ -14,6 +14,7 @@ oldest first (``after_id`` is the last id seen).
 from __future__ import annotations
 
 import asyncio
+import functools
 import re
 import time
 from typing import TYPE_CHECKING, Any
@@ -86,10 +87,11 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         try:
-            result: dict[str, Any] = await store.write(
-                lambda conn: records.judge_and_record(conn, claim)
+            judged = await store.read(lambda conn: records.judge(conn, claim))
+            stored: dict[str, Any] = await store.write(
+                functools.partial(records.insert, record=judged)
             )
-            return result
+            return stored
         except records.NotSettled as exc:
             if time.monotonic() > deadline:
                 raise TimedOut(f"{exc} after {SETTLE_TIMEOUT_S:g} s") from None

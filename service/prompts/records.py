@@ -1,10 +1,10 @@
 """The ``prompts`` namespace of the store: one row per verified run.
 
-Only the server writes here, and only from :func:`judge_and_record`, which
-runs as one job of the store's single writer thread: it reads the execution
-and its transcript as the store recorded them (the ``core`` tables), judges
-the run with :func:`service.prompts.verdict.judge`, and inserts the record in
-the same transaction. The client never states a verdict. ``UNIQUE`` on the
+Only the server writes here: :func:`judge` reads the finished execution and
+its transcript as the store recorded them (the ``core`` tables) and judges the
+run with :func:`service.prompts.verdict.judge`; :func:`insert` then stores the
+record in one job of the store's single writer thread. The client never
+states a verdict. ``UNIQUE`` on the
 execution id and on the marker means a run is counted at most once and a
 marker is never reused; concurrent runs of one prompt are serialised by the
 writer and each gets its own row, so the counts (a fold over the rows, see
@@ -20,7 +20,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service.prompts.verdict import judge, transcript_text
+from service.prompts.verdict import judge as judge_transcript
+from service.prompts.verdict import transcript_text
 
 NAMESPACE = "prompts"
 
@@ -106,12 +107,14 @@ def stored_transcript(conn: sqlite3.Connection, execution_id: str) -> str:
     return transcript_text({"seq": seq, "data": data} for seq, data in rows)
 
 
-def judge_and_record(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
-    """Judge the run from the ``core`` tables and insert its record (one transaction).
+def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
+    """Judge the run from the ``core`` tables; the record to insert (no id yet).
 
-    Raises :class:`NotSettled` while the execution runs or its chunks are still
-    queued for the writer, :class:`Refused` for an unknown execution or a reused
-    execution or marker."""
+    Runs on a reader connection: the execution is finished, so what it reads
+    no longer changes, and the writer thread is not held while a long
+    transcript is searched. Raises :class:`NotSettled` while the execution
+    runs or its chunks are still queued for the writer, :class:`UnknownExecution`
+    when the store has no such execution."""
     row = conn.execute(
         "SELECT state, exit_code, argv, last_seq, stored_chunks, unstored_chunks "
         "FROM executions WHERE id = ?",
@@ -124,14 +127,8 @@ def judge_and_record(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any
         raise NotSettled(f"execution {claim.execution_id} is still {state}")
     if int(stored) + int(unstored) < int(last_seq):
         raise NotSettled(f"execution {claim.execution_id}'s transcript is still being stored")
-    reused = conn.execute(
-        "SELECT id FROM prompt_runs WHERE execution_id = ? OR marker = ?",
-        (claim.execution_id, claim.marker),
-    ).fetchone()
-    if reused is not None:
-        raise Refused(f"run {reused[0]} already recorded this execution or marker")
     argv = json.loads(argv_json)
-    verdict = judge(
+    verdict = judge_transcript(
         state=state,
         exit_code=exit_code,
         transcript=stored_transcript(conn, claim.execution_id),
@@ -145,7 +142,7 @@ def judge_and_record(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any
         reasons.append("marker was not passed to the command")
     if int(unstored):
         reasons.append(f"{unstored} chunks past the transcript cap were not stored")
-    record = {
+    return {
         "prompt": claim.prompt,
         "version": claim.version,
         "execution_id": claim.execution_id,
@@ -160,6 +157,17 @@ def judge_and_record(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any
         "transcript_bytes": verdict.transcript_bytes,
         "created_at": time.time(),
     }
+
+
+def insert(conn: sqlite3.Connection, record: dict[str, Any]) -> dict[str, Any]:
+    """Insert a judged record (in the writer's transaction); the stored record.
+    Raises :class:`Refused` when its execution or marker was recorded before."""
+    reused = conn.execute(
+        "SELECT id FROM prompt_runs WHERE execution_id = ? OR marker = ?",
+        (record["execution_id"], record["marker"]),
+    ).fetchone()
+    if reused is not None:
+        raise Refused(f"run {reused[0]} already recorded this execution or marker")
     cursor = conn.execute(
         f"INSERT INTO prompt_runs ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
         tuple(record.values()),
