@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -201,3 +202,45 @@ def test_orphan_is_reported_killed_and_fails_the_run(
         if leaked.poll() is None:
             leaked.kill()
             leaked.wait()
+
+
+def test_users_whose_features_are_missing_are_skipped_not_passed(tmp_path: Path) -> None:
+    """Against a server announcing only the core methods, ReconnectUser and
+    AgentUser say SKIPPED with the reason and make no scenario request."""
+    from websockets.sync.server import ServerConnection, serve
+
+    def core_only(connection: ServerConnection) -> None:
+        hello = {
+            "jsonrpc": "2.0",
+            "method": "connected",
+            "params": {"session_id": "s", "version": "0", "capabilities": ["execute", "status"]},
+        }
+        connection.send(json.dumps(hello))
+        for _ in connection:
+            pass
+
+    with serve(core_only, "127.0.0.1", 0) as fake:
+        thread = threading.Thread(target=fake.serve_forever, daemon=True)
+        thread.start()
+        port = fake.socket.getsockname()[1]
+        summary_path = tmp_path / "summary.json"
+        proc = subprocess.run(
+            [
+                *(str(BIN / "locust"), "-f", str(ROOT / "stress" / "locustfile.py")),
+                *("--host", f"ws://127.0.0.1:{port}/ws/mcp", "--headless", "--only-summary"),
+                *("--stress-users", "ReconnectUser,AgentUser", "--max-rss-mb", "0"),
+                *("--users", "2", "--spawn-rate", "2", "--run-time", "3s"),
+                *("--summary-json", str(summary_path), "--project-root", str(tmp_path)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=tmp_path,
+        )
+        fake.shutdown()
+    summary = json.loads(summary_path.read_text())
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    assert "attach" in summary["skipped"]["ReconnectUser"]
+    assert "project.create" in summary["skipped"]["AgentUser"]
+    assert {row["name"] for row in summary["stats"]} == {"connect"}
+    assert "SKIPPED ReconnectUser" in proc.stdout and "SKIPPED AgentUser" in proc.stdout
