@@ -96,6 +96,10 @@ def test_agent_run_events_result_and_counters(
             assert later["messages"] == [m for m in messages if m["ts"] >= messages[3]["ts"]]
             with pytest.raises(errors.InvalidParams, match="cursor"):
                 await client.call("messages.get", {"project_id": project_id, "cursor": "x"})
+            # attach replays the agent's raw stream-json from the transcript.
+            async with ExecutorClient(agent_server.url) as late:
+                replay = await (await late.attach(started["execution_id"])).wait(10)
+                assert replay.stdout == result.stdout and replay.status == "completed"
 
     asyncio.run(main())
 
