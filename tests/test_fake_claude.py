@@ -189,3 +189,23 @@ def test_ignore_term_and_hang(dirs: tuple[Path, Path]) -> None:
         finally:
             proc.kill()
             proc.wait()
+
+
+def test_stream_json_input(dirs: tuple[Path, Path]) -> None:
+    work, state = dirs
+    messages = [
+        {"type": "user", "message": {"role": "user", "content": "one"}},
+        {"type": "user", "message": {"role": "user", "content": [{"type": "text", "text": "two"}]}},
+    ]
+    done = subprocess.run(
+        [FAKE, *STREAM, "--input-format", "stream-json"],
+        input="".join(json.dumps(m) + "\n" for m in messages),
+        cwd=work,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "FAKE_CLAUDE_STATE_DIR": str(state)},
+        timeout=20,
+    )
+    results = [e for e in events(done.stdout) if e["type"] == "result"]
+    assert [r["result"] for r in results] == ["Echo: one", "Echo: two (I remember: one)"]
+    assert results[0]["session_id"] == results[1]["session_id"]

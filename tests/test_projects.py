@@ -266,3 +266,23 @@ def test_projects_and_history_survive_a_restart(
             )
 
     asyncio.run(after())
+
+
+def test_projects_without_the_durable_store(
+    make_server: Callable[..., RunningServer], tmp_path: Path, agent_env: dict[str, str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "mem").mkdir(parents=True)
+    server = make_server(agent_settings(root, store_enabled=False))
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as client:
+            project_id = await create_project(client, "mem", root / "mem")
+            _, result = await run_agent(client, project_id, "in memory", agent_env)
+            assert agent_result(result)["result"] == "Echo: in memory"
+            kinds = [m["kind"] for m in await all_messages(client, project_id)]
+            assert kinds == ["prompt", *["event"] * 5, "result"]
+            await client.call("project.delete", {"project_id": project_id})
+            assert (await client.call("project.list", {}))["projects"] == []
+
+    asyncio.run(main())
