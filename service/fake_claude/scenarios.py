@@ -1,0 +1,178 @@
+"""One headless turn of fake-claude, played by the scenario the prompt (or
+``$FAKE_CLAUDE_SCENARIO``) names."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import signal
+import sys
+import time
+import uuid
+from typing import Any, NoReturn
+
+from service.fake_claude.events import Printer, assistant, tool_result, usage
+
+VERSION = "2.0.0 (Claude Code; fake-claude test double)"
+DEFAULT_MODEL = "claude-sonnet-4-5-20250929"
+TOOLS = ["Task", "Bash", "Glob", "Grep", "Read", "Edit", "Write", "WebFetch", "TodoWrite"]
+SCENARIO_RE = re.compile(r"\bfake:([a-z][a-z-]*)(?:=(\S+))?")
+SCENARIOS = (
+    "success",
+    "error",
+    "slow",
+    "bigline",
+    "flood",
+    "crash",
+    "noresult",
+    "ignore-term",
+    "hang",
+)
+
+
+def pick_scenario(prompt: str) -> tuple[str, str | None]:
+    match = SCENARIO_RE.search(prompt)
+    if match:
+        return match.group(1), match.group(2)
+    configured = os.environ.get("FAKE_CLAUDE_SCENARIO", "").strip()
+    if configured:
+        name, _, value = configured.partition("=")
+        return name, value or None
+    return "success", None
+
+
+def sleep_forever() -> NoReturn:
+    while True:
+        time.sleep(3600)
+
+
+class Run:
+    """One headless turn: the events of the chosen scenario."""
+
+    def __init__(self, args: argparse.Namespace, session_id: str, history: list[str]) -> None:
+        self.args = args
+        self.session_id = session_id
+        self.history = history
+        self.model = args.model or DEFAULT_MODEL
+        self.printer = Printer(args.output_format, args.verbose)
+        self.started = time.monotonic()
+        self.cwd = os.getcwd()
+        self.turns = 0
+
+    def init(self) -> None:
+        if self.args.dangerously_skip_permissions:
+            mode = "bypassPermissions"
+        else:
+            mode = self.args.permission_mode or "default"
+        tools = self.args.allowedTools or TOOLS
+        self.printer.event(
+            {
+                "type": "system",
+                "subtype": "init",
+                "cwd": self.cwd,
+                "session_id": self.session_id,
+                "tools": [t for item in tools for t in item.replace(",", " ").split()],
+                "mcp_servers": [],
+                "model": self.model,
+                "permissionMode": mode,
+                "slash_commands": ["compact", "context", "cost", "init", "review"],
+                "apiKeySource": "none",
+                "claude_code_version": VERSION.split()[0],
+                "output_style": "default",
+                "agents": ["general-purpose"],
+                "uuid": str(uuid.uuid4()),
+            }
+        )
+
+    def say(self, content: list[dict[str, Any]]) -> None:
+        self.turns += 1
+        self.printer.event(assistant(self.session_id, self.model, content))
+
+    def finish(self, subtype: str, text: str | None, errors: list[str] | None = None) -> int:
+        is_error = subtype != "success"
+        event: dict[str, Any] = {
+            "type": "result",
+            "subtype": subtype,
+            "is_error": is_error,
+            "duration_ms": int((time.monotonic() - self.started) * 1000),
+            "duration_api_ms": int((time.monotonic() - self.started) * 800),
+            "num_turns": max(self.turns, 1),
+            "session_id": self.session_id,
+            "total_cost_usd": round(0.0012 * max(self.turns, 1), 6),
+            "usage": usage(8 * max(self.turns, 1)),
+            "modelUsage": {},
+            "permission_denials": [],
+            "uuid": str(uuid.uuid4()),
+        }
+        if text is not None:
+            event["result"] = text
+        if errors:
+            event["errors"] = errors
+        self.printer.result(event)
+        return 1 if is_error else 0
+
+    def reply(self, prompt: str) -> str:
+        text = f"Echo: {prompt}"
+        if self.history:
+            text += " (I remember: " + " | ".join(self.history) + ")"
+        return text
+
+    def within_turns(self, needed: int) -> bool:
+        limit = self.args.max_turns
+        return limit is None or needed <= limit
+
+    def play(self, prompt: str) -> int:
+        name, value = pick_scenario(prompt)
+        if name == "ignore-term":
+            # Before init: whoever saw init may already be sending SIGTERM.
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.init()
+        if name in ("hang", "ignore-term"):
+            sleep_forever()
+        if name == "slow":
+            time.sleep(float(value or 2))
+        if name == "error":
+            self.say([{"type": "text", "text": "Something went wrong."}])
+            return self.finish("error_during_execution", None, ["fake: the scenario failed"])
+        if name == "crash":
+            self.say([{"type": "text", "text": "Working on it."}])
+            sys.stdout.write('{"type":"assistant","message":{"content":[{"type":"te')
+            sys.stdout.flush()
+            sys.stderr.write("TypeError: fake crash\n    at main (cli.js:1:1)\n")
+            sys.stderr.flush()
+            os._exit(1)
+        if name == "noresult":
+            self.say([{"type": "text", "text": "I will stop without a result."}])
+            return 0
+        if name == "bigline":
+            size = int(value or 5_000_000)
+            self.say([{"type": "text", "text": "x" * size}])
+            return self.finish("success", self.reply(prompt))
+        if name == "flood":
+            for number in range(int(value or 100)):
+                self.say([{"type": "text", "text": f"{number:08d}" + "y" * (16 * 1024 - 8)}])
+                time.sleep(0.003)  # paced like a model, not a burst
+            return self.finish("success", self.reply(prompt))
+        if name not in SCENARIOS:
+            self.say([{"type": "text", "text": f"unknown fake scenario {name!r}"}])
+            return self.finish("error_during_execution", None, [f"unknown scenario {name}"])
+        if not self.within_turns(2):
+            self.turns = 2
+            return self.finish(
+                "error_max_turns",
+                None,
+                [f"Reached maximum number of turns ({self.args.max_turns})"],
+            )
+        tool_id = f"toolu_{uuid.uuid4().hex[:24]}"
+        self.say(
+            [
+                {"type": "text", "text": "Let me look at the project."},
+                {"type": "tool_use", "id": tool_id, "name": "Bash", "input": {"command": "ls"}},
+            ]
+        )
+        listing = "\n".join(sorted(os.listdir(self.cwd)))
+        self.printer.event(tool_result(self.session_id, tool_id, listing))
+        answer = self.reply(prompt)
+        self.say([{"type": "text", "text": answer}])
+        return self.finish("success", answer)
