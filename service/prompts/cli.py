@@ -189,6 +189,28 @@ def _token(args: argparse.Namespace) -> str | None:
     return os.environ.get("CC_EXECUTOR_TOKEN") or None
 
 
+def live_executions(data_dir: Path) -> int:
+    """Executions the store in ``data_dir`` marks live (read-only; 0 when none or no store)."""
+    import sqlite3
+
+    from service.store.database import DB_NAME
+
+    path = data_dir / DB_NAME
+    if not path.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
+        try:
+            row = conn.execute(
+                "SELECT count(*) FROM executions WHERE state IN ('starting', 'running', 'paused')"
+            ).fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0  # no executions table yet, or a damaged file the server will move aside
+    return int(row[0])
+
+
 @contextlib.asynccontextmanager
 async def executor_client(args: argparse.Namespace) -> AsyncIterator[ExecutorClient]:
     """A connected client: ``--url``, else the configured server if it answers,
@@ -204,16 +226,28 @@ async def executor_client(args: argparse.Namespace) -> AsyncIterator[ExecutorCli
         client = ExecutorClient(url, _token(args), open_timeout_s=10.0, max_frame_bytes=None)
         try:
             await client.connect()
-        except (OSError, ConnectionLost, TimeoutError, websockets.InvalidHandshake) as exc:
+        except OSError as exc:
             if args.url:
                 raise CommandError(f"cannot connect to {url}: {exc}") from None
-            continue
+            continue  # nothing listens there: start a private executor below
+        except (ConnectionLost, TimeoutError, websockets.InvalidHandshake) as exc:
+            # Something answers but refuses us (a token, an Origin): never start a
+            # second server beside it on what may be the same data directory.
+            raise CommandError(f"the executor at {url} refused the connection: {exc}") from None
         try:
             yield client
         finally:
             await client.close()
         return
-    local = LocalExecutor(_data_dir(args))
+    data_dir = _data_dir(args)
+    live = await asyncio.to_thread(live_executions, data_dir)
+    if live:
+        raise CommandError(
+            f"the store in {data_dir} has {live} live executions: a server is using it. "
+            "Pass its --url, or another --data-dir (a second server would treat them as "
+            "leftovers of a crash and end them)"
+        )
+    local = LocalExecutor(data_dir)
     try:
         url = await asyncio.to_thread(local.start)
     except ExecutorStartError as exc:
