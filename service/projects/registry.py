@@ -244,6 +244,7 @@ class Projects:
             )
         project.session_id = None
         self._persist(project)
+        self._notify(project, project.snapshot())
         return project
 
     async def messages(
