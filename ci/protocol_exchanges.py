@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -649,9 +650,15 @@ async def capture(names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
     captures: dict[str, str] = {}
     failures: dict[str, str] = {}
     needed = sorted({SCENARIOS[name][0] for name in names})
-    with tempfile.TemporaryDirectory(prefix="ccx-protocol-") as scratch:
-        servers = {name: start_server(name, Path(scratch)) for name in needed}
+    # A fixed place, so that paths in the captures do not change from run to run.
+    scratch = Path(tempfile.gettempdir()) / "ccx-protocol"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir()
+    servers: dict[str, Server] = {}
+    try:
         try:
+            for name in needed:
+                servers[name] = start_server(name, scratch)
             for name in names:
                 server_name, function = SCENARIOS[name]
                 try:
@@ -663,6 +670,8 @@ async def capture(names: list[str]) -> tuple[dict[str, str], dict[str, str]]:
         finally:
             for server in servers.values():
                 server.stop()
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
     return captures, failures
 
 
