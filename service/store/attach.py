@@ -258,6 +258,8 @@ class Attacher:
                     sent = seam
                 while holder.entries and not holder.overflowed:
                     seq, frame = holder.pop()
+                    if seq is not None and seq <= since_seq:
+                        continue  # the client asked for what follows since_seq only
                     await outbox.put(frame)
                     if seq is not None:
                         sent = seq

@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import sqlite3
 import threading
 import time
@@ -150,10 +151,13 @@ class Store:
         )
 
     def _open_sync(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # Transcripts may hold secrets: the directory and the files are the user's only.
+        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         problem = self._check_file()
         if problem is not None:
             self._move_aside(problem)
+        # SQLite gives the -wal and -shm files the mode of the database file.
+        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
         try:
             self._write_conn = self._prepare()
         except sqlite3.DatabaseError as exc:
