@@ -3,7 +3,7 @@ and the WebSocket closed without the token, and one ``execute`` streamed to
 its ``process.completed`` with the token.
 
 Standalone on purpose (standard library plus ``websockets``), so that it runs
-in the image itself: ``docker run --network host IMAGE python - URL TOKEN``.
+in the image itself: ``docker run -i --network host --entrypoint python IMAGE - URL TOKEN``.
 Exits non-zero on the first failed check.
 """
 
