@@ -86,8 +86,10 @@ class RpcClient:
     def connect(self) -> Session:
         """Open the socket and wait for ``connected``; its session and capabilities."""
         header = [f"Authorization: Bearer {self.token}"] if self.token else None
+        # enable_multithread: sends take a lock (a gevent lock once patched), so
+        # the reader's automatic pong never interleaves with a user's frame.
         self._ws = websocket.create_connection(
-            self.url, header=header, timeout=self.timeout_s, enable_multithread=False
+            self.url, header=header, timeout=self.timeout_s, enable_multithread=True
         )
         self._ws.settimeout(None)  # the reader blocks its own greenlet only
         self._reader = gevent.spawn(self._read_loop)

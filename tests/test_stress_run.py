@@ -148,10 +148,11 @@ def test_fifty_users_really_run_concurrently(
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     job = next(row for row in summary["stats"] if row["name"] == "job")
     assert job["failures"] == 0
-    # Serialised, 8 s allow at most 4 jobs; concurrent, about 150 (75 leaves
-    # room for a busy machine).
-    assert job["requests"] >= 75, job
-    assert job["p50_ms"] < 4000, job
+    # Serialised, 8 s allow at most 4 jobs of 2 s; concurrent users finish
+    # about 150 on an idle machine. 40 (ten times the serial bound) leaves
+    # room for a machine shared with other builds.
+    assert job["requests"] >= 40, job
+    assert job["p50_ms"] < 6000, job
     assert elapsed < 40
 
 
