@@ -27,9 +27,12 @@ from stress import metrics
 from stress.rpc_user import COMPLETED, RpcUser, StepFailed
 
 OUTPUT = "process.output"
-#: Output that arrives this long after PAUSE replied was read from the pipe
-#: before the stop; only seq numbers beyond the post-pause status count.
-PAUSE_SETTLE_S = 0.3
+#: After PAUSE replies, output may still arrive: bytes written before the stop
+#: and read from the pipe a moment later. The pause counts from the first quiet
+#: spell this long (within PAUSE_SETTLE_MAX_S); only seq numbers past the
+#: server's ``last_seq`` at that point count as output while paused.
+PAUSE_QUIET_S = 0.3
+PAUSE_SETTLE_MAX_S = 3.0
 
 
 def ticker(lines: int, interval_s: float, word: str = "tick") -> list[str]:
@@ -88,7 +91,7 @@ class ControlUser(RpcUser):
             if members and not stopped:
                 step.fail(f"process group {pgid} has members not stopped")
             step.response_length = members
-        self.wait_event(execution_id, set(), PAUSE_SETTLE_S)
+        self.settle(execution_id)
         status = self.call("status", {"execution_id": execution_id})
         paused_seq = int(status.get("last_seq") or 0)
         with self.step("verify: status paused") as step:
@@ -134,6 +137,14 @@ class ControlUser(RpcUser):
             left = procfs.group_members(pgid) if pgid else []
             if left:
                 step.fail(f"process group {pgid} still has {[m.pid for m in left]}")
+
+    def settle(self, execution_id: str) -> None:
+        """Read output until none has come for PAUSE_QUIET_S (or PAUSE_SETTLE_MAX_S)."""
+        deadline = time.monotonic() + PAUSE_SETTLE_MAX_S
+        while time.monotonic() < deadline:
+            event, _ = self.wait_event(execution_id, {OUTPUT, COMPLETED}, PAUSE_QUIET_S)
+            if event is None or event.get("method") == COMPLETED:
+                return
 
 
 class StreamUser(RpcUser):
