@@ -102,25 +102,3 @@ def test_garbage_database_is_moved_aside(
             assert [chunk["data"] for chunk in page["chunks"]] == ["fresh\n"]
 
     run(works())
-
-
-def test_truncated_database_file_is_moved_aside(
-    make_server: Callable[..., RunningServer], tmp_path: Path
-) -> None:
-    """A real store cut in half (a damaged disk, a bad copy) is detected too."""
-    data_dir = tmp_path / "data"
-    server = make_server(data_dir=data_dir)
-
-    async def fill() -> None:
-        async with ExecutorClient(server.url) as client:
-            for _ in range(3):
-                await client.run(argv=["seq", "1", "30000"])
-
-    run(fill())
-    server.stop()
-    path = data_dir / DB_NAME
-    raw = path.read_bytes()
-    path.write_bytes(raw[: len(raw) // 2] + b"\xff" * 4096 + raw[len(raw) // 2 + 4096 :])
-    again = make_server(data_dir=data_dir)
-    error = again.wait_for_log(lambda entry: entry.get("level") == "ERROR")
-    assert "damaged" in error["message"]

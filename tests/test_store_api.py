@@ -139,3 +139,32 @@ def test_a_damaged_file_is_moved_aside(tmp_path: Path) -> None:
         await store.close()
 
     run(main())
+
+
+def test_a_store_cut_in_the_middle_is_moved_aside(tmp_path: Path) -> None:
+    """A real store with a damaged page (a bad disk, a bad copy) is detected too."""
+
+    async def main() -> None:
+        store = make(tmp_path)
+        store.register_schema("notes", [V1])
+        await store.open()
+        for _ in range(20):
+            await store.write(
+                lambda c: c.executemany("INSERT INTO notes(body) VALUES (?)", [("x" * 500,)] * 50)
+            )
+        await store.close()
+        path = store.path
+        raw = path.read_bytes()
+        middle = len(raw) // 2 // 4096 * 4096
+        path.write_bytes(raw[:middle] + b"\xff" * 4096 + raw[middle + 4096 :])
+        again = make(tmp_path)
+        again.register_schema("notes", [V1])
+        await again.open()
+        assert again.corrupt_moved_to is not None
+        assert again.corrupt_reason is not None and again.corrupt_reason.startswith("damaged")
+        assert await again.read(lambda c: c.execute("SELECT count(*) FROM notes").fetchone()) == (
+            0,
+        )
+        await again.close()
+
+    run(main())

@@ -139,7 +139,7 @@ def test_retention_by_size_spares_the_running(
 def test_retention_by_age_and_store_disabled(
     make_server: Callable[..., RunningServer], marker: dict[str, str]
 ) -> None:
-    aging = make_server({"retention_days": 0.00002, "retention_interval_s": 0.2})
+    aging = make_server({"retention_days": 0.00001, "retention_interval_s": 0.2})
     disabled = make_server({"store_enabled": "false"})
 
     async def main() -> None:
