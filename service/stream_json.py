@@ -21,19 +21,26 @@ class EventLines:
     def __init__(self, max_line_bytes: int = 64 * 1024 * 1024) -> None:
         self.max_line_bytes = max_line_bytes
         self._partial = ""
+        self._skipping = False  # inside a line already dropped as too long
         self.skipped_lines = 0
 
     def feed(self, text: str) -> list[dict[str, Any]]:
-        data = self._partial + text
-        lines = data.split("\n")
+        if self._skipping:
+            newline = text.find("\n")
+            if newline < 0:
+                return []
+            self._skipping = False
+            text = text[newline + 1 :]
+        lines = (self._partial + text).split("\n")
         self._partial = lines.pop()
         if len(self._partial) > self.max_line_bytes:
             self._partial = ""
+            self._skipping = True
             self.skipped_lines += 1
         return [event for line in lines if (event := self._parse(line)) is not None]
 
     def finish(self) -> list[dict[str, Any]]:
-        rest, self._partial = self._partial, ""
+        rest, self._partial, self._skipping = self._partial, "", False
         event = self._parse(rest)
         return [event] if event is not None else []
 
