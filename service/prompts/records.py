@@ -47,6 +47,9 @@ MIGRATIONS = [
     """,
 ]
 
+#: How much of a failed run's last output line is kept among its reasons.
+LAST_OUTPUT_CHARS = 300
+
 FINAL_STATES = ("completed", "failed", "cancelled", "timed_out", "lost")
 
 
@@ -128,10 +131,11 @@ def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
     if int(stored) + int(unstored) < int(last_seq):
         raise NotSettled(f"execution {claim.execution_id}'s transcript is still being stored")
     argv = json.loads(argv_json)
+    transcript = stored_transcript(conn, claim.execution_id)
     verdict = judge_transcript(
         state=state,
         exit_code=exit_code,
-        transcript=stored_transcript(conn, claim.execution_id),
+        transcript=transcript,
         marker=claim.marker,
         patterns=claim.patterns,
         timeout_s=claim.timeout_s,
@@ -142,6 +146,12 @@ def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
         reasons.append("marker was not passed to the command")
     if int(unstored):
         reasons.append(f"{unstored} chunks past the transcript cap were not stored")
+    if reasons:
+        # What the run said last is usually why it failed ("FAILED: ..."): keep it
+        # with the record for the review.
+        last = next((line for line in reversed(transcript.splitlines()) if line.strip()), "")
+        if last:
+            reasons.append(f"last output: {last.strip()[:LAST_OUTPUT_CHARS]}")
     return {
         "prompt": claim.prompt,
         "version": claim.version,
