@@ -45,7 +45,9 @@ class Outbox:
         if self._closed:
             return False
         size = len(frame)
-        if droppable and self.pending_bytes + size > self.max_pending_bytes:
+        # A frame larger than the whole budget still goes out when nothing waits,
+        # so one big line reaches a client that keeps up.
+        if droppable and self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
             self.dropped_frames += 1
             return False
         if not droppable and self.pending_bytes + size > self.hard_limit_bytes:

@@ -6,17 +6,26 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 ExecutionId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
 
 class StrictParams(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strict=True)
+    model_config = ConfigDict(extra="forbid")
 
 
 class ExecuteParams(StrictParams):
-    command: str | None = Field(None, min_length=1, description="Split like a POSIX shell, run directly.")
+    command: str | None = Field(
+        None, min_length=1, description="Split like a POSIX shell, run directly."
+    )
     argv: list[Annotated[str, StringConstraints(min_length=0)]] | None = Field(
         None, min_length=1, description="Executed as given."
     )

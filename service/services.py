@@ -53,6 +53,7 @@ class Services:
         default_factory=list
     )
     _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
+    _all_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
     @classmethod
     def build(cls, settings: Settings) -> Services:
@@ -100,6 +101,8 @@ class Services:
         self.supervisor.forget_connection(connection)
         if self.projects is not None:
             self.projects.forget_connection(connection)
+        if not self.connections:
+            self._all_closed.set()
 
     # --- life ------------------------------------------------------------------
 
@@ -122,9 +125,11 @@ class Services:
         connections = list(self.connections.values())
         for connection in connections:
             connection.close(1001, "server shutting down")
-        deadline = time.monotonic() + 1.0
-        while self.connections and time.monotonic() < deadline:
-            await asyncio.sleep(0.01)  # the send loops flush, then close
+        if self.connections:
+            # The send loops flush their last frames, then close; give them a second.
+            self._all_closed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._all_closed.wait(), 1.0)
         from service.store import lifecycle
 
         await lifecycle.stop(self)

@@ -150,8 +150,9 @@ class Settings(BaseSettings):
         "processes before closing them.",
     )
     flush_interval_s: float = Field(
-        0.005, gt=0, description="A pending partial batch is sent at most this long after its "
-        "first byte.",
+        0.005,
+        gt=0,
+        description="A pending partial batch is sent at most this long after its first byte.",
     )
     flush_bytes: int = Field(
         64 * 1024, ge=1024, description="A batch is sent as soon as it holds this many bytes."

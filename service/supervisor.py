@@ -56,9 +56,7 @@ class Supervisor:
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            logger.error(
-                "task %s failed", task.get_name(), exc_info=task.exception()
-            )
+            logger.error("task %s failed", task.get_name(), exc_info=task.exception())
 
     # --- executions ------------------------------------------------------------
 

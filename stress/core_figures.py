@@ -27,8 +27,12 @@ async def seq_end_to_end(url: str, count: int) -> tuple[float, int, int]:
     started = time.perf_counter()
     async with websockets.connect(url, max_size=None, compression=None) as ws:
         await ws.recv()
-        request = {"jsonrpc": "2.0", "id": 1, "method": "execute",
-                   "params": {"argv": ["seq", "1", str(count)]}}
+        request = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "method": "execute",
+            "params": {"argv": ["seq", "1", str(count)]},
+        }
         await ws.send(orjson.dumps(request).decode())
         lines = 0
         while True:
@@ -44,16 +48,22 @@ async def flood_rss(server_rss: object, url: str, seconds: float) -> tuple[int, 
     # No keepalive on either side: a client that reads nothing for a minute would
     # otherwise be declared dead by the pings, which is right in production.
     stalled = await websockets.connect(url, max_queue=1, max_size=None, ping_interval=None)
-    await stalled.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
-                                     "params": {"argv": ["yes"]}}).decode())
+    await stalled.send(
+        orjson.dumps(
+            {"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["yes"]}}
+        ).decode()
+    )
     samples = []
     start_rss = server_rss()  # type: ignore[operator]
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
         await asyncio.sleep(0.5)
         samples.append(server_rss())  # type: ignore[operator]
-    await stalled.send(orjson.dumps({"jsonrpc": "2.0", "id": 2, "method": "control",
-                                     "params": {"type": "CANCEL"}}).decode())
+    await stalled.send(
+        orjson.dumps(
+            {"jsonrpc": "2.0", "id": 2, "method": "control", "params": {"type": "CANCEL"}}
+        ).decode()
+    )
     await asyncio.sleep(0.5)
     await stalled.close()
     return start_rss, max(samples), samples
@@ -73,13 +83,19 @@ def main() -> None:
                 elapsed, lines, dropped = asyncio.run(seq_end_to_end(server.url, args.lines))
                 times.append(elapsed)
                 print(f"seq 1 {args.lines}: {elapsed:.3f} s, {lines} lines, {dropped} dropped")
-            print(f"seq 1 {args.lines} end to end: median {statistics.median(times):.3f} s "
-                  f"({args.lines / statistics.median(times):,.0f} lines/s)")
-            start, peak, samples = asyncio.run(flood_rss(server.rss_bytes, server.url, args.seconds))
+            print(
+                f"seq 1 {args.lines} end to end: median {statistics.median(times):.3f} s "
+                f"({args.lines / statistics.median(times):,.0f} lines/s)"
+            )
+            start, peak, samples = asyncio.run(
+                flood_rss(server.rss_bytes, server.url, args.seconds)
+            )
             mb = 1024 * 1024
-            print(f"yes flood, non-reading client, {args.seconds:.0f} s: RSS at start "
-                  f"{start / mb:.1f} MB, peak {peak / mb:.1f} MB, last {samples[-1] / mb:.1f} MB, "
-                  f"first-half peak {max(samples[: len(samples) // 2]) / mb:.1f} MB")
+            print(
+                f"yes flood, non-reading client, {args.seconds:.0f} s: RSS at start "
+                f"{start / mb:.1f} MB, peak {peak / mb:.1f} MB, last {samples[-1] / mb:.1f} MB, "
+                f"first-half peak {max(samples[: len(samples) // 2]) / mb:.1f} MB"
+            )
         finally:
             server.stop()
 

@@ -26,7 +26,12 @@ def test_non_reading_client_during_yes_flood(server: RunningServer, marker: dict
         stalled = await websockets.connect(server.url, max_queue=1, max_size=None)
         await stalled.send(
             orjson.dumps(
-                {"jsonrpc": "2.0", "id": 1, "method": "execute", "params": {"argv": ["yes"], "env": marker}}
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "execute",
+                    "params": {"argv": ["yes"], "env": marker},
+                }
             ).decode()
         )
         samples = []
@@ -35,7 +40,9 @@ def test_non_reading_client_during_yes_flood(server: RunningServer, marker: dict
                 deadline = time.monotonic() + 8
                 rounds = 0
                 while time.monotonic() < deadline:
-                    result = await other.run(argv=["seq", "1", "20000"], env=marker, wait_timeout=20)
+                    result = await other.run(
+                        argv=["seq", "1", "20000"], env=marker, wait_timeout=20
+                    )
                     # The other client gets everything, undelayed by the flood.
                     assert result.stdout == "".join(f"{i}\n" for i in range(1, 20001))
                     assert result.dropped == 0
@@ -62,7 +69,9 @@ def test_non_reading_client_during_yes_flood(server: RunningServer, marker: dict
     run(main())
 
 
-def test_dropped_chunks_are_counted_and_seq_shows_the_gap(make_server: Any, marker: dict[str, str]) -> None:
+def test_dropped_chunks_are_counted_and_seq_shows_the_gap(
+    make_server: Any, marker: dict[str, str]
+) -> None:
     running = make_server({"max_pending_bytes": 65536})
 
     async def main() -> None:
@@ -70,8 +79,12 @@ def test_dropped_chunks_are_counted_and_seq_shows_the_gap(make_server: Any, mark
             await ws.recv()
             await ws.send(
                 orjson.dumps(
-                    {"jsonrpc": "2.0", "id": 1, "method": "execute",
-                     "params": {"argv": ["seq", "1", "300000"], "env": marker}}
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "execute",
+                        "params": {"argv": ["seq", "1", "300000"], "env": marker},
+                    }
                 ).decode()
             )
             await asyncio.sleep(1.5)  # read nothing while the command runs to its end

@@ -14,9 +14,7 @@ from tests.utils import RunningServer
 PY = sys.executable
 
 # A tree: a shell with three children, each printing a line every 20 ms.
-TREE = (
-    "for i in 1 2 3; do (while true; do echo tick-$i; sleep 0.02; done) & done; wait"
-)
+TREE = "for i in 1 2 3; do (while true; do echo tick-$i; sleep 0.02; done) & done; wait"
 # Ignores SIGTERM: only the ladder's SIGKILL ends it.
 STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\nwhile True: time.sleep(1)"
 
@@ -40,7 +38,9 @@ def drain(execution: Any) -> list[dict[str, Any]]:
     return events
 
 
-def test_pause_stops_the_whole_tree_then_resume(server: RunningServer, marker: dict[str, str]) -> None:
+def test_pause_stops_the_whole_tree_then_resume(
+    server: RunningServer, marker: dict[str, str]
+) -> None:
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             execution = await client.execute(argv=["sh", "-c", TREE], env=marker)
@@ -82,7 +82,9 @@ def test_pause_stops_the_whole_tree_then_resume(server: RunningServer, marker: d
     run(main())
 
 
-def test_cancel_runs_the_ladder_on_a_stubborn_process(server: RunningServer, marker: dict[str, str]) -> None:
+def test_cancel_runs_the_ladder_on_a_stubborn_process(
+    server: RunningServer, marker: dict[str, str]
+) -> None:
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             execution = await client.execute(argv=[PY, "-c", STUBBORN], env=marker)
@@ -132,7 +134,9 @@ def test_timeout(server: RunningServer, marker: dict[str, str]) -> None:
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             started = time.monotonic()
-            result = await client.run(argv=["sleep", "30"], timeout=0.5, env=marker, wait_timeout=15)
+            result = await client.run(
+                argv=["sleep", "30"], timeout=0.5, env=marker, wait_timeout=15
+            )
             assert result.status == "timed_out"
             assert result.signal == 15
             assert 0.4 < time.monotonic() - started < 5

@@ -51,7 +51,9 @@ def test_connected_notification(server: RunningServer) -> None:
     run(main())
 
 
-def test_alias_path_and_stdout_stderr_separation(server: RunningServer, marker: dict[str, str]) -> None:
+def test_alias_path_and_stdout_stderr_separation(
+    server: RunningServer, marker: dict[str, str]
+) -> None:
     async def main() -> None:
         url = server.url.replace("/ws/mcp", "/ws")
         async with ExecutorClient(url) as client:
@@ -81,25 +83,43 @@ def test_seq_200000_exact_with_contiguous_seq_and_completion_last(
             assert methods.count("process.completed") == 1
             completed = result.completed
             assert set(completed) >= {
-                "execution_id", "status", "exit_code", "signal", "duration_s",
-                "stdout_bytes", "stderr_bytes", "dropped",
+                "execution_id",
+                "status",
+                "exit_code",
+                "signal",
+                "duration_s",
+                "stdout_bytes",
+                "stderr_bytes",
+                "dropped",
             }
 
     run(main())
 
 
-def test_process_started_follows_the_response(server: RunningServer, marker: dict[str, str]) -> None:
+def test_process_started_follows_the_response(
+    server: RunningServer, marker: dict[str, str]
+) -> None:
     async def main() -> None:
         async with websockets.connect(server.url) as ws:
             await ws.recv()
-            await ws.send(orjson.dumps({"jsonrpc": "2.0", "id": 1, "method": "execute",
-                                        "params": {"argv": ["echo", "x"], "env": marker}}).decode())
+            await ws.send(
+                orjson.dumps(
+                    {
+                        "jsonrpc": "2.0",
+                        "id": 1,
+                        "method": "execute",
+                        "params": {"argv": ["echo", "x"], "env": marker},
+                    }
+                ).decode()
+            )
             response = orjson.loads(await ws.recv())
             started = orjson.loads(await ws.recv())
             assert response["result"]["status"] == "started"
             assert started["method"] == "process.started"
             assert started["params"]["pid"] == response["result"]["pid"]
-            assert started["params"]["pgid"] == response["result"]["pgid"] == response["result"]["pid"]
+            assert (
+                started["params"]["pgid"] == response["result"]["pgid"] == response["result"]["pid"]
+            )
             while orjson.loads(await ws.recv())["method"] != "process.completed":
                 pass
 
@@ -117,14 +137,18 @@ def test_exit_code_and_signal(server: RunningServer, marker: dict[str, str]) -> 
     run(main())
 
 
-def test_command_is_split_not_shelled(server: RunningServer, marker: dict[str, str], tmp_path: Path) -> None:
+def test_command_is_split_not_shelled(
+    server: RunningServer, marker: dict[str, str], tmp_path: Path
+) -> None:
     target = tmp_path / "pwned"
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             result = await client.run(f"echo hi; touch {target}", env=marker)
             assert result.stdout == f"hi; touch {target}\n"
-            result = await client.run(f"echo $(touch {target}) `touch {target}` && touch {target}", env=marker)
+            result = await client.run(
+                f"echo $(touch {target}) `touch {target}` && touch {target}", env=marker
+            )
             assert "touch" in result.stdout
             result = await client.run("echo 'a  b' \"c d\"", env=marker)
             assert result.stdout == "a  b c d\n"
@@ -142,8 +166,10 @@ def test_cwd_and_env(server: RunningServer, marker: dict[str, str], tmp_path: Pa
         async with ExecutorClient(server.url) as client:
             result = await client.run(argv=["pwd"], cwd=str(tmp_path), env=marker)
             assert result.stdout == f"{tmp_path}\n"
-            result = await client.run(argv=["sh", "-c", "echo $FOO:$CC_EXECUTOR_EXECUTION_ID"],
-                                      env={**marker, "FOO": "bar"})
+            result = await client.run(
+                argv=["sh", "-c", "echo $FOO:$CC_EXECUTOR_EXECUTION_ID"],
+                env={**marker, "FOO": "bar"},
+            )
             foo, execution_id = result.stdout.strip().split(":")
             assert foo == "bar" and execution_id == result.execution_id
             with pytest.raises(InvalidParams, match="not an existing directory"):
@@ -192,7 +218,9 @@ def test_bad_executable_and_params(server: RunningServer) -> None:
     run(main())
 
 
-def test_non_utf8_output_is_replaced_not_fatal(server: RunningServer, marker: dict[str, str]) -> None:
+def test_non_utf8_output_is_replaced_not_fatal(
+    server: RunningServer, marker: dict[str, str]
+) -> None:
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             code = "import sys; sys.stdout.buffer.write(b'ok \\xff\\xfe end\\n' + 'é€\\n'.encode())"
@@ -322,12 +350,18 @@ def test_wire_errors_keep_the_connection(server: RunningServer) -> None:
                 return orjson.loads(await ws.recv())
 
             assert (await roundtrip("{oops"))["error"]["code"] == PARSE_ERROR
-            assert (await roundtrip('{"jsonrpc": "2.0", "id": 1}'))["error"]["code"] == INVALID_REQUEST
+            assert (await roundtrip('{"jsonrpc": "2.0", "id": 1}'))["error"][
+                "code"
+            ] == INVALID_REQUEST
             response = await roundtrip('{"jsonrpc": "2.0", "id": 2, "method": "nope"}')
             assert response["error"]["code"] == METHOD_NOT_FOUND and response["id"] == 2
-            response = await roundtrip('{"jsonrpc": "2.0", "id": 3, "method": "control", "params": {"type": "JUMP"}}')
+            response = await roundtrip(
+                '{"jsonrpc": "2.0", "id": 3, "method": "control", "params": {"type": "JUMP"}}'
+            )
             assert response["error"]["code"] == INVALID_PARAMS
-            response = await roundtrip('{"jsonrpc": "2.0", "id": 4, "method": "control", "params": {"type": "pause", "execution_id": "x"}}')
+            response = await roundtrip(
+                '{"jsonrpc": "2.0", "id": 4, "method": "control", "params": {"type": "pause", "execution_id": "x"}}'
+            )
             assert response["error"]["code"] == NOT_FOUND
             assert (await roundtrip(b"\x00\x01binary"))["error"]["code"] == INVALID_REQUEST
             batch = await roundtrip(

@@ -36,7 +36,9 @@ def test_health_endpoints(make_server: Any) -> None:
     assert health["limits"]["max_connections"] == 100
 
 
-def test_sigterm_cancels_trees_and_closes_with_1001(make_server: Any, marker: dict[str, str]) -> None:
+def test_sigterm_cancels_trees_and_closes_with_1001(
+    make_server: Any, marker: dict[str, str]
+) -> None:
     running = make_server({"kill_grace_s": 1})
 
     async def main() -> None:
@@ -75,8 +77,12 @@ def test_dropped_connection_executions_end_after_detach_grace(
         await ws.recv()
         await ws.send(
             orjson.dumps(
-                {"jsonrpc": "2.0", "id": 1, "method": "execute",
-                 "params": {"argv": ["sleep", "60"], "env": marker}}
+                {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "execute",
+                    "params": {"argv": ["sleep", "60"], "env": marker},
+                }
             ).decode()
         )
         response = orjson.loads(await ws.recv())

@@ -57,7 +57,9 @@ class RunningServer:
     def log_messages(self) -> list[str]:
         return [entry.get("message", "") for entry in self.logs]
 
-    def wait_for_log(self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10) -> dict[str, Any]:
+    def wait_for_log(
+        self, predicate: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for entry in list(self.logs):
