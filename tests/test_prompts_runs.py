@@ -255,6 +255,12 @@ def test_a_verdict_cannot_be_claimed_and_a_run_counts_once(
             assert "marker was not passed to the command" in forged["reasons"]
             with pytest.raises(errors.NotFound):
                 await client.call("prompts.record", {**claim, "execution_id": "nope"})
+            # A run is judged once it has ended, never while it runs.
+            sleeper = await client.execute(argv=["sleep", "30"], env=marker)
+            with pytest.raises(errors.InvalidState, match="still running"):
+                await client.call("prompts.record", {**claim, "execution_id": sleeper.id})
+            await sleeper.cancel()
+            await sleeper.wait(15)
 
     asyncio.run(main())
 

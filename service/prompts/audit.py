@@ -22,6 +22,7 @@ from pathlib import Path
 from service.prompts import document, ledger
 from service.prompts.document import PromptDocument, PromptFormatError
 from service.prompts.ledger import Record
+from service.prompts.runner import placeholder_values
 from service.prompts.source import RecordSource
 from service.prompts.verdict import digest, judge
 
@@ -92,8 +93,6 @@ def compare_tables(doc: PromptDocument, folded: ledger.Ledger) -> list[str]:
 def expected_argv(doc: PromptDocument, marker: str) -> list[str] | None:
     if doc.header.kind != "command":
         return None
-    from service.prompts.runner import placeholder_values
-
     values = placeholder_values(doc, marker)
     return [document.substitute(word, values) for word in doc.header.command]
 

@@ -28,7 +28,6 @@ import re
 import shlex
 import tempfile
 import tomllib
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -368,18 +367,23 @@ def substitute(word: str, values: dict[str, str]) -> str:
 # --- files -----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def directory_lock(directory: Path) -> Iterator[None]:
-    """An exclusive ``flock`` on the prompts directory itself, so rewrites from
-    concurrent ``prompts run`` processes are serialised (the last one computes
-    from every record). A lock on the directory, not the file: the file's inode
-    changes with each atomic replace."""
+def lock_directory(directory: Path) -> int:
+    """Take an exclusive ``flock`` on the prompts directory itself (blocking);
+    the descriptor to pass to :func:`unlock_directory`. It serialises table
+    rewrites of concurrent ``prompts run`` processes, so the last one computes
+    from every record. The lock is on the directory, not the file: the file's
+    inode changes with each atomic replace."""
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # closing releases the lock
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def unlock_directory(fd: int) -> None:
+    os.close(fd)  # closing the descriptor releases the lock
 
 
 def write_atomic(path: Path, text: str) -> None:

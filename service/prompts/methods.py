@@ -3,9 +3,9 @@
 ``prompts.record {prompt, version, execution_id, marker, patterns, timeout_s?}``
 asks the server to judge a finished execution from the transcript *its store*
 recorded and to keep the verdict; the result is the stored record (with
-``verdict`` and ``reasons``). A client cannot submit a verdict. While the
-execution is still running or its last chunks are still queued for the store,
-the server waits (up to :data:`SETTLE_TIMEOUT_S`, then -32004).
+``verdict`` and ``reasons``). A client cannot submit a verdict. An execution
+still running is -32005; while a finished one's last chunks are still queued
+for the store, the server waits (up to :data:`SETTLE_TIMEOUT_S`, then -32004).
 
 ``prompts.records {prompt?, after_id?, limit?}`` pages through the records,
 oldest first (``after_id`` is the last id seen).
@@ -31,8 +31,9 @@ if TYPE_CHECKING:
 
 router = Router()
 
-#: How long ``prompts.record`` waits for an execution to finish and be stored.
-SETTLE_TIMEOUT_S = 30.0
+#: How long ``prompts.record`` waits for a finished execution's last chunks to
+#: reach the store.
+SETTLE_TIMEOUT_S = 10.0
 SETTLE_POLL_S = 0.05
 
 
@@ -84,6 +85,11 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
         tuple(params.patterns),
         params.timeout_s,
     )
+    if params.execution_id in ctx.connection.services.supervisor.live:
+        raise InvalidState(
+            f"execution {params.execution_id} is still running: record it after process.completed",
+            {"execution_id": params.execution_id},
+        )
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         try:

@@ -47,6 +47,8 @@ MIGRATIONS = [
     """,
 ]
 
+#: Slack between the prompt's timeout and a run's measured duration.
+TIMEOUT_TOLERANCE_S = 1.0
 #: How much of a failed run's last output line is kept among its reasons.
 LAST_OUTPUT_CHARS = 300
 
@@ -119,13 +121,13 @@ def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
     runs or its chunks are still queued for the writer, :class:`UnknownExecution`
     when the store has no such execution."""
     row = conn.execute(
-        "SELECT state, exit_code, argv, last_seq, stored_chunks, unstored_chunks "
-        "FROM executions WHERE id = ?",
+        "SELECT state, exit_code, argv, last_seq, stored_chunks, unstored_chunks, "
+        "started_at, ended_at FROM executions WHERE id = ?",
         (claim.execution_id,),
     ).fetchone()
     if row is None:
         raise UnknownExecution(f"execution {claim.execution_id} is not in the store")
-    state, exit_code, argv_json, last_seq, stored, unstored = row
+    state, exit_code, argv_json, last_seq, stored, unstored, started_at, ended_at = row
     if state not in FINAL_STATES:
         raise NotSettled(f"execution {claim.execution_id} is still {state}")
     if int(stored) + int(unstored) < int(last_seq):
@@ -146,6 +148,11 @@ def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
         reasons.append("marker was not passed to the command")
     if int(unstored):
         reasons.append(f"{unstored} chunks past the transcript cap were not stored")
+    if claim.timeout_s is not None and started_at is not None and ended_at is not None:
+        ran_s = float(ended_at) - float(started_at)
+        if ran_s > claim.timeout_s + TIMEOUT_TOLERANCE_S and state != "timed_out":
+            # Started with a longer timeout than the prompt allows.
+            reasons.append(f"ran {ran_s:.1f} s, longer than the prompt's {claim.timeout_s:g} s")
     if reasons:
         # What the run said last is usually why it failed ("FAILED: ..."): keep it
         # with the record for the review.

@@ -130,7 +130,7 @@ async def run_once(
     return RunOutcome(Record.from_wire(stored), execution.id, time.monotonic() - started)
 
 
-async def rewrite(path: Path, records: list[Record]) -> document.PromptDocument:
+def rewrite(path: Path, records: list[Record]) -> document.PromptDocument:
     """Recompute ``path``'s tables from ``records`` and replace it atomically.
     The caller holds the directory lock."""
     doc = document.load(path)
@@ -146,13 +146,12 @@ async def rewrite(path: Path, records: list[Record]) -> document.PromptDocument:
 async def sync_file(client: ExecutorClient, path: Path, name: str) -> document.PromptDocument:
     """Under the prompts directory's lock, rewrite one prompt file from the
     server's records (the lock is taken in a thread: it may wait)."""
-    lock = document.directory_lock(path.parent)
-    await asyncio.to_thread(lock.__enter__)
+    fd = await asyncio.to_thread(document.lock_directory, path.parent)
     try:
         records = await ServerSource(client).records(name)
-        return await rewrite(path, records)
+        return await asyncio.to_thread(rewrite, path, records)
     finally:
-        lock.__exit__(None, None, None)
+        document.unlock_directory(fd)
 
 
 Progress = Callable[[int, int, RunOutcome | None, str | None], None]
