@@ -51,6 +51,9 @@ SQLITE_HEADER = b"SQLite format 3\x00"
 READER_THREADS = 2
 #: Jobs run in one transaction at most; bounds the time a commit waits.
 MAX_BATCH_JOBS = 512
+#: Bytes of data queued for the writer past which it is congested too, however
+#: few chunks they are (a chunk may be a 256 KiB read).
+MAX_BACKLOG_BYTES = 64 * 1024 * 1024
 
 
 class StoreError(Exception):
@@ -66,6 +69,7 @@ class _Entry:
     job: Job
     future: asyncio.Future[Any] | None
     weight: int
+    nbytes: int
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -90,6 +94,7 @@ class Store:
         self._queue: deque[_Entry] = deque()
         self._cond = threading.Condition()
         self._backlog = 0
+        self._backlog_bytes = 0
         self._queue_limit = settings.store_queue_chunks
         self._writer: threading.Thread | None = None
         self._write_conn: sqlite3.Connection | None = None
@@ -280,8 +285,9 @@ class Store:
 
     @property
     def congested(self) -> bool:
-        """Whether the queue is past ``store_queue_chunks``: producers back off."""
-        return self._backlog >= self._queue_limit
+        """Whether the queue is past ``store_queue_chunks`` or ``MAX_BACKLOG_BYTES``:
+        producers back off."""
+        return self._backlog >= self._queue_limit or self._backlog_bytes >= MAX_BACKLOG_BYTES
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``fn(conn)`` in the writer thread inside a transaction; its result.
@@ -295,15 +301,15 @@ class Store:
             await self._room.wait()
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
-        self._enqueue(_Entry(fn, future, 1))
+        self._enqueue(_Entry(fn, future, 1, 0))
         return await future
 
-    def submit(self, fn: Job, weight: int = 1) -> None:
+    def submit(self, fn: Job, weight: int = 1, nbytes: int = 0) -> None:
         """Queue ``fn(conn)`` for the writer without waiting for it (fire and forget;
         a failure is logged). ``weight`` counts towards :attr:`backlog` (a batch of
         chunks weighs its number of chunks). Never blocks; the caller checks
         :attr:`congested` to back off."""
-        self._enqueue(_Entry(fn, None, weight))
+        self._enqueue(_Entry(fn, None, weight, nbytes))
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the event loop each time the writer finishes a
@@ -316,6 +322,7 @@ class Store:
         with self._cond:
             self._queue.append(entry)
             self._backlog += entry.weight
+            self._backlog_bytes += entry.nbytes
             self._cond.notify()
 
     def _write_loop(self) -> None:
@@ -333,7 +340,8 @@ class Store:
             outcomes = self._run_batch(conn, batch)
             with self._cond:
                 self._backlog -= sum(entry.weight for entry in batch)
-                relieved = self._backlog < self._queue_limit
+                self._backlog_bytes -= sum(entry.nbytes for entry in batch)
+                relieved = not self.congested
             self.batches += 1
             self.jobs_done += len(batch)
             self._report(batch, outcomes, relieved)
@@ -405,6 +413,7 @@ class Store:
             "path": str(self.path),
             "size_bytes": self.size_bytes(),
             "backlog": self._backlog,
+            "backlog_bytes": self._backlog_bytes,
             "schema_versions": dict(self._versions),
         }
         if self.corrupt_moved_to is not None:

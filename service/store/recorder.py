@@ -107,6 +107,7 @@ class Recorder:
         self.boot_id = read_boot_id()
         self.tallies: dict[str, Tally] = {}
         self._rows: list[ChunkRow] = []
+        self._rows_bytes = 0
         self._dirty: dict[str, Execution] = {}
         self._flush_handle: asyncio.Handle | None = None
         self._throttled: dict[str, Execution] = {}
@@ -173,10 +174,11 @@ class Recorder:
                     chunk.ts,
                 )
             )
+            self._rows_bytes += chunk.nbytes
         self._dirty[execution.id] = execution
         if self._flush_handle is None:
             self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
-        if self.store.backlog + len(self._rows) >= self.store.settings.store_queue_chunks:
+        if self.store.congested or len(self._rows) >= self.store.settings.store_queue_chunks:
             if execution.id not in self._throttled and execution.state.is_live:
                 logger.warning(
                     "store writer is behind; throttling output",
@@ -195,6 +197,7 @@ class Recorder:
         if not self._rows and not self._dirty:
             return
         rows, self._rows = self._rows, []
+        nbytes, self._rows_bytes = self._rows_bytes, 0
         counts = [self._counts(e, self.tallies[e.id]) for e in self._dirty.values()]
         self._dirty = {}
         if not self.store.is_open:
@@ -206,7 +209,7 @@ class Recorder:
             if counts:
                 conn.executemany(UPDATE_COUNTS, counts)
 
-        self.store.submit(job, weight=max(1, len(rows)))
+        self.store.submit(job, weight=max(1, len(rows)), nbytes=nbytes)
 
     async def sync(self) -> None:
         """Return once everything the recorder has seen so far is committed."""
