@@ -24,6 +24,7 @@ import contextlib
 import os
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -142,10 +143,11 @@ def template_path(directory: Path) -> Path:
 
 
 def new_prompt(directory: Path, name: str) -> int:
-    try:
-        document.parse_header(f'name = "{name}"\nversion = 1\ntimeout_s = 1\nkind = "agent"')
-    except document.PromptFormatError as exc:
-        raise CommandError(str(exc)) from None
+    if not document.NAME_RE.fullmatch(name):
+        raise CommandError(
+            f"invalid name {name!r}: letters, digits, '_', '.', '-', at most 100, "
+            "starting with a letter or digit"
+        )
     target = directory / f"{name}.md"
     if target.exists():
         raise CommandError(f"{target} already exists")
@@ -184,9 +186,14 @@ def _data_dir(args: argparse.Namespace) -> Path:
 
 
 def _token(args: argparse.Namespace) -> str | None:
+    """``--token``, else the settings' token (``CC_EXECUTOR_TOKEN`` or ``_TOKEN_FILE``)."""
     if args.token:
         return str(args.token)
-    return os.environ.get("CC_EXECUTOR_TOKEN") or None
+    try:
+        token: str | None = _settings(args).resolved_token()
+    except OSError as exc:
+        raise CommandError(f"cannot read the token file: {exc}") from None
+    return token
 
 
 def live_executions(data_dir: Path) -> int:
@@ -358,8 +365,13 @@ async def audit_prompts(args: argparse.Namespace) -> int:
     async with record_source(args) as source:
         try:
             results = await audit.audit_directory(args.dir, source)
+            everything = await source.records(None)
         except SourceError as exc:
             raise CommandError(str(exc)) from None
+    known = {result.name for result in results}
+    unfiled = Counter(record.prompt for record in everything if record.prompt not in known)
+    for name, count in sorted(unfiled.items()):
+        print(f"note  {name}: {count} records in the store, no prompt file in {args.dir}")
     problems = 0
     for result in results:
         if result.ok:

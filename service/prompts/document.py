@@ -46,6 +46,8 @@ STATUSES = ("active", "graduated", "reset")
 KINDS = ("command", "agent")
 PLACEHOLDERS = ("marker", "prompt_file", "repo", "python")
 MIN_RECOVERY_TESTS = 3
+#: What a prompt's name may be (it names a file and a column in the store).
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 
 
 class PromptFormatError(ValueError):
@@ -193,7 +195,7 @@ def parse_header(block: str) -> Header:
     if unknown:
         raise PromptFormatError(f"unknown Header keys: {', '.join(sorted(unknown))}")
     name, version, command = data["name"], data["version"], data.get("command", [])
-    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name):
         raise PromptFormatError(f"name must be letters, digits, '_', '.', '-': {name!r}")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
         raise PromptFormatError(f"version must be a positive integer: {version!r}")
