@@ -12,7 +12,7 @@ import pytest
 from service.client import DEFAULT_URL, ConnectionLost, ExecutorClient, resolve_url
 from service.commands.control import format_age, print_table
 from service.commands.terminal import _utf8_boundary, exit_status
-from service.mcp_endpoint import Tail
+from service.mcp_endpoint import ProgressRelay, Tail
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 from tests.utils import RunningServer
 
@@ -136,3 +136,39 @@ def test_tail_keeps_the_end() -> None:
     assert tail.total == 16
     assert tail.take() == "[... 6 characters not shown ...]\nghijklmnop"
     assert tail.take() == ""
+
+
+class RecordingContext:
+    """Stands in for the SDK's request context: records what would be sent."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[float, str | None]] = []
+
+    async def report_progress(
+        self, progress: float, total: float | None = None, message: str | None = None
+    ) -> None:
+        self.sent.append((progress, message))
+
+
+def test_progress_relay_paces_and_heartbeats() -> None:
+    async def main() -> None:
+        ctx = RecordingContext()
+        relay = ProgressRelay(ctx, interval_s=0.1, heartbeat_s=0.3, message_chars=8)  # type: ignore[arg-type]
+        relay.add("a\n")
+        await relay.pump()
+        assert ctx.sent == [], "not before interval_s"
+        await asyncio.sleep(relay.wait_s())
+        relay.add("b\n")
+        await relay.pump()
+        assert ctx.sent == [(1.0, "a\nb\n")]
+        assert 0.25 < relay.wait_s() <= 0.3, "silence: next is a heartbeat"
+        await asyncio.sleep(relay.wait_s())
+        await relay.pump()
+        assert ctx.sent[-1] == (2.0, None)
+        relay.add("0123456789")
+        await relay.pump(final=True)
+        assert ctx.sent[-1] == (3.0, "[... 2 characters not shown ...]\n23456789")
+        await relay.pump(final=True)
+        assert len(ctx.sent) == 3, "nothing buffered: no final message"
+
+    asyncio.run(main())
