@@ -18,13 +18,10 @@ from service.store.recorder import Recorder
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.supervisor import Supervisor
 
-#: Many small chunks: one flushed 1 KiB line at a time.
-PRODUCER = (
-    "import sys\n"
-    "for i in range(4000):\n"
-    "    sys.stdout.write('%05d' % i + 'x' * 1100 + '\\n')\n"
-    "    sys.stdout.flush()\n"
-)
+#: Many chunks whatever the read sizes: every line is longer than
+#: ``max_line_bytes`` (64), so each is cut and sent as a chunk of its own.
+LINES = 4000
+PRODUCER = f"import sys\nfor i in range({LINES}): sys.stdout.write('%05d' % i + 'x' * 100 + '\\n')"
 
 
 class Counter:
@@ -44,9 +41,10 @@ def test_a_stalled_writer_throttles_the_producer_and_loses_nothing(
     """While the writer is stuck, the execution stops being read (its child
     blocks on a full pipe) instead of the server queueing without bound, and
     the event loop stays on time; once the writer moves, every chunk is stored."""
-    settings = Settings(data_dir=tmp_path, store_queue_chunks=100, flush_bytes=1024)
+    settings = Settings(data_dir=tmp_path, store_queue_chunks=100, max_line_bytes=64)
     argv = [sys.executable, "-c", PRODUCER]
-    expected = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    lines = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
+    expected = [line[:64] + "\n" for line in lines]  # cut lines keep their newline
 
     async def main() -> None:
         store = Store(settings)
@@ -78,17 +76,19 @@ def test_a_stalled_writer_throttles_the_producer_and_loses_nothing(
         await asyncio.wait_for(execution.finished.wait(), 20)
         await recorder.sync()
 
-        def read(conn: Any) -> tuple[str, int, int]:
+        def read(conn: Any) -> tuple[list[tuple[int, str]], str, int]:
             rows = conn.execute(
-                "SELECT data FROM chunks WHERE execution_id = ? ORDER BY seq", (execution.id,)
+                "SELECT seq, data FROM chunks WHERE execution_id = ? ORDER BY seq",
+                (execution.id,),
             ).fetchall()
             state, last_seq = conn.execute(
                 "SELECT state, last_seq FROM executions WHERE id = ?", (execution.id,)
             ).fetchone()
-            return "".join(row[0] for row in rows), state, last_seq
+            return rows, state, last_seq
 
-        text, state, last_seq = await store.read(read)
-        assert text == expected
+        rows, state, last_seq = await store.read(read)
+        assert [row[0] for row in rows] == list(range(1, LINES + 1))
+        assert [row[1] for row in rows] == expected
         assert state == "completed" and last_seq == execution.seq
         await supervisor.shutdown()
         await store.close()
