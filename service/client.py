@@ -340,8 +340,13 @@ class ExecutorClient:
         if params is not None:
             message["params"] = params
         if self.closed.is_set():
+            self._pending.pop(request_id, None)
             raise ConnectionLost("connection closed")
-        await self.websocket.send(orjson.dumps(message).decode())
+        try:
+            await self.websocket.send(orjson.dumps(message).decode())
+        except websockets.ConnectionClosed:
+            self._pending.pop(request_id, None)
+            raise ConnectionLost("connection closed") from None
         try:
             return await asyncio.wait_for(future, timeout)
         finally:

@@ -293,3 +293,24 @@ def test_dropped_connection_reconnects_and_attaches(
     assert chunks[0] == expected
     assert proxy.connections >= 3
     assert b"reconnecting" in proc.stderr.read()  # type: ignore[union-attr]
+
+
+def test_suspended_past_the_keepalive_reconnects_and_resumes(
+    make_server: Callable[..., RunningServer], marker: dict[str, str]
+) -> None:
+    """Suspended longer than the server's ping timeout: the server drops the
+    stopped client; after SIGCONT it reconnects, attaches and resumes the
+    paused command, and no line is lost or repeated."""
+    server = make_server({"ws_ping_interval_s": 0.3, "ws_ping_timeout_s": 0.3})
+    script = "i=0; while [ $i -lt 40 ]; do i=$((i+1)); echo $i; sleep 0.02; done"
+    proc = start_cli(server.url, "run", *marker_args(marker), "--", "sh", "-c", script)
+    assert read_line(proc.stdout) == b"1\n"  # type: ignore[arg-type]
+    proc.send_signal(signal.SIGTSTP)
+    wait_for(lambda: process_state(proc.pid) == "T", 5, "the client to stop")
+    server.wait_for_log(lambda entry: entry.get("message") == "disconnected", timeout=10)
+    assert remote_states(marker) == {"T"}, "the paused command waits for its owner"
+    proc.send_signal(signal.SIGCONT)
+    out, err = proc.communicate(timeout=20)
+    assert proc.returncode == 0, err
+    assert b"1\n" + out == "".join(f"{i}\n" for i in range(1, 41)).encode()
+    assert b"reconnecting" in err

@@ -30,7 +30,7 @@ import os
 import signal
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO
 
 from service import errors
@@ -97,6 +97,8 @@ class TerminalSession:
         self.detached = False
         self.cancel_sent = False
         self.broken_pipe = False
+        #: RESUME could not be sent after a suspension; send it after reattaching.
+        self.resume_pending = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self._suspending = False
 
@@ -193,6 +195,10 @@ class TerminalSession:
         await self.client.close()
         self.client = client
         self.execution = execution
+        if self.resume_pending:
+            self.resume_pending = False
+            with contextlib.suppress(errors.InvalidState):
+                await execution.resume()
 
     # --- signals ---------------------------------------------------------------
 
@@ -212,7 +218,7 @@ class TerminalSession:
             installed.append(signum)
         return installed
 
-    def _spawn(self, coro: Any) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -274,18 +280,10 @@ class TerminalSession:
                     pass
                 except ConnectionLost:
                     # The server dropped us while we were stopped; the stream
-                    # reconnects, then RESUME goes to the reattached execution.
-                    await self._resume_after_reattach()
+                    # reconnects and sends RESUME once it has reattached.
+                    self.resume_pending = True
         finally:
             self._suspending = False
-
-    async def _resume_after_reattach(self) -> None:
-        for _ in range(int(self.reconnect_s / 0.1) + 1):
-            await asyncio.sleep(0.1)
-            if not self.client.closed.is_set():
-                with contextlib.suppress(errors.RpcError, ConnectionLost):
-                    await self.execution.resume()
-                return
 
 
 class InputPump:
