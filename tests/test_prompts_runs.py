@@ -291,20 +291,30 @@ def test_concurrent_runs_on_one_prompt_count_exactly(
 
 def test_cli_list_new_report_and_audit_exit_codes(server: RunningServer, tmp_path: Path) -> None:
     directory = tmp_path / "prompts"
-    new = cli("--dir", str(directory), "new", "fresh")
+    name = unique("fresh")
+    new = cli("--dir", str(directory), "new", name)
     assert new.wait(30) == 0
-    assert (directory / "fresh.md").exists()
-    dup = cli("--dir", str(directory), "new", "fresh")
+    assert (directory / f"{name}.md").exists()
+    dup = cli("--dir", str(directory), "new", name)
     assert dup.wait(30) == 2 and "already exists" in (dup.stderr.read() if dup.stderr else "")
     listing = cli("--dir", str(directory), "list")
     out, _ = listing.communicate(timeout=30)
     assert listing.returncode == 0
-    assert out.splitlines()[1].split()[:7] == ["fresh", "1", "0", "0", "0", "0:0", "active"]
+    assert out.splitlines()[1].split()[:7] == [name, "1", "0", "0", "0", "0:0", "active"]
     report = cli("--dir", str(directory), "report", "--url", server.url)
     out, err = report.communicate(timeout=30)
     assert report.returncode == 0, err
-    assert "## fresh (version 1)" in out and "**keep**: 10 more successes" in out
-    path = directory / "fresh.md"
+    assert f"## {name} (version 1)" in out and "**keep**: 10 more successes" in out
+    review = tmp_path / "review.md"
+    review.write_text(out)
+    lint = subprocess.run(
+        [str(REPO / "node_modules" / ".bin" / "markdownlint-cli2"), str(review)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    path = directory / f"{name}.md"
     path.write_text(path.read_text().replace("| 0 | 0 | 0 | 0:0 |", "| 3 | 0 | 3 | 3:0 |"))
     bad = cli("--dir", str(directory), "audit", "--url", server.url)
     out, _ = bad.communicate(timeout=30)

@@ -34,10 +34,7 @@ def recommendation(folded: ledger.Ledger, records: list[Record]) -> str:
     if (folded.total >= 5 and folded.failure > folded.success) or (
         len(recent) == 3 and not any(r.passed for r in recent)
     ):
-        return (
-            "**reset**: it fails more than it passes; revise the prompt or its command, "
-            "bump the version and start again"
-        )
+        return "**reset**: it fails more than it passes; revise it, bump the version"
     needed = max(GRADUATION_SUCCESSES, GRADUATION_RATIO * folded.failure) - folded.success
     return f"**keep**: {needed} more successes without a failure to graduate"
 
@@ -49,8 +46,9 @@ def _cell(text: str) -> str:
 async def render(directory: Path, source: RecordSource) -> str:
     lines = ["# Prompt graduation review", ""]
     lines += [
-        f"Counts are recomputed from the store's records; graduation needs at least "
-        f"{GRADUATION_SUCCESSES} successes and a ratio of at least {GRADUATION_RATIO}:1.",
+        "Counts are recomputed from the store's records, not taken from the files;",
+        f"graduation needs at least {GRADUATION_SUCCESSES} successes and a ratio of at least "
+        f"{GRADUATION_RATIO}:1.",
         "",
     ]
     for path in prompt_files(directory):
