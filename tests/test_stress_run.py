@@ -9,16 +9,19 @@ also checks that nothing was left behind.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
+from websockets.sync.server import ServerConnection, serve
 
 from tests.utils import RunningServer
 
@@ -164,7 +167,7 @@ def test_distributed_master_and_two_workers(tmp_path: Path, marker: dict[str, st
         tmp_path,
         marker,
         {
-            "STRESS_DURATION": "10",
+            "STRESS_DURATION": "8",
             "STRESS_USERS": "4",
             "STRESS_SPAWN_RATE": "4",
             "STRESS_SCENARIOS": "JobUser,StreamUser",
@@ -205,22 +208,19 @@ def test_orphan_is_reported_killed_and_fails_the_run(
             leaked.wait()
 
 
-def test_users_whose_features_are_missing_are_skipped_not_passed(tmp_path: Path) -> None:
-    """Against a server announcing only the core methods, ReconnectUser and
-    AgentUser say SKIPPED with the reason and make no scenario request."""
-    from websockets.sync.server import ServerConnection, serve
+HELLO = {
+    "jsonrpc": "2.0",
+    "method": "connected",
+    "params": {"session_id": "s", "version": "0", "capabilities": ["execute", "status"]},
+}
 
-    def core_only(connection: ServerConnection) -> None:
-        hello = {
-            "jsonrpc": "2.0",
-            "method": "connected",
-            "params": {"session_id": "s", "version": "0", "capabilities": ["execute", "status"]},
-        }
-        connection.send(json.dumps(hello))
-        for _ in connection:
-            pass
 
-    with serve(core_only, "127.0.0.1", 0) as fake:
+def run_against_fake(
+    handler: Callable[[ServerConnection], None], tmp_path: Path, *args: str
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """Locust for 2 s against a stand-in WebSocket server run by ``handler``
+    (no processes, so no RSS bound and no marker)."""
+    with serve(handler, "127.0.0.1", 0) as fake:
         thread = threading.Thread(target=fake.serve_forever, daemon=True)
         thread.start()
         port = fake.socket.getsockname()[1]
@@ -229,9 +229,8 @@ def test_users_whose_features_are_missing_are_skipped_not_passed(tmp_path: Path)
             [
                 *(str(BIN / "locust"), "-f", str(ROOT / "stress" / "locustfile.py")),
                 *("--host", f"ws://127.0.0.1:{port}/ws/mcp", "--headless", "--only-summary"),
-                *("--stress-users", "ReconnectUser,AgentUser", "--max-rss-mb", "0"),
-                *("--users", "2", "--spawn-rate", "2", "--run-time", "3s"),
-                *("--summary-json", str(summary_path), "--project-root", str(tmp_path)),
+                *("--max-rss-mb", "0", "--run-time", "2s", "--summary-json", str(summary_path)),
+                *args,
             ],
             capture_output=True,
             text=True,
@@ -239,9 +238,61 @@ def test_users_whose_features_are_missing_are_skipped_not_passed(tmp_path: Path)
             cwd=tmp_path,
         )
         fake.shutdown()
-    summary = json.loads(summary_path.read_text())
+    assert summary_path.exists(), (proc.stdout + proc.stderr)[-3000:]
+    return proc, json.loads(summary_path.read_text())
+
+
+def test_users_whose_features_are_missing_are_skipped_not_passed(tmp_path: Path) -> None:
+    """Against a server announcing only the core methods, ReconnectUser and
+    AgentUser say SKIPPED with the reason and make no scenario request."""
+
+    def core_only(connection: ServerConnection) -> None:
+        connection.send(json.dumps(HELLO))
+        for _ in connection:
+            pass
+
+    proc, summary = run_against_fake(
+        core_only,
+        tmp_path,
+        *("--stress-users", "ReconnectUser,AgentUser", "--project-root", str(tmp_path)),
+        *("--users", "2", "--spawn-rate", "2"),
+    )
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
     assert "attach" in summary["skipped"]["ReconnectUser"]
     assert "project.create" in summary["skipped"]["AgentUser"]
     assert {row["name"] for row in summary["stats"]} == {"connect"}
     assert "SKIPPED ReconnectUser" in proc.stdout and "SKIPPED AgentUser" in proc.stdout
+
+
+@pytest.mark.parametrize(("fail_every", "exit_code"), [(0, 0), (10, 1)])
+def test_exit_status_follows_the_failure_ratio_gate(
+    tmp_path: Path, fail_every: int, exit_code: int
+) -> None:
+    """One refused execute in hundreds passes (Locust alone would exit 1 on
+    it); one in ten (10 % > 1 %) fails the run."""
+    count = itertools.count(1)
+
+    def jobs(connection: ServerConnection) -> None:
+        connection.send(json.dumps(HELLO))
+        for frame in connection:
+            request = json.loads(frame)
+            n = next(count)
+            if n == 1 or (fail_every and n % fail_every == 0):
+                error = {"code": -32001, "message": "limit reached"}
+                connection.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "error": error}))
+                continue
+            eid = f"e{n}"
+            result = {"status": "started", "execution_id": eid, "pid": 1, "pgid": 1}
+            connection.send(json.dumps({"jsonrpc": "2.0", "id": request["id"], "result": result}))
+            done = {"execution_id": eid, "status": "completed", "exit_code": 0, "dropped": 0}
+            connection.send(
+                json.dumps({"jsonrpc": "2.0", "method": "process.completed", "params": done})
+            )
+
+    proc, summary = run_against_fake(
+        jobs, tmp_path, "--stress-users", "JobUser", "--users", "1", "--spawn-rate", "1"
+    )
+    assert proc.returncode == exit_code, (proc.stdout + proc.stderr)[-3000:]
+    assert summary["requests"] > 200 and summary["failures"] >= 1
+    failed = [gate["name"] for gate in summary["gates"] if not gate["passed"]]
+    assert failed == ([] if exit_code == 0 else ["failures"])
