@@ -321,9 +321,7 @@ class Execution:
 
     def _group_alive(self) -> bool:
         """Whether any process of the execution lives: in its group or escaped."""
-        if self.pgid is not None and self._signal_group(0) and procfs.group_members(self.pgid):
-            return True
-        return bool(reaper.escaped_pids(self.id, self.pgid))
+        return reaper.tree_alive(self.id, self.pgid)
 
     async def pause(self) -> None:
         """SIGSTOP the group; return once every live member is stopped."""

@@ -113,8 +113,22 @@ def escaped_pids(execution_id: str, pgid: int | None) -> list[int]:
     only the server's descendants outside the group are read; without it,
     every process outside the group is.
     """
-    me = os.getpid()
+    return _escaped(_snapshot(), execution_id, pgid)
+
+
+def tree_alive(execution_id: str, pgid: int | None) -> bool:
+    """Whether any process of the execution lives, in its group or escaped
+    (one pass over ``/proc``)."""
     stats = _snapshot()
+    if pgid is not None and any(
+        s.pgid == pgid and s.state not in procfs.GONE_STATES for s in stats.values()
+    ):
+        return True
+    return bool(_escaped(stats, execution_id, pgid))
+
+
+def _escaped(stats: dict[int, procfs.ProcStat], execution_id: str, pgid: int | None) -> list[int]:
+    me = os.getpid()
     live = {pid: s for pid, s in stats.items() if s.state not in procfs.GONE_STATES}
     if _state["subreaper"]:
         candidates = [
