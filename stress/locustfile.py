@@ -4,12 +4,14 @@
 
 ``ci/stress`` (``make stress``, ``make stress-ui``, ``make stress-t02``,
 ``make stress-t03``) starts a server and runs this file against it; see
-``docs/stress.md``. The users live in :mod:`stress.users`, the hooks (options,
+``docs/stress.md``. The users live in :mod:`stress.users` and
+:mod:`stress.capability_users`, the hooks (options,
 RSS sampling, orphans, gates, summary) in :mod:`stress.plugin`.
 """
 
+from stress.capability_users import AgentUser, ReconnectUser
 from stress.plugin import register
-from stress.users import AgentUser, ControlUser, JobUser, ReconnectUser, StreamUser
+from stress.users import ControlUser, JobUser, StreamUser
 
 __all__ = ["AgentUser", "ControlUser", "JobUser", "ReconnectUser", "StreamUser"]
 
