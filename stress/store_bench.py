@@ -119,9 +119,11 @@ def main() -> int:
         root = Path(tmp)
         for name in ("on", "off", "replay"):
             (root / name).mkdir()
-        store_on = start_server(root / "on")
-        store_off = start_server(root / "off", {"store_enabled": "false"})
-        replay = start_server(root / "replay", {"max_line_bytes": 64})
+        # INFO, the default: the test harness's DEBUG logs every WebSocket frame.
+        quiet = {"log_level": "INFO"}
+        store_on = start_server(root / "on", quiet)
+        store_off = start_server(root / "off", {**quiet, "store_enabled": "false"})
+        replay = start_server(root / "replay", {**quiet, "max_line_bytes": 64})
         try:
             asyncio.run(measure(args, store_on.url, store_off.url))
             times, live, live_s = asyncio.run(replay_time(replay.url, args.chunks, 3))

@@ -54,6 +54,11 @@ MAX_BATCH_JOBS = 512
 #: Bytes of data queued for the writer past which it is congested too, however
 #: few chunks they are (a chunk may be a 256 KiB read).
 MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+#: Pages in the WAL past which SQLite checkpoints by itself (64 MiB of 4 KiB pages).
+WAL_AUTOCHECKPOINT_PAGES = 16384
+WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+#: Seconds without a write job after which the writer checkpoints the WAL.
+CHECKPOINT_IDLE_S = 1.0
 
 
 class StoreError(Exception):
@@ -224,6 +229,11 @@ class Store:
             # WAL makes NORMAL durable against application crashes; only a power
             # loss may cost the last commits.
             conn.execute("PRAGMA synchronous = NORMAL")
+            # Checkpoints (copying the WAL into the database, with an fsync) are
+            # the main cost of a flood: the writer runs them when idle, and
+            # SQLite only when the WAL passes 64 MiB; the WAL file is then cut back.
+            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
+            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             self._versions = apply_migrations(conn, self._schemas)
         except BaseException:
             conn.close()
@@ -328,16 +338,28 @@ class Store:
     def _write_loop(self) -> None:
         conn = self._write_conn
         assert conn is not None
+        wal_dirty = False
         while True:
+            idle = False
+            batch: list[_Entry] = []
             with self._cond:
                 while not self._queue and not self._stopping:
-                    self._cond.wait()
-                if not self._queue and self._stopping:
-                    return
-                batch: list[_Entry] = []
-                while self._queue and len(batch) < MAX_BATCH_JOBS:
-                    batch.append(self._queue.popleft())
+                    if not wal_dirty:
+                        self._cond.wait()
+                    elif not self._cond.wait(CHECKPOINT_IDLE_S):
+                        idle = True
+                        break
+                if not idle:
+                    if not self._queue and self._stopping:
+                        return
+                    while self._queue and len(batch) < MAX_BATCH_JOBS:
+                        batch.append(self._queue.popleft())
+            if idle:
+                self._checkpoint(conn)
+                wal_dirty = False
+                continue
             outcomes = self._run_batch(conn, batch)
+            wal_dirty = True
             with self._cond:
                 self._backlog -= sum(entry.weight for entry in batch)
                 self._backlog_bytes -= sum(entry.nbytes for entry in batch)
@@ -346,20 +368,34 @@ class Store:
             self.jobs_done += len(batch)
             self._report(batch, outcomes, relieved)
 
+    def _checkpoint(self, conn: sqlite3.Connection) -> None:
+        try:
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        except sqlite3.Error as exc:
+            logger.warning("store checkpoint failed", extra={"error": str(exc)})
+
     def _run_batch(self, conn: sqlite3.Connection, batch: list[_Entry]) -> list[tuple[bool, Any]]:
+        # Every statement hands the GIL back and forth with the event loop, so a
+        # batch of one job (the usual case) runs without a savepoint.
+        single = len(batch) == 1
         outcomes: list[tuple[bool, Any]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
             for entry in batch:
-                conn.execute("SAVEPOINT job")
+                if not single:
+                    conn.execute("SAVEPOINT job")
                 try:
                     result = entry.job(conn)
                 except Exception as exc:  # the job's own failure; report it to its owner
+                    if single:
+                        conn.execute("ROLLBACK")
+                        return [(False, exc)]
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     outcomes.append((False, exc))
                 else:
-                    conn.execute("RELEASE job")
+                    if not single:
+                        conn.execute("RELEASE job")
                     outcomes.append((True, result))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:

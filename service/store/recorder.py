@@ -2,8 +2,8 @@
 
 :class:`Recorder` is attached to every execution (``supervisor.observers``).
 It runs on the event loop and never waits: a transition becomes a write job,
-output chunks are gathered for the rest of the current loop iteration and go
-to the writer as one job. Jobs reach the writer in the order the recorder saw
+output chunks are gathered for up to ``FLUSH_INTERVAL_S`` (or ``FLUSH_BYTES``)
+and go to the writer as one job. Jobs reach the writer in the order the recorder saw
 the events, so a chunk is never stored before its execution's row, and an
 execution's final state is never stored before its last chunk.
 
@@ -35,6 +35,12 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
+#: Chunks are gathered for this long, or up to this many bytes, per write job:
+#: few large jobs cost the event loop far less (GIL hand-offs) than many small
+#: ones. A crash can cost the transcript this much of its end; a transition or
+#: an attach flushes at once.
+FLUSH_INTERVAL_S = 0.05
+FLUSH_BYTES = 4 * 1024 * 1024
 
 
 def read_boot_id() -> str | None:
@@ -109,7 +115,7 @@ class Recorder:
         self._rows: list[ChunkRow] = []
         self._rows_bytes = 0
         self._dirty: dict[str, Execution] = {}
-        self._flush_handle: asyncio.Handle | None = None
+        self._flush_handle: asyncio.TimerHandle | None = None
         self._throttled: dict[str, Execution] = {}
         self.failed_jobs = 0
         store.on_drain(self._release)
@@ -176,8 +182,11 @@ class Recorder:
             )
             self._rows_bytes += chunk.nbytes
         self._dirty[execution.id] = execution
-        if self._flush_handle is None:
-            self._flush_handle = asyncio.get_running_loop().call_soon(self.flush)
+        if self._rows_bytes >= FLUSH_BYTES:
+            self.flush()
+        elif self._flush_handle is None:
+            loop = asyncio.get_running_loop()
+            self._flush_handle = loop.call_later(FLUSH_INTERVAL_S, self.flush)
         if self.store.congested or len(self._rows) >= self.store.settings.store_queue_chunks:
             if execution.id not in self._throttled and execution.state.is_live:
                 logger.warning(
