@@ -36,6 +36,9 @@ def start_cli(
     popen.setdefault("stdin", subprocess.DEVNULL)
     popen.setdefault("stdout", subprocess.PIPE)
     popen.setdefault("stderr", subprocess.PIPE)
+    # Unbuffered: readline must not pull later lines into a buffer that
+    # communicate(), reading the descriptor, would never see.
+    popen.setdefault("bufsize", 0)
     return subprocess.Popen(
         [sys.executable, "-m", "service", *args], env=env or cli_env(url), **popen
     )
