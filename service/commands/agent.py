@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import signal
 import sys
 from typing import Any, TextIO
@@ -143,13 +144,17 @@ async def follow_agent(
     interrupts = 0
     tasks: set[asyncio.Task[Any]] = set()
 
+    async def cancel() -> None:
+        with contextlib.suppress(errors.RpcError, ConnectionLost):
+            await execution.cancel()
+
     def on_interrupt() -> None:
         nonlocal interrupts
         interrupts += 1
         task: asyncio.Task[Any]
         if interrupts == 1:
             report("cancelling the agent (press Ctrl-C again to disconnect)")
-            task = loop.create_task(execution.cancel())
+            task = loop.create_task(cancel())
         else:
             task = loop.create_task(client.close())
         tasks.add(task)
