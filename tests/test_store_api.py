@@ -168,3 +168,20 @@ def test_a_store_cut_in_the_middle_is_moved_aside(tmp_path: Path) -> None:
         await again.close()
 
     run(main())
+
+
+def test_one_data_directory_one_server(tmp_path: Path) -> None:
+    """A second store on the same directory is refused: its restart recovery
+    would take the first server's executions for a crash's leftovers."""
+
+    async def main() -> None:
+        first = make(tmp_path)
+        await first.open()
+        second = make(tmp_path)
+        with pytest.raises(StoreError, match="in use by another cc-executor"):
+            await second.open()
+        await first.close()
+        await second.open()
+        await second.close()
+
+    run(main())

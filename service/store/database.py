@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
 import os
 import sqlite3
@@ -35,7 +36,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TextIO, TypeVar
 
 from service.settings import Settings
 from service.store.migrations import apply_migrations, validate_namespace
@@ -112,6 +113,7 @@ class Store:
         self._drain_callbacks: list[Callable[[], None]] = []
         self._open = False
         self._stopping = False
+        self._lock: TextIO | None = None
         self.batches = 0
         self.jobs_done = 0
 
@@ -163,6 +165,14 @@ class Store:
     def _open_sync(self) -> None:
         # Transcripts may hold secrets: the directory and the files are the user's only.
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._take_lock()
+        try:
+            self._open_file()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _open_file(self) -> None:
         problem = self._check_file()
         if problem is not None:
             self._move_aside(problem)
@@ -175,6 +185,34 @@ class Store:
                 raise StoreError(f"cannot open a fresh store at {self.path}: {exc}") from exc
             self._move_aside(f"cannot open: {exc}")
             self._write_conn = self._prepare()
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _take_lock(self) -> None:
+        """Hold ``NAME.lock`` for the life of the store: a second server on the
+        same data directory would take the first one's executions for leftovers
+        of a crash and kill them. The kernel drops the lock when the process
+        dies, however it dies; children never inherit it (close-on-exec)."""
+        lock_path = self.path.with_name(self.path.name + ".lock")
+        handle = open(lock_path, "a+", encoding="ascii")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            handle.close()
+            raise StoreError(
+                f"the data directory {self.path.parent} is in use by another cc-executor "
+                f"(pid {holder}); give each server its own CC_EXECUTOR_DATA_DIR"
+            ) from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(str(os.getpid()))
+        handle.flush()
+        self._lock = handle
 
     def _check_file(self) -> str | None:
         """Why the existing file is unusable, or None (absent files are fine)."""
@@ -261,6 +299,7 @@ class Store:
                     conn.close()
         self._reader_conns.clear()
         self._write_conn = None
+        self._release_lock()
         self._room.set()
         logger.info("store closed", extra={"batches": self.batches, "jobs": self.jobs_done})
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from service.store.attach import Attacher
-from service.store.database import Store
+from service.store.database import Store, StoreError
+from service.store.migrations import MigrationError
 from service.store.recorder import Recorder
 from service.store.recovery import recover
 from service.store.retention import Retention
@@ -72,7 +73,12 @@ async def start(services: Services) -> None:
     if store is None or recorder is None:
         logger.info("store disabled: no transcripts, no history, attach without replay")
         return
-    await store.open()
+    try:
+        await store.open()
+    except (StoreError, MigrationError, OSError) as exc:
+        # A configuration problem, not a bug: one clear line, no traceback.
+        logger.error("cannot open the store: %s", exc, extra={"path": str(store.path)})
+        raise SystemExit(1) from None
     recovered = await recover(store, recorder.server_id, recorder.boot_id)
     if recovered:
         logger.warning(
