@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, TimedOut
 from service.prompts import records
+from service.store import lifecycle
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -33,7 +34,7 @@ router = Router()
 
 #: How long ``prompts.record`` waits for a finished execution's last chunks to
 #: reach the store.
-SETTLE_TIMEOUT_S = 10.0
+SETTLE_TIMEOUT_S = 30.0
 SETTLE_POLL_S = 0.05
 
 
@@ -90,6 +91,9 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
             f"execution {params.execution_id} is still running: record it after process.completed",
             {"execution_id": params.execution_id},
         )
+    recorder = lifecycle.core(ctx.connection.services).recorder
+    if recorder is not None:
+        await recorder.sync()  # a barrier: everything recorded so far is committed
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         try:
