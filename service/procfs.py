@@ -8,6 +8,7 @@ time), and to find escaped descendants by their environment marker.
 from __future__ import annotations
 
 import os
+import signal
 from dataclasses import dataclass
 
 PROC = "/proc"
@@ -62,10 +63,35 @@ def group_members(pgid: int) -> list[ProcStat]:
     return members
 
 
+def stop_pending(pid: int) -> bool:
+    """Whether SIGSTOP is pending for ``pid`` (thread or process-wide)."""
+    bit = 1 << (signal.SIGSTOP - 1)
+    try:
+        with open(f"{PROC}/{pid}/status", "rb") as handle:
+            for line in handle:
+                if line.startswith((b"SigPnd:", b"ShdPnd:")) and int(line.split()[1], 16) & bit:
+                    return True
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return False
+
+
+def is_stopped(stat: ProcStat) -> bool:
+    """Stopped, or certain to stop before it runs another user instruction.
+
+    The second case is a process in uninterruptible sleep (``D``) with SIGSTOP
+    pending: typically the parent of a ``vfork`` whose child was stopped before
+    it could exec. It cannot reach state ``T`` until the child runs again, yet
+    it will stop the moment it leaves the kernel, so it runs no code while the
+    group is paused.
+    """
+    return stat.state in STOPPED_STATES or (stat.state == "D" and stop_pending(stat.pid))
+
+
 def group_stopped(pgid: int) -> tuple[bool, int]:
     """Whether every live member of the group is stopped, and how many live."""
     members = group_members(pgid)
-    return all(m.state in STOPPED_STATES for m in members), len(members)
+    return all(is_stopped(m) for m in members), len(members)
 
 
 def start_ticks(pid: int) -> int | None:
