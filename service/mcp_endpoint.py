@@ -317,10 +317,16 @@ class McpEndpoint:
         stdin: Annotated[
             str | None, Field(description="text to write to the command's stdin, then EOF")
         ] = None,
+        shell: Annotated[
+            bool,
+            Field(description="run command through /bin/sh -c (only where the server allows it)"),
+        ] = False,
     ) -> Annotated[CallToolResult, ExecuteOutput]:
         params: dict[str, Any] = {"argv": argv, "command": command, "cwd": cwd}
         params.update(timeout=timeout, env=env)
         params = {key: value for key, value in params.items() if value is not None}
+        if shell:
+            params["shell"] = True
         if stdin is not None:
             params["stdin"] = True
         async with self._connection(ctx, "execute") as connection:
