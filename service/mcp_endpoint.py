@@ -269,8 +269,8 @@ class McpEndpoint:
         server.add_tool(
             self.status,
             name="status",
-            description="One execution's state (with execution_id), or the executions this "
-            "server is running and has recently finished.",
+            description="One execution's state (with execution_id), or the 50 newest "
+            "executions of this server, running and finished.",
             annotations=ToolAnnotations(read_only_hint=True),
         )
         server.add_tool(
@@ -448,15 +448,13 @@ class McpEndpoint:
         self,
         ctx: Context,
         execution_id: Annotated[
-            str | None, Field(description="one execution; omit for the server's executions")
+            str | None, Field(description="one execution; omit for the 50 newest")
         ] = None,
     ) -> CallToolResult:
         if execution_id is None:
-            supervisor = self.services.supervisor
-            executions = [e.snapshot() for e in supervisor.live.values()]
-            executions += [e.snapshot() for e in reversed(supervisor.finished.values())]
+            executions = await self._recent_executions(ctx)
             lines = [
-                f"{e['execution_id']}  {e['state']:<9}  pid {e['pid']}  {e['command']}"
+                f"{e['execution_id']}  {e['state']:<9}  pid {e.get('pid')}  {e.get('command')}"
                 for e in executions
             ]
             return CallToolResult(
@@ -477,6 +475,20 @@ class McpEndpoint:
         return CallToolResult(
             content=[TextContent(type="text", text=summary)], structured_content=snapshot
         )
+
+    async def _recent_executions(self, ctx: Context) -> list[dict[str, Any]]:
+        """The 50 newest executions from the store (``executions.list``), or the
+        supervisor's live and remembered ones when the store is off."""
+        async with self._connection(ctx, "status") as connection:
+            try:
+                page = await connection.request("executions.list", {"limit": 50})
+                return list(page["executions"])
+            except (errors.InvalidState, errors.MethodNotFound):
+                pass
+        supervisor = self.services.supervisor
+        executions = [e.snapshot() for e in supervisor.live.values()]
+        executions += [e.snapshot() for e in reversed(supervisor.finished.values())]
+        return executions
 
     async def transcript(
         self,
