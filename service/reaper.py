@@ -118,8 +118,16 @@ def escaped_pids(execution_id: str, pgid: int | None) -> list[int]:
 
 def tree_alive(execution_id: str, pgid: int | None) -> bool:
     """Whether any process of the execution lives, in its group or escaped
-    (one pass over ``/proc``)."""
+    (one pass over ``/proc``).
+
+    With the subreaper set, every process of an execution is a descendant of
+    the server, so only descendants count: a process group id reused by an
+    unrelated process after the group died never looks like a live group.
+    """
     stats = _snapshot()
+    if _state["subreaper"]:
+        ours = _descendants(stats, os.getpid())
+        stats = {pid: stat for pid, stat in stats.items() if pid in ours}
     if pgid is not None and any(
         s.pgid == pgid and s.state not in procfs.GONE_STATES for s in stats.values()
     ):
@@ -131,9 +139,8 @@ def _escaped(stats: dict[int, procfs.ProcStat], execution_id: str, pgid: int | N
     me = os.getpid()
     live = {pid: s for pid, s in stats.items() if s.state not in procfs.GONE_STATES}
     if _state["subreaper"]:
-        candidates = [
-            pid for pid in _descendants(stats, me) if pid in live and live[pid].pgid != pgid
-        ]
+        ours = _descendants(stats, me)
+        candidates = [pid for pid in ours if pid in live and live[pid].pgid != pgid]
     else:
         candidates = [pid for pid, s in live.items() if s.pgid != pgid and pid != me]
     entry = marker_entry(execution_id)
