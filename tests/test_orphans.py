@@ -160,3 +160,29 @@ def test_sigkill_of_the_server_kills_its_direct_children_within_a_second(
     again = make_server(data_dir=running.data_dir)
     assert wait_until(lambda: not marked_pids(value), 5), marked_pids(value)
     again.wait_for_log(lambda e: e.get("message") == "execution lost by an earlier server process")
+
+
+def test_reaping_adopted_zombies_never_steals_an_executions_exit_status(
+    server: RunningServer, marker: dict[str, str]
+) -> None:
+    # One execution keeps producing orphans that exit at once (adopted zombies
+    # for the reaper) while many short executions come and go: each of those
+    # must still get its own exit status from the event loop.
+    churn = "for i in $(seq 150); do (setsid sh -c 'exit 3' &); sleep 0.01; done"
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as client:
+            producer = await client.execute(argv=["sh", "-c", churn], env=marker)
+
+            async def short(code: int) -> None:
+                result = await client.run(argv=["sh", "-c", f"exit {code}"], env=marker)
+                assert result.exit_code == code, result.completed
+
+            for _ in range(5):
+                await asyncio.gather(*(short(code) for code in range(8)))
+            result = await producer.wait(20)
+            assert result.status == "completed"
+        assert wait_until(lambda: not zombie_children(server.pid), 3), zombie_children(server.pid)
+
+    run(main())
+    server.wait_for_log(lambda e: e.get("message") == "reaped an adopted process")
