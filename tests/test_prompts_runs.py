@@ -4,6 +4,7 @@ graduation and reset, the audit, and concurrent runs counting exactly."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import subprocess
 import sys
 import time
@@ -342,3 +343,32 @@ def test_agent_prompt_runs_through_fake_claude(
     assert outcome.record.verdict == "fail"
     doc = document.load(directory / "C01.md")
     assert (doc.metrics.success, doc.metrics.failure) == (1, 1)
+
+
+def test_a_record_forged_in_the_database_is_caught_by_the_audit(
+    server: RunningServer, marker: dict[str, str], tmp_path: Path
+) -> None:
+    command = '["{python}", "-c", "print(\'checked: ok\'); import sys; sys.exit(2)", "{marker}"]'
+    path = write_prompt(tmp_path / "prompts", unique("forged"), command)
+    (outcome,) = run_times(server.url, path, 1, marker)
+    assert outcome.record.verdict == "fail"
+    # Someone with write access to the store turns the failure into a success.
+    conn = sqlite3.connect(server.data_dir / DB_NAME, timeout=30)
+    with conn:
+        conn.execute(
+            "UPDATE prompt_runs SET verdict = 'pass', reasons = '[]', exit_code = 0, "
+            "state = 'completed' WHERE execution_id = ?",
+            (outcome.execution_id,),
+        )
+    conn.close()
+
+    async def resync() -> None:
+        async with ExecutorClient(server.url) as client:
+            await runner.sync_file(client, path, document.load(path).header.name)
+
+    asyncio.run(resync())
+    assert document.load(path).metrics.success == 1  # the table follows the records...
+    (result,) = audit_dir(server.url, path.parent)  # ...and the audit checks the store
+    messages = [p.message for p in result.problems]
+    assert any("marker missing from the stored transcript" in m for m in messages), messages
+    assert any("the store says it ended failed, the record completed" in m for m in messages)

@@ -6,10 +6,12 @@ For every prompt file:
   (graduations, resets) and the per-version results must equal what
   :func:`service.prompts.ledger.fold` computes from the store's records;
   a hand edit shows up here;
-- every counted success is re-judged from the transcript the store holds
-  (marker present, expected patterns found, same SHA-256 as when it was
-  recorded), and for the prompt's current version the recorded argv must be
-  the prompt's own command with that run's marker.
+- every counted success is re-judged from what the store holds about its
+  execution, independently of the record: its final state (and exit code
+  where the source exposes it), its transcript (marker present, expected
+  patterns found, same SHA-256 as when it was recorded); for the prompt's
+  current version the recorded argv must be the prompt's own command with
+  that run's marker.
 
 Each problem is a :class:`Discrepancy`; the CLI exits non-zero when any is found.
 """
@@ -98,18 +100,26 @@ def expected_argv(doc: PromptDocument, marker: str) -> list[str] | None:
 
 
 async def recheck(doc: PromptDocument, record: Record, source: RecordSource) -> list[str]:
-    """Why a counted success does not hold up against the stored transcript."""
+    """Why a counted success does not hold up against what the store holds."""
     where = f"run {record.id} (execution {record.execution_id})"
-    transcript = await source.transcript(record.execution_id)
-    if transcript is None:
-        return [f"{where}: the store no longer has its transcript"]
+    stored = await source.stored_run(record.execution_id)
+    if stored is None:
+        return [f"{where}: the store no longer has its execution and transcript"]
     problems = []
-    if digest(transcript) != record.transcript_sha256:
+    if stored.state != record.status:
+        problems.append(
+            f"{where}: the store says it ended {stored.state}, the record {record.status}"
+        )
+    if stored.exit_code is not None and stored.exit_code != record.exit_code:
+        problems.append(
+            f"{where}: the store says exit code {stored.exit_code}, the record {record.exit_code}"
+        )
+    if digest(stored.transcript) != record.transcript_sha256:
         problems.append(f"{where}: the stored transcript changed since it was judged")
     again = judge(
-        state=record.status or "completed",
-        exit_code=record.exit_code,
-        transcript=transcript,
+        state=stored.state,
+        exit_code=stored.exit_code if stored.exit_code is not None else record.exit_code,
+        transcript=stored.transcript,
         marker=record.marker,
         patterns=record.patterns,
     )

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from service.client import ExecutorClient
+from service.errors import NotFound
 from service.prompts import records as records_sql
 from service.prompts.ledger import Record
 from service.prompts.verdict import transcript_text
@@ -29,11 +31,21 @@ class SourceError(Exception):
     """The records cannot be read (no store file, no such table, server refused)."""
 
 
+@dataclass(frozen=True)
+class StoredRun:
+    """What the store holds about an execution, independently of any record."""
+
+    transcript: str
+    state: str
+    #: None where the source does not expose it (``transcript.get`` has no exit code).
+    exit_code: int | None
+
+
 class RecordSource(Protocol):
     async def records(self, prompt: str | None = None) -> list[Record]: ...
 
-    async def transcript(self, execution_id: str) -> str | None:
-        """The stored transcript, or None when the store no longer has it."""
+    async def stored_run(self, execution_id: str) -> StoredRun | None:
+        """The stored transcript and state, or None when the store no longer has them."""
         ...
 
 
@@ -63,10 +75,9 @@ class ServerSource:
                 return found
             after = int(rows[-1]["id"])
 
-    async def transcript(self, execution_id: str) -> str | None:
-        from service.errors import NotFound
-
+    async def stored_run(self, execution_id: str) -> StoredRun | None:
         chunks: list[dict[str, Any]] = []
+        state = "unknown"
         since = 0
         while True:
             try:
@@ -78,10 +89,12 @@ class ServerSource:
                 return None
             batch = _chunks_of(page)
             chunks += batch
+            if isinstance(page, dict):
+                state = str(page.get("state", state))
             seqs = [int(chunk["seq"]) for chunk in batch if "seq" in chunk]
             more = page.get("more") if isinstance(page, dict) else None
             if not seqs or more is False or (more is None and len(batch) < PAGE):
-                return transcript_text(chunks)
+                return StoredRun(transcript_text(chunks), state, None)
             since = max(seqs)
 
 
@@ -115,20 +128,21 @@ class FileSource:
         finally:
             conn.close()
 
-    def _transcript(self, execution_id: str) -> str | None:
+    def _stored_run(self, execution_id: str) -> StoredRun | None:
         conn = self._connect()
         try:
-            known = conn.execute(
-                "SELECT 1 FROM executions WHERE id = ?", (execution_id,)
+            row = conn.execute(
+                "SELECT state, exit_code FROM executions WHERE id = ?", (execution_id,)
             ).fetchone()
-            if known is None:
+            if row is None:
                 return None
-            return records_sql.stored_transcript(conn, execution_id)
+            text = records_sql.stored_transcript(conn, execution_id)
+            return StoredRun(text, str(row[0]), row[1])
         finally:
             conn.close()
 
     async def records(self, prompt: str | None = None) -> list[Record]:
         return await asyncio.to_thread(self._records, prompt)
 
-    async def transcript(self, execution_id: str) -> str | None:
-        return await asyncio.to_thread(self._transcript, execution_id)
+    async def stored_run(self, execution_id: str) -> StoredRun | None:
+        return await asyncio.to_thread(self._stored_run, execution_id)
