@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from service import procfs
 from service.client import ExecutorClient
+from service.settings import Settings
+from service.store import Store
 from service.store.database import DB_NAME
+from service.store.recorder import read_boot_id
+from service.store.recovery import recover
+from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 
@@ -102,3 +110,56 @@ def test_garbage_database_is_moved_aside(
             assert [chunk["data"] for chunk in page["chunks"]] == ["fresh\n"]
 
     run(works())
+
+
+def test_recovery_matches_pid_and_start_time(tmp_path: Path, marker: dict[str, str]) -> None:
+    """In process, with real processes: a stored leader whose pid and start time
+    match is killed with its group; a pid whose start time differs (reused by
+    an unrelated process) is left alone, and both executions read ``lost``."""
+    env = {**os.environ, **marker}
+    ours = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    stranger = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    try:
+        boot = read_boot_id()
+
+        def row(execution_id: str, pid: int, ticks: int | None) -> tuple[Any, ...]:
+            return (execution_id, "old", boot, '["sleep", "300"]', "running", pid, pid, ticks, 1.0)
+
+        ours_ticks = procfs.start_ticks(ours.pid)
+        stranger_ticks = procfs.start_ticks(stranger.pid)
+        assert ours_ticks is not None and stranger_ticks is not None
+
+        async def main() -> list[Any]:
+            store = Store(Settings(data_dir=tmp_path, kill_grace_s=1))
+            store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
+            await store.open()
+            rows = [
+                row("ours", ours.pid, ours_ticks),
+                row("reused", stranger.pid, stranger_ticks - 1),
+            ]
+            await store.write(
+                lambda conn: conn.executemany(
+                    "INSERT INTO executions (id, server_id, boot_id, argv, state, pid, pgid, "
+                    "start_ticks, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 0)",
+                    rows,
+                )
+            )
+            found = await recover(store, "new", boot)
+            states = await store.read(
+                lambda conn: conn.execute("SELECT id, state FROM executions ORDER BY id").fetchall()
+            )
+            await store.close()
+            return [found, states]
+
+        found, states = run(main())
+        assert ours.wait(5) is not None  # killed
+        assert stranger.poll() is None, "a process with a reused pid was killed"
+        assert {item.execution_id: sorted(item.pids) for item in found} == {
+            "ours": [ours.pid],
+            "reused": [],
+        }
+        assert states == [("ours", "lost"), ("reused", "lost")]
+    finally:
+        for proc in (ours, stranger):
+            proc.kill()
+            proc.wait()
