@@ -15,7 +15,8 @@ from starlette.websockets import WebSocket
 from service.auth import AccessMiddleware
 from service.connection import CLOSE_TRY_AGAIN, Connection
 from service.errors import LimitReached
-from service.mcp_endpoint import McpEndpoint
+from service.mcp_mount import PATH as MCP_PATH
+from service.mcp_mount import LazyMcp
 from service.protocol import encode, error_response
 from service.services import Services
 
@@ -52,8 +53,8 @@ def create_app(services: Services) -> Starlette:
         Route("/health", health),
         Route("/healthz", healthz),
     ]
-    mcp = McpEndpoint(services)
-    routes += mcp.routes
+    mcp = LazyMcp(services)
+    routes.append(Route(MCP_PATH, mcp))
     services.lifespans.append(mcp.lifespan)
     middleware = [
         Middleware(

@@ -70,7 +70,7 @@ def test_sigterm_cancels_trees_and_closes_with_1001(
 def test_dropped_connection_executions_end_after_detach_grace(
     make_server: Any, marker: dict[str, str]
 ) -> None:
-    running = make_server({"detach_grace_s": 0.5})
+    running = make_server({"detach_grace_s": 2})
 
     async def main() -> None:
         ws = await websockets.connect(running.url)
@@ -90,7 +90,7 @@ def test_dropped_connection_executions_end_after_detach_grace(
         await ws.close()
         await asyncio.sleep(0.2)
         assert marked_pids(marker["CCX_TEST_MARKER"])  # still alive within the grace
-        deadline = time.monotonic() + 5
+        deadline = time.monotonic() + 8
         while marked_pids(marker["CCX_TEST_MARKER"]) and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
         assert marked_pids(marker["CCX_TEST_MARKER"]) == []
