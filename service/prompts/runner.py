@@ -13,6 +13,7 @@ replaced atomically, so concurrent runs leave the file matching the records.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sys
 import time
@@ -22,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.client import Execution, ExecutorClient
+from service.client import ConnectionLost, Execution, ExecutorClient
 from service.errors import RpcError
 from service.prompts import document, ledger
 from service.prompts.ledger import Record
@@ -68,13 +69,11 @@ class RunOutcome:
 async def _project_for(client: ExecutorClient, name: str, path: str) -> str:
     """The id of the project registered for ``path`` (created when missing)."""
     listing = await client.call("project.list", {})
-    projects = listing.get("projects", listing) if isinstance(listing, dict) else listing
-    for project in projects or []:
-        if project.get("path") == path or project.get("name") == name:
-            return str(project.get("project_id") or project.get("id"))
+    for project in listing["projects"]:
+        if project["path"] == path or project["name"] == name:
+            return str(project["project_id"])
     created = await client.call("project.create", {"name": name, "path": path})
-    project = created.get("project", created) if isinstance(created, dict) else created
-    return str(project.get("project_id") or project.get("id"))
+    return str(created["project_id"])
 
 
 async def run_once(
@@ -114,7 +113,14 @@ async def run_once(
             )
     except RpcError as exc:
         raise RunError(f"{header.name}: the executor refused the run: {exc.message}") from None
-    await execution.wait(header.timeout_s + COMPLETION_SLACK_S)
+    try:
+        await execution.wait(header.timeout_s + COMPLETION_SLACK_S)
+    except (TimeoutError, ConnectionLost) as exc:
+        with contextlib.suppress(RpcError, ConnectionLost):
+            await execution.cancel()
+        raise RunError(
+            f"{header.name}: no process.completed for {execution.id} ({exc!r}); nothing recorded"
+        ) from None
     stored = await client.call(
         "prompts.record",
         {
