@@ -96,7 +96,7 @@ def test_escaped_daemon_dies_when_its_leader_exits(
             assert result.status == "completed" and result.exit_code == 0
             assert result.stdout == "leader done\n"
             # The daemon held stdout; it was killed (SIGTERM) rather than waited for.
-            assert time.monotonic() - started < 3
+            assert time.monotonic() - started < 5
             assert marked_pids(marker_value(marker)) == []
 
     run(main())

@@ -145,7 +145,7 @@ def test_rate_limit_answers_32006_and_recovers(tight: RunningServer) -> None:
             message = orjson.loads(await ws.recv())
             codes = [r["error"]["code"] if "error" in r else 0 for r in message]
             assert sorted(r["id"] for r in message) == list(range(30))
-            assert 10 <= codes.count(0) <= 13, codes
+            assert 10 <= codes.count(0) <= 16, codes  # the burst, plus refill while it ran
             assert codes.count(RATE_LIMITED) == 30 - codes.count(0)
             await asyncio.sleep(0.3)
             await ws.send('{"jsonrpc": "2.0", "id": "after", "method": "status"}')
