@@ -163,3 +163,26 @@ def test_recovery_matches_pid_and_start_time(tmp_path: Path, marker: dict[str, s
         for proc in (ours, stranger):
             proc.kill()
             proc.wait()
+
+
+def test_status_of_an_execution_from_an_earlier_server(make_server: Any, tmp_path: Path) -> None:
+    data_dir = tmp_path / "status-data"
+    first = make_server(data_dir=data_dir)
+
+    async def run_one() -> str:
+        async with ExecutorClient(first.url) as client:
+            result = await client.run(argv=["echo", "kept"])
+            return result.execution_id
+
+    execution_id = asyncio.run(run_one())
+    first.stop()
+    second = make_server(data_dir=data_dir)
+
+    async def ask() -> dict[str, Any]:
+        async with ExecutorClient(second.url) as client:
+            state: dict[str, Any] = await client.call("status", {"execution_id": execution_id})
+            return state
+
+    state = asyncio.run(ask())
+    assert state["execution_id"] == execution_id
+    assert state["state"] == "completed" and state["exit_code"] == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from typing import Any
 
@@ -10,6 +11,7 @@ from service.errors import InvalidParams, InvalidState, NotFound, RpcError
 from service.execution import Execution
 from service.params import ControlParams, ExecuteParams, InputParams, StatusParams
 from service.spawn import build_spec
+from service.store import history
 
 logger = logging.getLogger(__name__)
 router = Router()
@@ -114,7 +116,19 @@ async def input_(ctx: CallContext, params: InputParams) -> dict[str, Any]:
 
 @router.method("status", StatusParams)
 async def status(ctx: CallContext, params: StatusParams) -> dict[str, Any]:
-    supervisor = ctx.connection.services.supervisor
+    services = ctx.connection.services
+    supervisor = services.supervisor
     if params.execution_id is not None:
-        return supervisor.get(params.execution_id).snapshot()
+        try:
+            return supervisor.get(params.execution_id).snapshot()
+        except NotFound:
+            if services.store is None:
+                raise
+            # Gone from memory (an earlier server, or long finished): the store knows.
+            stored = await services.store.read(
+                functools.partial(history.get_execution, execution_id=params.execution_id)
+            )
+            if stored is None:
+                raise
+            return stored
     return {"executions": [e.snapshot() for e in supervisor.owned_by(ctx.connection)]}
