@@ -11,7 +11,8 @@ execution id), which its descendants inherit. Two mechanisms use that:
   :class:`~service.execution.Execution` kill them with the group.
 * :class:`Reaper` sweeps the server's direct children every
   :data:`SWEEP_INTERVAL_S`: adopted processes whose execution is over (or that
-  carry no marker at all) are killed, and adopted zombies are reaped.
+  carry no marker at all) are killed, and adopted zombies are reaped (every
+  :data:`IDLE_SWEEP_INTERVAL_S` when no execution is live).
 
 Reaping must never steal an exit status from the event loop: uvloop (libuv)
 waits with ``waitpid(pid)`` for the pids it spawned only, and a child it
@@ -43,8 +44,10 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 _PR_SET_CHILD_SUBREAPER = 36
-#: How often the reaper looks at the server's direct children.
+#: How often the reaper looks at the server's direct children while anything
+#: can be orphaned (live executions, adoptees pending); and when idle.
 SWEEP_INTERVAL_S = 0.5
+IDLE_SWEEP_INTERVAL_S = 5.0
 
 _state = {"subreaper": False}
 
@@ -215,10 +218,23 @@ class Reaper:
         logger.info("reaper stopped", extra={"killed": self.killed, "reaped": self.reaped})
 
     async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        remaining = 0
+        last = loop.time()
+        newest: str | None = None
         while True:
             await asyncio.sleep(self.interval_s)
+            # Looking at the supervisor is free; a sweep reads all of /proc. An
+            # execution that started and ended since the last look left the
+            # newest finished one changed.
+            finished = next(reversed(self.supervisor.finished), None)
+            idle = not remaining and not self.supervisor.live and finished == newest
+            newest = finished
+            if idle and loop.time() - last < IDLE_SWEEP_INTERVAL_S:
+                continue
+            last = loop.time()
             try:
-                self.sweep()
+                remaining = self.sweep()
             except Exception:
                 logger.exception("reaper sweep failed")
 
