@@ -101,6 +101,24 @@ class Router:
         request = ctx.request
         try:
             method, params = self.validate(request)
+        except RpcError as exc:
+            # Handlers log their own refusals; a request refused before its handler
+            # runs (unknown method, bad params) gets its audit line here.
+            logger.info(
+                "%s refused: %s",
+                request.method,
+                exc.message,
+                extra={
+                    "connection_id": getattr(ctx.connection, "id", None),
+                    "peer": getattr(ctx.connection, "peer", None),
+                    "request_id": request.id,
+                    "method": request.method,
+                    "code": exc.code,
+                    "decision": "refused",
+                },
+            )
+            return None if request.is_notification else error_response(request.id, exc)
+        try:
             result = await method.handler(ctx, params)
         except RpcError as exc:
             if request.is_notification:

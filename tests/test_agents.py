@@ -437,3 +437,21 @@ def test_slow_subscriber_loses_events_only_for_itself(
             assert sum(m["kind"] == "event" for m in messages) == count + 2
 
     asyncio.run(main())
+
+
+def test_allow_list_binds_agents_too(
+    make_server: Callable[..., RunningServer], tmp_path: Path, agent_env: dict[str, str]
+) -> None:
+    root = tmp_path / "root"
+    (root / "p").mkdir(parents=True)
+    running = make_server(shared.agent_settings(root, allowed_commands=["echo"]))
+
+    async def main() -> None:
+        async with ExecutorClient(running.url) as client:
+            project_id = await create_project(client, "p", root / "p")
+            with pytest.raises(errors.NotAllowed):
+                await client.call(
+                    "agent.execute", {"project_id": project_id, "prompt": "hi", "env": agent_env}
+                )
+
+    asyncio.run(main())

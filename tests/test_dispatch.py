@@ -80,3 +80,10 @@ def test_notifications_get_no_response() -> None:
     assert call("echo", {"value": 1}, request_id=None) is None
     assert call("boom", {"value": 1}, request_id=None) is None
     assert call("nope", {}, request_id=None) is None
+
+
+def test_refusal_before_the_handler_is_logged(caplog: Any) -> None:
+    caplog.set_level("INFO")
+    call("echo", {"value": "not a number"})
+    refused = [r for r in caplog.records if "echo refused" in r.getMessage()]
+    assert len(refused) == 1 and refused[0].__dict__["decision"] == "refused"

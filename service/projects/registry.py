@@ -30,7 +30,7 @@ from service.projects.paths import check_not_nested, resolve_project_path
 from service.projects.project import Project, ProjectState
 from service.protocol import encode, notification
 from service.settings import Settings
-from service.spawn import ExecutionSpec, passed_environment
+from service.spawn import ExecutionSpec, check_allowed, passed_environment
 from service.state import ExecutionState
 from service.store import StoreError
 from service.supervisor import Supervisor
@@ -196,6 +196,9 @@ class Projects:
             raise InvalidParams(
                 f"timeout {timeout_s:g}s is above the maximum of {settings.max_timeout_s:g}s"
             )
+        if settings.allowed_commands:
+            # The allow-list binds agents too: claude_bin runs like any command.
+            check_allowed(settings.claude_bin, child_env.get("PATH"), settings.allowed_commands)
         session_id = project.session_id if resume else None
         argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
         spec = ExecutionSpec(
