@@ -104,6 +104,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         if not sep or not name:
             parser.error(f"--cc-setting wants NAME=VALUE, got {item!r}")
         overrides[name.lower()] = value
+    if overrides.get("log_level", "INFO").upper() not in ("INFO", "DEBUG"):
+        parser.error("log_level must stay INFO or DEBUG: the bench reads the port from the log")
     args.cc_overrides = overrides
     return args
 
