@@ -45,9 +45,9 @@ class Outbox:
         if self._closed:
             return False
         size = len(frame)
-        # A frame larger than the whole budget still goes out when nothing waits,
-        # so one big line reaches a client that keeps up.
-        if droppable and self.pending_bytes and self.pending_bytes + size > self.max_pending_bytes:
+        # The budget is strict: a chunk larger than all of it is never sent live
+        # (``attach`` replays it from the transcript), so memory stays bounded.
+        if droppable and self.pending_bytes + size > self.max_pending_bytes:
             self.dropped_frames += 1
             return False
         if not droppable and self.pending_bytes + size > self.hard_limit_bytes:
