@@ -29,9 +29,16 @@ now = time.perf_counter
 
 def _connect(url: str) -> Any:
     # websocketd answers a close frame only once its child is gone: do not
-    # wait the default 10 s for it when the bench hangs up on `yes`.
+    # wait the default 10 s for it when the bench hangs up on `yes`. No
+    # keepalive pings: a pong behind a minute of one-line messages can miss
+    # its 20 s deadline and the client would drop a healthy connection.
     return websockets.connect(
-        url, compression=None, max_size=None, open_timeout=30, close_timeout=1
+        url,
+        compression=None,
+        max_size=None,
+        open_timeout=30,
+        close_timeout=1,
+        ping_interval=None,
     )
 
 
