@@ -35,8 +35,9 @@ Job = Callable[[sqlite3.Connection], Any]
 #: Jobs run in one transaction at most; bounds the time a commit waits.
 MAX_BATCH_JOBS = 512
 #: Bytes of data queued past which the writer is congested too, however few
-#: chunks they are (a chunk may be a 256 KiB read).
-MAX_BACKLOG_BYTES = 64 * 1024 * 1024
+#: chunks they are (a chunk may be a 256 KiB read). Small enough that a flood the
+#: disk cannot keep up with costs the server little memory (the 100 MB budget).
+MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 #: Seconds without a job after which the writer checkpoints the WAL.
 CHECKPOINT_IDLE_S = 1.0
 
