@@ -28,7 +28,6 @@ Tools:
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
 import time
 from collections import deque
@@ -43,6 +42,7 @@ from pydantic import BaseModel, Field
 from starlette.routing import BaseRoute
 
 from service import __version__, errors
+from service.auth import is_loopback_host
 from service.local_connection import LocalConnection
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 
@@ -182,15 +182,6 @@ def describe_exit(completed: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class McpEndpoint:
     """The MCP server of one cc-executor process: its routes and its lifespan.
 
@@ -230,7 +221,7 @@ class McpEndpoint:
         DNS rebinding (a foreign name resolving to 127.0.0.1). Elsewhere the
         token and our Origin check guard the endpoint, as for the WebSocket."""
         settings = self.services.settings
-        if not loopback(settings.host):
+        if not is_loopback_host(settings.host):
             return TransportSecuritySettings(enable_dns_rebinding_protection=False)
         names = ["127.0.0.1", "localhost", "[::1]"]
         origins = [f"{scheme}://{name}:*" for scheme in ("http", "https") for name in names]

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Annotated, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -14,6 +15,17 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+
+
+def _check_env(value: dict[str, str]) -> dict[str, str]:
+    for name, item in value.items():
+        if not name or "=" in name or "\0" in name or "\0" in item:
+            raise ValueError(f"invalid environment entry {name!r}")
+    return value
+
+
+#: Variables a request adds to a child's environment: names exec can take.
+ChildEnv = Annotated[dict[str, str], AfterValidator(_check_env)]
 
 ExecutionId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
@@ -30,7 +42,7 @@ class ExecuteParams(StrictParams):
         None, min_length=1, description="Executed as given."
     )
     cwd: str | None = None
-    env: dict[str, str] | None = None
+    env: ChildEnv | None = None
     timeout: float | None = Field(None, gt=0, description="Wall-clock seconds.")
     stdin: bool = False
     shell: bool = False
@@ -50,14 +62,6 @@ class ExecuteParams(StrictParams):
             raise ValueError("argv[0] must not be empty")
         if value is not None and any("\0" in item for item in value):
             raise ValueError("argv must not contain NUL characters")
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for name, item in (value or {}).items():
-            if not name or "=" in name or "\0" in name or "\0" in item:
-                raise ValueError(f"invalid environment entry {name!r}")
         return value
 
 

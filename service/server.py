@@ -9,7 +9,6 @@ kill ladder and closes every WebSocket with 1001, so clients see their
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from types import FrameType
@@ -18,7 +17,7 @@ import uvicorn
 
 from service import __version__
 from service.app import create_app
-from service.auth import TokenRedactor
+from service.auth import TokenRedactor, is_loopback_host
 from service.handshake import protocol_with_handshake_timeout
 from service.reaper import Reaper
 from service.services import Services
@@ -66,16 +65,6 @@ class ExecutorServer(uvicorn.Server):
         logger.info("stopped")
 
 
-def is_loopback(host: str) -> bool:
-    """Whether ``host`` only accepts connections from this machine."""
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 def build_config(settings: Settings, services: Services) -> uvicorn.Config:
     return uvicorn.Config(
         create_app(services),
@@ -107,7 +96,7 @@ def serve(settings: Settings) -> None:
         redactor = TokenRedactor(token)
         for handler in logging.getLogger().handlers:
             handler.addFilter(redactor)
-    if not is_loopback(settings.host) and token is None:
+    if not is_loopback_host(settings.host) and token is None:
         logger.warning(
             "binding %s without a token: anyone who can reach this address can run commands",
             settings.host,

@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from service.dispatch import CallContext, Router
 from service.errors import InternalError, InvalidParams
+from service.params import ChildEnv
 from service.projects import Projects
 from service.projects.argv import AgentOptions
 
@@ -48,7 +49,7 @@ class AgentExecuteParams(Params):
     append_system_prompt: str | None = None
     resume: bool = Field(True, description="Resume the project's session (false: a new one).")
     timeout: float | None = Field(None, gt=0, description="Wall-clock seconds.")
-    env: dict[str, str] | None = None
+    env: ChildEnv | None = None
 
     @field_validator("prompt", "append_system_prompt")
     @classmethod
@@ -59,14 +60,6 @@ class AgentExecuteParams(Params):
             raise ValueError("must not contain NUL characters")
         if len(value.encode()) > MAX_ARG_BYTES:
             raise ValueError(f"must be under {MAX_ARG_BYTES + 1} bytes (one command-line argument)")
-        return value
-
-    @field_validator("env")
-    @classmethod
-    def _env_names(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        for name, item in (value or {}).items():
-            if not name or "=" in name or "\0" in name or "\0" in item:
-                raise ValueError(f"invalid environment entry {name!r}")
         return value
 
 
