@@ -30,8 +30,10 @@ def create_app(services: Services) -> Starlette:
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
         connection = Connection(websocket, services)
-        refusal = services.admit(connection.peer_host)
         await websocket.accept()
+        # Admit and register with no await between: concurrent handshakes cannot
+        # all slip under the limit.
+        refusal = services.admit(connection.peer_host)
         if refusal is not None:
             connection.log.warning("connection refused: %s", refusal)
             frame = encode(error_response(None, LimitReached(refusal)))

@@ -206,6 +206,13 @@ class Execution:
         ]
         try:
             returncode = await proc.wait()
+            # The leader's status is final: a timeout can no longer relabel it, and
+            # readers held by a pause or a congested store must drain the pipes now.
+            if self._timeout is not None:
+                self._timeout.cancel()
+                self._timeout = None
+            self._gate.set()
+            self.flow.set()
             if self._group_alive():
                 # The leader is gone; nothing of its group may outlive it.
                 await self._ensure_ladder()
@@ -232,8 +239,9 @@ class Execution:
                 self._timeout.cancel()
             if self._ladder is not None and not self._ladder.done():
                 self._ladder.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self._ladder
+                # wait(), not await: a cancellation aimed at supervise itself must
+                # not be swallowed along with the ladder's.
+                await asyncio.wait([self._ladder])
             if proc.stdin is not None:
                 proc.stdin.close()
             self.finished.set()
@@ -241,7 +249,10 @@ class Execution:
     async def _stop_pumps(self, pumps: list[asyncio.Task[None]]) -> None:
         for task in pumps:
             task.cancel()
-        await asyncio.gather(*pumps, return_exceptions=True)
+        results = await asyncio.gather(*pumps, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                self.log.error("output reader failed", exc_info=result)
         for stream in self._streams.values():
             stream.finish()
 
@@ -312,6 +323,9 @@ class Execution:
             os.killpg(self.pgid, signum)
         except ProcessLookupError:
             return False
+        except PermissionError:
+            # A member changed its uid: the group exists, but is not ours to signal.
+            self.log.warning("no permission to signal the group", extra={"pgid": self.pgid})
         return True
 
     def _signal_escaped(self, signum: int) -> bool:
@@ -332,21 +346,28 @@ class Execution:
         self._signal_group(signal.SIGSTOP)
         deadline = time.monotonic() + self.settings.pause_confirm_timeout_s
         delay = 0.0005
-        while True:
-            stopped, live = procfs.group_stopped(self.pgid)
-            if stopped and live:
-                break
-            if not live or self._ending is not None or self.state.is_final:
-                self._gate.set()
-                raise InvalidState("cannot pause: the process group has exited")
-            if time.monotonic() > deadline:
-                self._signal_group(signal.SIGCONT)
-                self._gate.set()
-                raise TimedOut("the process group did not stop in time")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.01)
-            # A member forked between the signal and now would still run.
-            self._signal_group(signal.SIGSTOP)
+        try:
+            while True:
+                stopped, live = procfs.group_stopped(self.pgid)
+                if stopped and live:
+                    break
+                if not live or self._ending is not None or self.state.is_final:
+                    self._gate.set()
+                    raise InvalidState("cannot pause: the process group has exited")
+                if time.monotonic() > deadline:
+                    self._signal_group(signal.SIGCONT)
+                    self._gate.set()
+                    raise TimedOut("the process group did not stop in time")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.01)
+                # A member forked between the signal and now would still run.
+                self._signal_group(signal.SIGSTOP)
+        except asyncio.CancelledError:
+            # The request was abandoned halfway (its connection died): undo the
+            # stop rather than leave a stopped group that claims to be running.
+            self._signal_group(signal.SIGCONT)
+            self._gate.set()
+            raise
         self._transition(ExecutionState.PAUSED)
         self.log.info("paused", extra={"pgid": self.pgid})
         self.broadcast("process.paused", {})

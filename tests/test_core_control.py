@@ -156,3 +156,42 @@ def test_control_type_is_case_insensitive(server: RunningServer, marker: dict[st
             await execution.wait(15)
 
     run(main())
+
+
+WRITER = """
+import os, sys
+total = 0
+block = b"y" * 16383 + b"\\n"
+while True:
+    total += os.write(1, block)
+    with open(sys.argv[1] + ".tmp", "w") as f:
+        f.write(str(total))
+    os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+"""
+
+
+def test_leader_killed_while_paused_loses_no_output(
+    server: RunningServer, marker: dict[str, str], tmp_path: Any
+) -> None:
+    count_file = tmp_path / "written"
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as client:
+            execution = await client.execute(
+                argv=[PY, "-c", WRITER, str(count_file)], env=marker
+            )
+            await first_output(execution)
+            await asyncio.sleep(0.2)
+            await execution.pause()
+            import os
+            import signal
+
+            killed = time.monotonic()
+            os.kill(execution.pid, signal.SIGKILL)
+            result = await execution.wait(15)
+            assert time.monotonic() - killed < 1.5  # no wait on held readers
+            assert result.signal == 9
+            written = int(count_file.read_text())
+            assert result.completed["stdout_bytes"] >= written
+
+    run(main())

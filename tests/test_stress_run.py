@@ -183,10 +183,13 @@ def test_distributed_master_and_two_workers(tmp_path: Path, marker: dict[str, st
 
 
 def test_orphan_is_reported_killed_and_fails_the_run(
-    server: RunningServer, tmp_path: Path, marker: dict[str, str]
+    make_server: Callable[..., RunningServer], tmp_path: Path, marker: dict[str, str]
 ) -> None:
     """A process carrying the run's marker that outlives the run is an orphan:
     named with its command line, killed, and the run exits non-zero."""
+    # A server of its own: the shared one carries the memory of earlier tests'
+    # floods, and only the orphan gate is under test here.
+    server = make_server()
     leaked = subprocess.Popen(["sleep", "60"], env={**os.environ, **marker})
     try:
         proc, summary = locust(
