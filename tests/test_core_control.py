@@ -177,9 +177,7 @@ def test_leader_killed_while_paused_loses_no_output(
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
-            execution = await client.execute(
-                argv=[PY, "-c", WRITER, str(count_file)], env=marker
-            )
+            execution = await client.execute(argv=[PY, "-c", WRITER, str(count_file)], env=marker)
             await first_output(execution)
             await asyncio.sleep(0.2)
             await execution.pause()
