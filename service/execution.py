@@ -207,12 +207,12 @@ class Execution:
         try:
             returncode = await proc.wait()
             # The leader's status is final: a timeout can no longer relabel it, and
-            # readers held by a pause or a congested store must drain the pipes now.
+            # readers held by a pause must drain the pipes now. (A congested store
+            # keeps holding them: its flow control bounds memory.)
             if self._timeout is not None:
                 self._timeout.cancel()
                 self._timeout = None
             self._gate.set()
-            self.flow.set()
             if self._group_alive():
                 # The leader is gone; nothing of its group may outlive it.
                 await self._ensure_ladder()
