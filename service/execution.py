@@ -166,6 +166,7 @@ class Execution:
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 *spec.argv,
+                executable=spec.executable,
                 stdin=asyncio.subprocess.PIPE if spec.keep_stdin else asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,

@@ -45,6 +45,9 @@ class ExecutionSpec:
     labels: dict[str, str] = field(default_factory=dict)
     #: Longest output line kept for this execution; None: ``settings.max_line_bytes``.
     max_line_bytes: int | None = None
+    #: The file exec runs, when it was checked against the allow-list: exec must not
+    #: look the name up again (a PATH entry could change in between). None: argv[0].
+    executable: str | None = None
 
 
 def child_preexec() -> None:
@@ -75,8 +78,9 @@ def resolve_executable(name: str, path: str | None) -> str | None:
     return shutil.which(name, path=path)
 
 
-def check_allowed(argv0: str, child_path: str | None, allowed: Sequence[str]) -> None:
-    """Refuse ``argv0`` unless it resolves to an allowed executable.
+def check_allowed(argv0: str, child_path: str | None, allowed: Sequence[str]) -> str:
+    """Refuse ``argv0`` unless it resolves to an allowed executable; the real
+    path that was checked, for exec to run.
 
     An entry without a slash is a name: it allows what that name resolves to on
     the server's PATH. An entry with a slash is a path. Both compare real paths
@@ -90,7 +94,7 @@ def check_allowed(argv0: str, child_path: str | None, allowed: Sequence[str]) ->
     for entry in allowed:
         target = entry if "/" in entry else shutil.which(entry)
         if target is not None and os.path.realpath(target) == real:
-            return
+            return real
     raise NotAllowed(f"command not allowed: {argv0}", {"command": argv0, "resolved": real})
 
 
@@ -134,8 +138,9 @@ def build_spec(
     if any("\0" in part for part in argv):
         raise InvalidParams("command must not contain NUL characters")
 
+    executable = None
     if settings.allowed_commands and not params.shell:
-        check_allowed(argv[0], env.get("PATH"), settings.allowed_commands)
+        executable = check_allowed(argv[0], env.get("PATH"), settings.allowed_commands)
 
     cwd = params.cwd
     if cwd is not None:
@@ -158,4 +163,5 @@ def build_spec(
         keep_stdin=params.stdin,
         shell=params.shell,
         display=display,
+        executable=executable,
     )

@@ -198,7 +198,11 @@ class Projects:
             )
         if settings.allowed_commands:
             # The allow-list binds agents too: claude_bin runs like any command.
-            check_allowed(settings.claude_bin, child_env.get("PATH"), settings.allowed_commands)
+            executable = check_allowed(
+                settings.claude_bin, child_env.get("PATH"), settings.allowed_commands
+            )
+        else:
+            executable = None
         session_id = project.session_id if resume else None
         argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
         spec = ExecutionSpec(
@@ -211,6 +215,7 @@ class Projects:
             display=shlex.join(argv),
             labels={"kind": "agent"},
             max_line_bytes=settings.max_agent_line_bytes,
+            executable=executable,
         )
         prompt = {
             "prompt": options.prompt,
