@@ -19,7 +19,7 @@ from service import __version__
 from service.app import create_app
 from service.auth import TokenRedactor, is_loopback_host
 from service.handshake import protocol_with_handshake_timeout
-from service.reaper import Reaper
+from service.process.reaper import Reaper
 from service.services import Services
 from service.settings import Settings
 

@@ -21,7 +21,7 @@ from service import __version__
 from service.dispatch import Router
 from service.settings import Settings
 from service.store import Store
-from service.supervisor import Supervisor
+from service.process.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from service.connection import Connection

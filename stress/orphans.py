@@ -15,7 +15,7 @@ import os
 import signal
 import time
 
-from service import procfs
+from service.process import procfs
 from stress.gates import Orphan
 
 

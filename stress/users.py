@@ -17,7 +17,7 @@ from typing import Any
 
 from locust import between, constant, task
 
-from service import procfs
+from service.process import procfs
 from stress import metrics
 from stress.rpc_user import COMPLETED, RpcUser, StepFailed
 

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any
 
-from service import procfs
+from service.process import procfs
 from service.client import ExecutorClient
 from tests.utils import RunningServer
 

@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from service import procfs
+from service.process import procfs
 from service.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,

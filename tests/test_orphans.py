@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service import procfs
+from service.process import procfs
 from service.client import ExecutorClient
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 

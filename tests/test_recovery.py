@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service import procfs
+from service.process import procfs
 from service.client import ExecutorClient
 from service.settings import Settings
 from service.store import Store

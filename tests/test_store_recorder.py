@@ -12,11 +12,11 @@ from typing import Any
 
 from service.params import ExecuteParams
 from service.settings import Settings
-from service.spawn import build_spec
+from service.process.spawn import build_spec
 from service.store import Store
 from service.store.recorder import Recorder
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
-from service.supervisor import Supervisor
+from service.process.supervisor import Supervisor
 
 #: Many chunks whatever the read sizes: every line is longer than
 #: ``max_line_bytes`` (64), so each is cut and sent as a chunk of its own.

@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from service import procfs
+from service.process import procfs
 from service.client import ExecutionResult, ExecutorClient
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 

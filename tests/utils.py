@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service import procfs
+from service.process import procfs
 
 MARKER_NAME = "CCX_TEST_MARKER"
 

@@ -10,7 +10,7 @@ import uuid
 
 from common import arguments, check, passed, private_executor
 
-from service import procfs
+from service.process import procfs
 from service.client import ExecutorClient
 
 SESSIONS = 3

@@ -8,9 +8,9 @@ from typing import Any
 
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, RpcError
-from service.execution import Execution
+from service.process.execution import Execution
 from service.params import ControlParams, ExecuteParams, InputParams, StatusParams
-from service.spawn import build_spec
+from service.process.spawn import build_spec
 from service.store import history
 
 logger = logging.getLogger(__name__)

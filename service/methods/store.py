@@ -9,7 +9,7 @@ from pydantic import Field
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound
 from service.params import AttachParams, ExecutionId, StrictParams
-from service.state import ExecutionState
+from service.process.state import ExecutionState
 from service.store import history, lifecycle
 from service.store.lifecycle import Core
 

@@ -1,7 +1,7 @@
 """Following one agent run: stream-json lines in, notifications and history out.
 
 :class:`AgentRun` is an execution observer (see
-:class:`~service.execution.ExecutionObserver`). For every stdout line that is a
+:class:`~service.process.execution.ExecutionObserver`). For every stdout line that is a
 JSON object it records the line in the project's history, saves a
 ``session_id`` that an ``init`` or ``result`` event announces, and sends
 ``agent.event`` to the execution's sinks (the client that started it and the
@@ -21,9 +21,9 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from service.execution import Chunk, Execution
+from service.process.execution import Chunk, Execution
 from service.projects.events import AgentResult, parse_lines, session_of
-from service.state import ExecutionState
+from service.process.state import ExecutionState
 
 if TYPE_CHECKING:
     from service.projects.project import Project

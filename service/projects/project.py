@@ -13,7 +13,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.execution import Execution, Sink
+    from service.process.execution import Execution, Sink
 
 
 class ProjectState(StrEnum):

@@ -21,7 +21,7 @@ import uuid
 from typing import Any
 
 from service.errors import InternalError, InvalidParams, InvalidState, NotAllowed, NotFound
-from service.execution import Execution, Sink
+from service.process.execution import Execution, Sink
 from service.projects import storage
 from service.projects.agent import AgentRun
 from service.projects.argv import AgentOptions, agent_argv
@@ -30,10 +30,10 @@ from service.projects.paths import check_not_nested, resolve_project_path
 from service.projects.project import Project, ProjectState
 from service.protocol import encode, notification
 from service.settings import Settings
-from service.spawn import ExecutionSpec, check_allowed, passed_environment
-from service.state import ExecutionState
+from service.process.spawn import ExecutionSpec, check_allowed, passed_environment
+from service.process.state import ExecutionState
 from service.store import StoreError
-from service.supervisor import Supervisor
+from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 

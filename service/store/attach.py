@@ -34,7 +34,7 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from service.errors import InvalidState, NotFound
-from service.execution import Execution
+from service.process.execution import Execution
 from service.outbox import Outbox, OutboxClosed
 from service.protocol import encode, notification
 from service.store.database import Store
@@ -43,7 +43,7 @@ from service.store.recorder import Recorder
 
 if TYPE_CHECKING:
     from service.connection import Connection
-    from service.supervisor import Supervisor
+    from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 
 if TYPE_CHECKING:
     from service.services import Services
-    from service.supervisor import Supervisor
+    from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 

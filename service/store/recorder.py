@@ -25,12 +25,12 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from service.execution import Chunk, Execution
-from service.state import ExecutionState
+from service.process.execution import Chunk, Execution
+from service.process.state import ExecutionState
 from service.store.database import Store
 
 if TYPE_CHECKING:
-    from service.supervisor import Supervisor
+    from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 

@@ -28,9 +28,9 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 
-from service import procfs
-from service.spawn import EXECUTION_MARKER
-from service.state import ExecutionState
+from service.process import procfs
+from service.process.spawn import EXECUTION_MARKER
+from service.process.state import ExecutionState
 from service.store.database import Store
 
 logger = logging.getLogger(__name__)

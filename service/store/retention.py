@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
-from service.state import ExecutionState
+from service.process.state import ExecutionState
 from service.store.database import Store
 
 logger = logging.getLogger(__name__)

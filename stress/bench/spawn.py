@@ -1,6 +1,6 @@
 """``python -m stress.bench.spawn``: what one spawn of ``true`` costs, by event loop.
 
-Spawns ``true`` the way :class:`service.execution.Execution` does (pipes, new
+Spawns ``true`` the way :class:`service.process.execution.Execution` does (pipes, new
 session), waits for it, ``--runs`` times, from a process holding a heap the
 size of a running server (``--heap-mib``), under uvloop (libuv forks the
 process) and under the standard asyncio loop (CPython's ``_posixsubprocess``

@@ -21,10 +21,10 @@ from collections.abc import Coroutine
 from typing import Any
 
 from service.errors import LimitReached, NotFound
-from service.execution import Execution, ExecutionObserver, Sink
+from service.process.execution import Execution, ExecutionObserver, Sink
 from service.settings import Settings
-from service.spawn import ExecutionSpec
-from service.state import ExecutionState
+from service.process.spawn import ExecutionSpec
+from service.process.state import ExecutionState
 
 logger = logging.getLogger(__name__)
 

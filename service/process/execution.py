@@ -26,14 +26,14 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service import procfs, reaper
+from service.process import procfs, reaper
 from service.errors import InvalidState, LimitReached, TimedOut
 from service.logs import ContextAdapter
 from service.protocol import encode, notification
 from service.settings import Settings
-from service.spawn import EXECUTION_MARKER, ExecutionSpec, child_preexec
-from service.state import ExecutionState, check_transition
-from service.stream import OutputStream
+from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, child_preexec
+from service.process.state import ExecutionState, check_transition
+from service.process.stream import OutputStream
 
 logger = logging.getLogger(__name__)
 

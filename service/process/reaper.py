@@ -3,12 +3,12 @@
 A process that double-forks or calls ``setsid`` leaves its execution's process
 group, so ``killpg`` no longer reaches it. With ``PR_SET_CHILD_SUBREAPER`` set,
 such an orphan is reparented to the server instead of to init, and every child
-carries the :data:`~service.spawn.EXECUTION_MARKER` environment variable (its
+carries the :data:`~service.process.spawn.EXECUTION_MARKER` environment variable (its
 execution id), which its descendants inherit. Two mechanisms use that:
 
 * :func:`signal_escaped` finds the live processes that carry an execution's
   marker outside its group, so the kill ladder and the leader-exit path of
-  :class:`~service.execution.Execution` kill them with the group.
+  :class:`~service.process.execution.Execution` kill them with the group.
 * :class:`Reaper` sweeps the server's direct children every
   :data:`SWEEP_INTERVAL_S`: adopted processes whose execution is over (or that
   carry no marker at all) are killed, and adopted zombies are reaped (every
@@ -35,11 +35,11 @@ import os
 import signal
 from typing import TYPE_CHECKING
 
-from service import procfs
-from service.spawn import EXECUTION_MARKER
+from service.process import procfs
+from service.process.spawn import EXECUTION_MARKER
 
 if TYPE_CHECKING:
-    from service.supervisor import Supervisor
+    from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
