@@ -42,6 +42,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from service.logs import configure_logging
+    from service.process.containment import ContainmentUnavailable, resolve_root
     from service.server import serve
     from service.settings import Settings
 
@@ -61,6 +62,11 @@ def run_serve(args: argparse.Namespace) -> int:
         settings = Settings(**overrides)
     except ValidationError as exc:
         print(f"cc-executor: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    try:
+        resolve_root(settings.cgroup_root)
+    except ContainmentUnavailable as exc:
+        print(f"cc-executor: {exc}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format)
     serve(settings)

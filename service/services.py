@@ -19,9 +19,11 @@ from typing import TYPE_CHECKING, Any
 
 from service import __version__
 from service.dispatch import Router
+from service.process.backend import choose
+from service.process.child import Launcher
+from service.process.supervisor import Supervisor
 from service.settings import Settings
 from service.store import Store
-from service.process.supervisor import Supervisor
 
 if TYPE_CHECKING:
     from service.connection import Connection
@@ -63,7 +65,7 @@ class Services:
         services = cls(
             settings=settings,
             router=build_router(),
-            supervisor=Supervisor(settings),
+            supervisor=Supervisor(settings, choose(settings), Launcher(nice=settings.child_nice)),
             token=settings.resolved_token(),
             store=Store(settings) if settings.store_enabled else None,
         )
@@ -110,6 +112,9 @@ class Services:
         from service.store import lifecycle
 
         await lifecycle.start(self)
+        # After the store's recovery (which names what it kills in each lost
+        # execution's reason): whatever is still in the server's own subtree.
+        await self.supervisor.startup()
         if self.projects is not None:
             await self.projects.start()
         for lifespan in self.lifespans:
@@ -139,6 +144,7 @@ class Services:
         return {
             "status": "ok",
             "version": __version__,
+            "containment": supervisor.containment.name,
             "uptime_s": round(time.monotonic() - self.started_mono, 3),
             "connections": len(self.connections),
             "executions": {

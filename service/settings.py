@@ -171,6 +171,16 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_PASS_ENV),
         description="Names (shell-style patterns) of the server's environment passed to children.",
     )
+    cgroup_root: str = Field(
+        "auto",
+        description=(
+            "Where execution cgroups go: auto (a writable cgroup2 mount, else process"
+            " groups), off (process groups), or a writable cgroup2 directory."
+        ),
+    )
+    child_nice: int = Field(
+        0, ge=0, le=19, description="Niceness added to every child (0: the server's own)."
+    )
     finished_kept: int = Field(
         1000, ge=0, description="Finished executions kept in memory for status and control."
     )
@@ -229,6 +239,14 @@ class Settings(BaseSettings):
     @classmethod
     def _lists(cls, value: object) -> object:
         return _split_list(value)
+
+    @field_validator("cgroup_root")
+    @classmethod
+    def _cgroup_root(cls, value: str) -> str:
+        value = value.strip() or "auto"
+        if value not in ("auto", "off") and not value.startswith("/"):
+            raise ValueError("must be auto, off or an absolute path")
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -7,8 +7,8 @@ import sys
 import time
 from typing import Any
 
-from service.process import procfs
 from service.client import ExecutorClient
+from service.process import procfs
 from tests.utils import RunningServer
 
 PY = sys.executable

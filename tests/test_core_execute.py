@@ -313,13 +313,14 @@ def test_allow_list(make_server: Any, marker: dict[str, str], tmp_path: Path) ->
     async def main() -> None:
         async with ExecutorClient(running.url) as client:
             assert (await client.run(argv=["echo", "ok"], env=marker)).stdout == "ok\n"
-            assert (await client.run(argv=["true"], env=marker)).status == "completed"
-            for argv in (["ls"], [str(lookalike)], ["sh", "-c", "echo"]):
+            assert (await client.run(argv=["/bin/true"], env=marker)).status == "completed"
+            for argv in (["ls"], [str(lookalike)], ["sh", "-c", "echo"], ["true"]):
                 with pytest.raises(NotAllowed) as caught:
                     await client.execute(argv=argv, env=marker)
                 assert caught.value.code == NOT_ALLOWED
-            with pytest.raises(NotAllowed):
-                await client.execute(argv=["echo"], env={**marker, "PATH": str(tmp_path)})
+            # The name is looked up on the server's PATH, never on the client's.
+            hijack = {**marker, "PATH": str(tmp_path)}
+            assert (await client.run(argv=["echo", "real"], env=hijack)).stdout == "real\n"
             with pytest.raises(NotAllowed, match="allow-list"):
                 await client.execute("echo hi", shell=True)
             with pytest.raises(NotAllowed, match="LD_PRELOAD"):

@@ -25,7 +25,6 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
-from service.process import procfs
 from service.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -34,6 +33,7 @@ from service.errors import (
     PARSE_ERROR,
 )
 from service.methods import build_router
+from service.process import procfs
 from tests.utils import RunningServer, start_server
 
 #: Example counts, sized to the test budget (about 15 s on a shared 2-core box).

@@ -10,8 +10,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from service.process import procfs
 from service.client import ExecutorClient
+from service.process import procfs
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 

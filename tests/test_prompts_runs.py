@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from service import errors
-from service.process import procfs
 from service.client import ExecutorClient
+from service.process import procfs
 from service.prompts import audit, document, runner
 from service.prompts.source import FileSource, ServerSource
 from service.store.database import DB_NAME

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from service.process import procfs
 from service.client import ExecutorClient
+from service.process import procfs
 from service.settings import Settings
 from service.store import Store
 from service.store.database import DB_NAME

@@ -15,8 +15,8 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from service.process import procfs
 from service.client import ExecutionResult, ExecutorClient
+from service.process import procfs
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 SESSIONS = 60

@@ -8,8 +8,8 @@ from typing import Any
 
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, RpcError
-from service.process.execution import Execution
 from service.params import ControlParams, ExecuteParams, InputParams, StatusParams
+from service.process.execution import Execution
 from service.process.spawn import build_spec
 from service.store import history
 

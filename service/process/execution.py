@@ -1,13 +1,14 @@
-"""One supervised child process and its process group.
+"""One supervised child process and the tree of processes it starts.
 
 An :class:`Execution` spawns its command in a new session (so its process
-group id is its pid), reads stdout and stderr in two sibling tasks, numbers
-output chunks with one ``seq`` across both streams, and hands every encoded
-notification to its *sinks* (connections) without ever waiting on them. It
-owns the signals: PAUSE (SIGSTOP, confirmed in ``/proc``), RESUME (SIGCONT)
-and the kill ladder (SIGTERM, ``kill_grace_s``, SIGKILL), which is idempotent
-and safe to start from several places at once (control, timeout, shutdown,
-leader exit).
+group id is its pid) inside its own :class:`~service.process.containment.Tree`
+(a leaf cgroup, or its process group), reads stdout and stderr in two sibling
+tasks, numbers output chunks with one ``seq`` across both streams, and hands
+every encoded notification to its *sinks* (connections) without ever waiting
+on them. It owns the controls: PAUSE (every member stopped, confirmed),
+RESUME (SIGCONT) and the kill ladder (:mod:`service.process.ladder`), which
+starts once and is safe to ask for from several places at once (control,
+timeout, shutdown, leader exit).
 
 ``process.completed`` is sent once, last, after both pipes reached EOF (or
 were closed after ``exit_drain_timeout_s`` because an escaped process held
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import os
 import signal
@@ -26,14 +28,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from service.process import procfs, reaper
 from service.errors import InvalidState, LimitReached, TimedOut
 from service.logs import ContextAdapter
-from service.protocol import encode, notification
-from service.settings import Settings
-from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, child_preexec
+from service.process import procfs
+from service.process.child import Child, Launcher
+from service.process.containment import Containment, Tree, TreeGone
+from service.process.ladder import terminate
+from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, resolve_executable
 from service.process.state import ExecutionState, check_transition
 from service.process.stream import OutputStream
+from service.protocol import encode, notification
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -68,11 +73,19 @@ class ExecutionObserver(Protocol):
 
 class Execution:
     def __init__(
-        self, spec: ExecutionSpec, settings: Settings, execution_id: str | None = None
+        self,
+        spec: ExecutionSpec,
+        settings: Settings,
+        containment: Containment,
+        launcher: Launcher,
+        execution_id: str | None = None,
     ) -> None:
         self.id = execution_id or uuid.uuid4().hex
         self.spec = spec
         self.settings = settings
+        self._containment = containment
+        self._launcher = launcher
+        self.tree: Tree | None = None
         self.state = ExecutionState.STARTING
         self.pid: int | None = None
         self.pgid: int | None = None
@@ -90,7 +103,7 @@ class Execution:
         self._ending: ExecutionState | None = None
         self._started_mono = 0.0
         self._duration_s: float | None = None
-        self._proc: asyncio.subprocess.Process | None = None
+        self._proc: Child | None = None
         self._ladder: asyncio.Task[None] | None = None
         self._timeout: asyncio.TimerHandle | None = None
         self._gate = asyncio.Event()
@@ -163,20 +176,26 @@ class Execution:
         the execution ``failed`` when it cannot start."""
         spec = self.spec
         env = {**spec.env, EXECUTION_MARKER: self.id}
+        tree: Tree | None = None
         try:
-            self._proc = await asyncio.create_subprocess_exec(
-                *spec.argv,
-                executable=spec.executable,
-                stdin=asyncio.subprocess.PIPE if spec.keep_stdin else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
+            executable = spec.executable or resolve_executable(
+                spec.argv[0], os.pathsep.join(os.get_exec_path(env))
+            )
+            if executable is None:
+                raise FileNotFoundError(errno.ENOENT, os.strerror(errno.ENOENT), spec.argv[0])
+            tree = self._containment.open(self.id)
+            self._proc = await self._launcher.spawn(
+                executable=executable,
+                argv=spec.argv,
                 cwd=spec.cwd,
                 env=env,
-                start_new_session=True,
-                preexec_fn=child_preexec,
+                keep_stdin=spec.keep_stdin,
+                procs_file=tree.procs_file,
                 limit=self.settings.read_chunk_bytes,
             )
         except OSError as exc:
+            if tree is not None:
+                tree.release()
             self.error = f"cannot execute {spec.argv[0]!r}: {exc.strerror or exc}"
             self.ended_at = time.time()
             self._duration_s = 0.0
@@ -184,6 +203,8 @@ class Execution:
             self.finished.set()
             raise
         self.pid = self.pgid = self._proc.pid
+        tree.attach(self.pid)
+        self.tree = tree
         self.start_ticks = procfs.start_ticks(self.pid)
         self.started_at = time.time()
         self._started_mono = time.monotonic()
@@ -214,7 +235,7 @@ class Execution:
                 self._timeout.cancel()
                 self._timeout = None
             self._gate.set()
-            if self._group_alive():
+            if self._tree_alive():
                 # The leader is gone; nothing of its group may outlive it.
                 await self._ensure_ladder()
             _, pending = await asyncio.wait(pumps, timeout=self.settings.exit_drain_timeout_s)
@@ -243,8 +264,9 @@ class Execution:
                 # wait(), not await: a cancellation aimed at supervise itself must
                 # not be swallowed along with the ladder's.
                 await asyncio.wait([self._ladder])
-            if proc.stdin is not None:
-                proc.stdin.close()
+            proc.close()
+            if self.tree is not None:
+                self.tree.release()
             self.finished.set()
 
     async def _stop_pumps(self, pumps: list[asyncio.Task[None]]) -> None:
@@ -316,59 +338,36 @@ class Execution:
 
     # --- control ---------------------------------------------------------------
 
-    def _signal_group(self, signum: int) -> bool:
-        """Signal the whole group; False when it no longer exists."""
-        if self.pgid is None:
-            return False
-        try:
-            os.killpg(self.pgid, signum)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            # A member changed its uid: the group exists, but is not ours to signal.
-            self.log.warning("no permission to signal the group", extra={"pgid": self.pgid})
-        return True
+    def _signal_tree(self, signum: int) -> bool:
+        """Signal every process of the execution; False when none is left."""
+        return self.tree is not None and self.tree.signal(signum)
 
-    def _signal_escaped(self, signum: int) -> bool:
-        """Signal the execution's processes that left its group (double fork,
-        setsid); False when there are none."""
-        return reaper.signal_escaped(self.id, self.pgid, signum) > 0
-
-    def _group_alive(self) -> bool:
-        """Whether any process of the execution lives: in its group or escaped."""
-        return reaper.tree_alive(self.id, self.pgid)
+    def _tree_alive(self) -> bool:
+        """Whether any process of the execution lives."""
+        return self.tree is not None and self.tree.alive()
 
     async def pause(self) -> None:
-        """SIGSTOP the group; return once every live member is stopped."""
+        """Stop every process of the tree; return once each one is stopped."""
         if self.state is not ExecutionState.RUNNING or self._ending is not None:
             raise InvalidState(f"cannot pause: execution is {self._state_word()}")
-        assert self.pgid is not None
+        assert self.tree is not None
         self._gate.clear()
-        self._signal_group(signal.SIGSTOP)
-        deadline = time.monotonic() + self.settings.pause_confirm_timeout_s
-        delay = 0.0005
         try:
-            while True:
-                stopped, live = procfs.group_stopped(self.pgid)
-                if stopped and live:
-                    break
-                if not live or self._ending is not None or self.state.is_final:
-                    self._gate.set()
-                    raise InvalidState("cannot pause: the process group has exited")
-                if time.monotonic() > deadline:
-                    self._signal_group(signal.SIGCONT)
-                    self._gate.set()
-                    raise TimedOut("the process group did not stop in time")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
-                # A member forked between the signal and now would still run.
-                self._signal_group(signal.SIGSTOP)
-        except asyncio.CancelledError:
-            # The request was abandoned halfway (its connection died): undo the
-            # stop rather than leave a stopped group that claims to be running.
-            self._signal_group(signal.SIGCONT)
+            await self.tree.stop(self.settings.pause_confirm_timeout_s)
+        except TreeGone:
+            self._gate.set()
+            raise InvalidState("cannot pause: the process group has exited") from None
+        except TimeoutError:
+            self._gate.set()
+            raise TimedOut("the process group did not stop in time") from None
+        except BaseException:
+            # Abandoned halfway (its connection died): the tree continued the
+            # members; the readers must flow again too.
             self._gate.set()
             raise
+        if self._ending is not None or self.state.is_final:
+            self._gate.set()
+            raise InvalidState(f"cannot pause: execution is {self._state_word()}")
         self._transition(ExecutionState.PAUSED)
         self.log.info("paused", extra={"pgid": self.pgid})
         self.broadcast("process.paused", {})
@@ -376,7 +375,7 @@ class Execution:
     async def resume(self) -> None:
         if self.state is not ExecutionState.PAUSED or self._ending is not None:
             raise InvalidState(f"cannot resume: execution is {self._state_word()}")
-        self._signal_group(signal.SIGCONT)
+        self._signal_tree(signal.SIGCONT)
         self._transition(ExecutionState.RUNNING)
         self.log.info("resumed", extra={"pgid": self.pgid})
         self.broadcast("process.resumed", {})
@@ -414,38 +413,14 @@ class Execution:
         return self._ladder
 
     async def _run_ladder(self) -> None:
-        # Readers must not sit behind a paused gate while the group dies.
+        # Readers must not sit behind a paused gate while the tree dies.
         self._gate.set()
-        group = self._signal_group(signal.SIGTERM)
-        escaped = self._signal_escaped(signal.SIGTERM)
-        if not group and not escaped:
-            return
-        # A stopped process cannot act on SIGTERM.
-        self._signal_group(signal.SIGCONT)
-        self._signal_escaped(signal.SIGCONT)
-        if await self._wait_group_gone(self.settings.kill_grace_s):
-            return
-        self.log.info("grace period over; SIGKILL", extra={"pgid": self.pgid})
-        self._kill_now()
-        await self._wait_group_gone(None)
-
-    async def _wait_group_gone(self, timeout_s: float | None) -> bool:
-        deadline = None if timeout_s is None else time.monotonic() + timeout_s
-        proc = self._proc
-        if proc is not None and proc.returncode is None:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(proc.wait()), timeout_s)
-        delay = 0.01
-        while self._group_alive():
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        return True
+        if self.tree is not None:
+            await terminate(self.tree, self.settings.kill_grace_s, self.log)
 
     def _kill_now(self) -> None:
-        self._signal_group(signal.SIGKILL)
-        self._signal_escaped(signal.SIGKILL)
+        if self.tree is not None:
+            self.tree.kill()
 
     def write_input(self, data: str, eof: bool) -> int:
         """Write to the child's stdin without waiting; the bytes written."""

@@ -53,6 +53,25 @@ def all_pids() -> list[int]:
     return [int(name) for name in os.listdir(PROC) if name.isdigit()]
 
 
+def children_of(pid: int) -> list[int]:
+    """The direct children of ``pid`` (every thread's), from
+    ``/proc/PID/task/*/children`` without reading every process; a full pass
+    where the kernel lacks that file."""
+    try:
+        tids = os.listdir(f"{PROC}/{pid}/task")
+    except OSError:
+        tids = []
+    found: list[int] = []
+    try:
+        for tid in tids:
+            with open(f"{PROC}/{pid}/task/{tid}/children", "rb") as handle:
+                found.extend(int(field) for field in handle.read().split())
+    except FileNotFoundError:
+        if not os.path.exists(f"{PROC}/{pid}/task/{pid}/children"):
+            return [p for p in all_pids() if (s := read_stat(p)) is not None and s.ppid == pid]
+    return found
+
+
 def group_members(pgid: int) -> list[ProcStat]:
     """Live (not zombie) processes whose process group is ``pgid``."""
     members = []

@@ -6,9 +6,9 @@ such an orphan is reparented to the server instead of to init, and every child
 carries the :data:`~service.process.spawn.EXECUTION_MARKER` environment variable (its
 execution id), which its descendants inherit. Two mechanisms use that:
 
-* :func:`signal_escaped` finds the live processes that carry an execution's
-  marker outside its group, so the kill ladder and the leader-exit path of
-  :class:`~service.process.execution.Execution` kill them with the group.
+* The process-group backend (:mod:`service.process.pgroup`) finds the live
+  processes that carry an execution's marker outside its group, so the kill
+  ladder and PAUSE reach them with the group.
 * :class:`Reaper` sweeps the server's direct children every
   :data:`SWEEP_INTERVAL_S`: adopted processes whose execution is over (or that
   carry no marker at all) are killed, and adopted zombies are reaped (every
@@ -33,13 +33,12 @@ import ctypes
 import logging
 import os
 import signal
-from typing import TYPE_CHECKING
+from collections.abc import Mapping
+from typing import Protocol
 
 from service.process import procfs
 from service.process.spawn import EXECUTION_MARKER
-
-if TYPE_CHECKING:
-    from service.process.supervisor import Supervisor
+from service.process.state import ExecutionState
 
 logger = logging.getLogger(__name__)
 
@@ -66,6 +65,11 @@ def become_subreaper() -> bool:
     return accepted
 
 
+def is_subreaper() -> bool:
+    """Whether :func:`become_subreaper` succeeded in this process."""
+    return _state["subreaper"]
+
+
 def marker_entry(execution_id: str) -> bytes:
     """The ``NAME=value`` environment entry every process of the execution carries."""
     return f"{EXECUTION_MARKER}={execution_id}".encode()
@@ -86,98 +90,23 @@ def marker_of(pid: int) -> str | None:
     return None
 
 
-def _snapshot() -> dict[int, procfs.ProcStat]:
-    stats = {}
-    for pid in procfs.all_pids():
-        stat = procfs.read_stat(pid)
-        if stat is not None:
-            stats[pid] = stat
-    return stats
+class Running(Protocol):
+    """What the reaper needs to know of an execution."""
+
+    @property
+    def pid(self) -> int | None: ...
+
+    @property
+    def state(self) -> ExecutionState: ...
 
 
-def _descendants(stats: dict[int, procfs.ProcStat], root: int) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for stat in stats.values():
-        children.setdefault(stat.ppid, []).append(stat.pid)
-    found: set[int] = set()
-    stack = [root]
-    while stack:
-        for child in children.get(stack.pop(), ()):
-            if child not in found:
-                found.add(child)
-                stack.append(child)
-    return found
+class Registry(Protocol):
+    """What the reaper needs to know of the supervisor (no import of it)."""
 
+    @property
+    def live(self) -> Mapping[str, Running]: ...
 
-def escaped_pids(execution_id: str, pgid: int | None) -> list[int]:
-    """Live processes carrying the execution's marker outside its process group.
-
-    With the subreaper set, every escapee is a descendant of the server, so
-    only the server's descendants outside the group are read; without it,
-    every process outside the group is.
-    """
-    return _escaped(_snapshot(), execution_id, pgid)
-
-
-def tree_alive(execution_id: str, pgid: int | None) -> bool:
-    """Whether any process of the execution lives, in its group or escaped
-    (one pass over ``/proc``).
-
-    With the subreaper set, every process of an execution is a descendant of
-    the server, so only descendants count: a process group id reused by an
-    unrelated process after the group died never looks like a live group.
-    """
-    stats = _snapshot()
-    if _state["subreaper"]:
-        ours = _descendants(stats, os.getpid())
-        stats = {pid: stat for pid, stat in stats.items() if pid in ours}
-    if pgid is not None and any(
-        s.pgid == pgid and s.state not in procfs.GONE_STATES for s in stats.values()
-    ):
-        return True
-    return bool(_escaped(stats, execution_id, pgid))
-
-
-def _escaped(stats: dict[int, procfs.ProcStat], execution_id: str, pgid: int | None) -> list[int]:
-    me = os.getpid()
-    live = {pid: s for pid, s in stats.items() if s.state not in procfs.GONE_STATES}
-    if _state["subreaper"]:
-        ours = _descendants(stats, me)
-        candidates = [pid for pid in ours if pid in live and live[pid].pgid != pgid]
-    else:
-        candidates = [pid for pid, s in live.items() if s.pgid != pgid and pid != me]
-    entry = marker_entry(execution_id)
-    return [pid for pid in candidates if procfs.environ_has(pid, entry)]
-
-
-def signal_escaped(execution_id: str, pgid: int | None, signum: int) -> int:
-    """Send ``signum`` to every escaped process of the execution; how many got it.
-
-    Each target is pinned with a pidfd before its marker is checked again, so
-    a pid reused between the scan and the signal is never hit.
-    """
-    sent = 0
-    entry = marker_entry(execution_id)
-    for pid in escaped_pids(execution_id, pgid):
-        try:
-            pidfd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            continue
-        except OSError:  # no pidfd support: plain kill, with the small reuse window
-            if procfs.environ_has(pid, entry):
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.kill(pid, signum)
-                    sent += 1
-            continue
-        try:
-            if procfs.environ_has(pid, entry):
-                signal.pidfd_send_signal(pidfd, signum)
-                sent += 1
-        except (ProcessLookupError, PermissionError):
-            pass
-        finally:
-            os.close(pidfd)
-    return sent
+    def newest_finished(self) -> str | None: ...
 
 
 class Reaper:
@@ -187,7 +116,7 @@ class Reaper:
     last sweep kills every adoptee that is left.
     """
 
-    def __init__(self, supervisor: Supervisor, interval_s: float = SWEEP_INTERVAL_S) -> None:
+    def __init__(self, supervisor: Registry, interval_s: float = SWEEP_INTERVAL_S) -> None:
         self.supervisor = supervisor
         self.interval_s = interval_s
         self.killed = 0
@@ -224,10 +153,10 @@ class Reaper:
         newest: str | None = None
         while True:
             await asyncio.sleep(self.interval_s)
-            # Looking at the supervisor is free; a sweep reads all of /proc. An
+            # Looking at the supervisor is free; a sweep reads /proc. An
             # execution that started and ended since the last look left the
             # newest finished one changed.
-            finished = next(reversed(self.supervisor.finished), None)
+            finished = self.supervisor.newest_finished()
             idle = not remaining and not self.supervisor.live and finished == newest
             newest = finished
             if idle and loop.time() - last < IDLE_SWEEP_INTERVAL_S:
@@ -252,7 +181,7 @@ class Reaper:
         unmarked_now: set[int] = set()
         seen: set[int] = set()
         remaining = 0
-        for pid in procfs.all_pids():
+        for pid in procfs.children_of(me):
             stat = procfs.read_stat(pid)
             if stat is None or stat.ppid != me or pid in leaders or stat.sid == my_sid:
                 continue

@@ -4,17 +4,15 @@
 the argv (a ``command`` string is split with :mod:`shlex`, never handed to a
 shell unless ``shell`` is allowed), the checked ``cwd``, the child's controlled
 environment, and the timeout. Every refusal is a typed error naming the rule.
-:func:`child_preexec` runs in the child between fork and exec.
+What runs in the child between fork and exec is in :mod:`service.process.child`.
 """
 
 from __future__ import annotations
 
-import ctypes
 import fnmatch
 import os
 import shlex
 import shutil
-import signal
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -25,9 +23,6 @@ from service.settings import Settings
 #: The environment variable every child carries: its execution id. It marks the
 #: whole process tree, so descendants that escape the process group are found.
 EXECUTION_MARKER = "CC_EXECUTOR_EXECUTION_ID"
-
-_PR_SET_PDEATHSIG = 1
-_libc = ctypes.CDLL(None, use_errno=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,11 +43,6 @@ class ExecutionSpec:
     #: The file exec runs, when it was checked against the allow-list: exec must not
     #: look the name up again (a PATH entry could change in between). None: argv[0].
     executable: str | None = None
-
-
-def child_preexec() -> None:
-    """In the child, before exec: die with the server (SIGKILL on parent death)."""
-    _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 #: The server's own configuration (the token above all) never reaches a child,
@@ -78,24 +68,26 @@ def resolve_executable(name: str, path: str | None) -> str | None:
     return shutil.which(name, path=path)
 
 
-def check_allowed(argv0: str, child_path: str | None, allowed: Sequence[str]) -> str:
-    """Refuse ``argv0`` unless it resolves to an allowed executable; the real
-    path that was checked, for exec to run.
+def check_allowed(argv0: str, allowed: Sequence[str]) -> str:
+    """Refuse ``argv0`` unless it is, character for character, an entry of the
+    allow-list; the file exec must run.
 
-    An entry without a slash is a name: it allows what that name resolves to on
-    the server's PATH. An entry with a slash is a path. Both compare real paths
-    (symlinks followed), so neither a lookalike earlier on the child's PATH nor
-    a symlink named like an allowed program gets through.
+    An entry allows exactly what it spells. An entry without a slash is a name:
+    ``argv0`` must be that name, and it runs what the name finds on the
+    *server's* PATH (the client's ``env`` cannot move it). An entry with a slash
+    is a path: ``argv0`` must be that path. A different name or path for the
+    same file (a symlink, a hard link, ``bash`` for ``rbash``, ``xz`` for
+    ``xzcat``, ``/usr/bin/echo`` for ``echo``) is refused: multi-call programs
+    choose what they do by ``argv[0]``, and the child gets the client's
+    ``argv[0]`` unchanged.
     """
-    resolved = resolve_executable(argv0, child_path)
+    if argv0 not in allowed:
+        raise NotAllowed(f"command not allowed: {argv0}", {"command": argv0})
+    resolved = resolve_executable(argv0, None if "/" in argv0 else os.environ.get("PATH"))
     if resolved is None:
         raise NotAllowed(f"command not allowed: {argv0} (not found)", {"command": argv0})
-    real = os.path.realpath(resolved)
-    for entry in allowed:
-        target = entry if "/" in entry else shutil.which(entry)
-        if target is not None and os.path.realpath(target) == real:
-            return real
-    raise NotAllowed(f"command not allowed: {argv0}", {"command": argv0, "resolved": real})
+    # The real file: a symlink swapped after the check cannot change what runs.
+    return os.path.realpath(resolved)
 
 
 def build_spec(
@@ -140,7 +132,7 @@ def build_spec(
 
     executable = None
     if settings.allowed_commands and not params.shell:
-        executable = check_allowed(argv[0], env.get("PATH"), settings.allowed_commands)
+        executable = check_allowed(argv[0], settings.allowed_commands)
 
     cwd = params.cwd
     if cwd is not None:

@@ -21,17 +21,29 @@ from collections.abc import Coroutine
 from typing import Any
 
 from service.errors import LimitReached, NotFound
+from service.process.child import Launcher
+from service.process.containment import Containment
 from service.process.execution import Execution, ExecutionObserver, Sink
-from service.settings import Settings
+from service.process.pgroup import ProcessGroupContainment
 from service.process.spawn import ExecutionSpec
 from service.process.state import ExecutionState
+from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 class Supervisor:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        containment: Containment | None = None,
+        launcher: Launcher | None = None,
+    ) -> None:
         self.settings = settings
+        #: How executions are kept together (process groups unless told otherwise).
+        self.containment = containment or ProcessGroupContainment(settings)
+        #: How children are started (the exec shim when it was built).
+        self.launcher = launcher or Launcher(nice=settings.child_nice)
         self.started_at = time.time()
         self.live: dict[str, Execution] = {}
         self.finished: OrderedDict[str, Execution] = OrderedDict()
@@ -42,6 +54,11 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._detach_timers: dict[str, asyncio.Task[None]] = {}
         self._closing = False
+
+    async def startup(self) -> None:
+        """Start the containment (ending what an earlier process of this server
+        left in its own subtree); before the first execution."""
+        await self.containment.start()
 
     # --- tasks -------------------------------------------------------------------
 
@@ -97,7 +114,7 @@ class Supervisor:
         """Check limits, spawn, register, and start supervising. OSError when the
         command cannot be executed."""
         self.check_capacity(owner)
-        execution = Execution(spec, self.settings)
+        execution = Execution(spec, self.settings, self.containment, self.launcher)
         execution.observers.extend(self.observers)
         execution.observers.extend(observers or [])
         execution.add_sink(owner)
@@ -126,6 +143,10 @@ class Supervisor:
         while len(self.finished) > self.settings.finished_kept:
             old_id, _ = self.finished.popitem(last=False)
             self.owners.pop(old_id, None)
+
+    def newest_finished(self) -> str | None:
+        """The id of the execution that finished last (None before any)."""
+        return next(reversed(self.finished), None)
 
     def counts_by_state(self) -> dict[str, int]:
         counts = {state.value: 0 for state in ExecutionState}
@@ -192,4 +213,6 @@ class Supervisor:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.containment.close()
+        self.launcher.close()
         logger.info("supervisor stopped", extra={"executions": len(live)})

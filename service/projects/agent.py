@@ -22,8 +22,8 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from service.process.execution import Chunk, Execution
-from service.projects.events import AgentResult, parse_lines, session_of
 from service.process.state import ExecutionState
+from service.projects.events import AgentResult, parse_lines, session_of
 
 if TYPE_CHECKING:
     from service.projects.project import Project

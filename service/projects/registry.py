@@ -22,6 +22,9 @@ from typing import Any
 
 from service.errors import InternalError, InvalidParams, InvalidState, NotAllowed, NotFound
 from service.process.execution import Execution, Sink
+from service.process.spawn import ExecutionSpec, check_allowed, passed_environment
+from service.process.state import ExecutionState
+from service.process.supervisor import Supervisor
 from service.projects import storage
 from service.projects.agent import AgentRun
 from service.projects.argv import AgentOptions, agent_argv
@@ -30,10 +33,7 @@ from service.projects.paths import check_not_nested, resolve_project_path
 from service.projects.project import Project, ProjectState
 from service.protocol import encode, notification
 from service.settings import Settings
-from service.process.spawn import ExecutionSpec, check_allowed, passed_environment
-from service.process.state import ExecutionState
 from service.store import StoreError
-from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
 
@@ -198,9 +198,7 @@ class Projects:
             )
         if settings.allowed_commands:
             # The allow-list binds agents too: claude_bin runs like any command.
-            executable = check_allowed(
-                settings.claude_bin, child_env.get("PATH"), settings.allowed_commands
-            )
+            executable = check_allowed(settings.claude_bin, settings.allowed_commands)
         else:
             executable = None
         session_id = project.session_id if resume else None

@@ -34,8 +34,8 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from service.errors import InvalidState, NotFound
-from service.process.execution import Execution
 from service.outbox import Outbox, OutboxClosed
+from service.process.execution import Execution
 from service.protocol import encode, notification
 from service.store.database import Store
 from service.store.history import chunk_rows, get_execution, output_frame

@@ -26,8 +26,8 @@ from service.store.retention import Retention
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 
 if TYPE_CHECKING:
-    from service.services import Services
     from service.process.supervisor import Supervisor
+    from service.services import Services
 
 logger = logging.getLogger(__name__)
 

@@ -11,8 +11,9 @@ process that died without finishing it. Its leftovers are found two ways:
   (``CC_EXECUTOR_EXECUTION_ID=<id>``), which catches children that outlived
   their leader or escaped the group.
 
-Their process groups are ended with the kill ladder (SIGTERM and SIGCONT,
-``kill_grace_s``, SIGKILL), and the execution is marked ``lost`` with a reason.
+Their process groups are ended with the one kill ladder
+(:mod:`service.process.ladder`: SIGTERM and SIGCONT, ``kill_grace_s``,
+SIGKILL), and the execution is marked ``lost`` with a reason.
 Nothing stays ``running`` forever.
 """
 
@@ -29,6 +30,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from service.process import procfs
+from service.process.ladder import terminate
 from service.process.spawn import EXECUTION_MARKER
 from service.process.state import ExecutionState
 from service.store.database import Store
@@ -99,45 +101,44 @@ def find_leftovers(leftovers: list[Leftover], boot_id: str | None) -> None:
         item.pids.discard(os.getpid())
 
 
-def _signal_all(leftovers: list[Leftover], signum: int) -> None:
-    for item in leftovers:
-        for pgid in item.groups:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(pgid, signum)
-        for pid in item.pids:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, signum)
+class LeftoverTree:
+    """What is left of earlier executions, as a
+    :class:`~service.process.containment.Killable` for the one kill ladder."""
 
+    def __init__(self, leftovers: list[Leftover]) -> None:
+        self.leftovers = leftovers
 
-def _still_alive(leftovers: list[Leftover]) -> bool:
-    for item in leftovers:
-        for pid in item.pids:
-            stat = procfs.read_stat(pid)
-            if stat is not None and stat.state not in procfs.GONE_STATES:
+    def signal(self, signum: int) -> bool:
+        for item in self.leftovers:
+            for pgid in item.groups:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signum)
+            for pid in item.pids:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(pid, signum)
+        return self.alive()
+
+    def alive(self) -> bool:
+        for item in self.leftovers:
+            for pid in item.pids:
+                stat = procfs.read_stat(pid)
+                if stat is not None and stat.state not in procfs.GONE_STATES:
+                    return True
+            for pgid in item.groups:
+                if procfs.group_members(pgid):
+                    return True
+        return False
+
+    async def wait_empty(self, timeout_s: float | None) -> bool:
+        deadline = time.monotonic() + (timeout_s if timeout_s is not None else 2.0)
+        while time.monotonic() < deadline:
+            if not await asyncio.to_thread(self.alive):
                 return True
-        for pgid in item.groups:
-            if procfs.group_members(pgid):
-                return True
-    return False
+            await asyncio.sleep(0.05)
+        return not self.alive()
 
-
-async def _kill(leftovers: list[Leftover], grace_s: float) -> None:
-    targets = [item for item in leftovers if item.pids or item.groups]
-    if not targets:
-        return
-    _signal_all(targets, signal.SIGTERM)
-    _signal_all(targets, signal.SIGCONT)  # a stopped process cannot act on SIGTERM
-    deadline = time.monotonic() + grace_s
-    while time.monotonic() < deadline:
-        if not await asyncio.to_thread(_still_alive, targets):
-            return
-        await asyncio.sleep(0.05)
-    _signal_all(targets, signal.SIGKILL)
-    deadline = time.monotonic() + 2.0
-    while time.monotonic() < deadline:
-        if not await asyncio.to_thread(_still_alive, targets):
-            return
-        await asyncio.sleep(0.02)
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
 
 
 async def recover(store: Store, server_id: str, boot_id: str | None) -> list[Leftover]:
@@ -157,7 +158,9 @@ async def recover(store: Store, server_id: str, boot_id: str | None) -> list[Lef
     if not leftovers:
         return []
     await asyncio.to_thread(find_leftovers, leftovers, boot_id)
-    await _kill(leftovers, store.settings.kill_grace_s)
+    targets = [item for item in leftovers if item.pids or item.groups]
+    if targets:
+        await terminate(LeftoverTree(targets), store.settings.kill_grace_s, logger)
     now = time.time()
     updates = []
     for item in leftovers:

@@ -1,0 +1,288 @@
+"""Starting one child: off the event loop, on the vfork path, inside its tree.
+
+:class:`Launcher` spawns with :class:`subprocess.Popen` in one dedicated
+thread, so ``execute`` never holds the event loop for a fork, and without a
+``preexec_fn``, so CPython takes its ``vfork`` path (the cost of a spawn
+does not grow with the server's heap; uvloop's libuv always forks). What must
+happen in the child before the user's program runs is done by the exec shim
+``cc-executor-exec`` (a few lines of C, built by ``ci/install`` with the system
+compiler, see ``service/process/shim/``): it arms the parent-death signal,
+joins the execution's cgroup, optionally lowers its priority, and execs the
+file the server checked with the argv[0] the client sent.
+
+Where no shim was built (no C compiler), the same steps run in a
+``preexec_fn``: CPython then forks instead of vforking, which is slower but
+keeps every guarantee.
+
+The parent-death signal fires when the *thread* that spawned the child ends;
+the spawn thread lives as long as the launcher, which the supervisor closes
+after every execution ended.
+
+:class:`Child` wraps the started process for asyncio: its pipes as streams,
+and its exit as a pidfd event (no SIGCHLD handler, no polling).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import functools
+import os
+import signal
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+SHIM_NAME = "cc-executor-exec"
+_PR_SET_PDEATHSIG = 1
+
+
+def find_shim() -> str | None:
+    """The built exec shim next to the interpreter (``.venv/bin``), if any."""
+    candidate = Path(sys.executable).parent / SHIM_NAME
+    return str(candidate) if os.access(candidate, os.X_OK) else None
+
+
+def _preexec(procs_file: str | None, nice: int) -> None:
+    """The shim's steps, in Python, for when there is no shim (fork path)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if procs_file is not None:
+        with open(procs_file, "w", encoding="ascii") as handle:
+            handle.write("0")
+    if nice > 0:
+        os.nice(nice)
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A spawned process and the parent's ends of its pipes (raw fds)."""
+
+    popen: subprocess.Popen[bytes]
+    stdout_fd: int
+    stderr_fd: int
+    stdin_fd: int | None
+
+
+def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
+    """A file object for a pipe end handed to the loop.
+
+    uvloop's libuv closes the fd itself when the transport closes, and uvloop
+    then closes the file object too: a second close of the same number, which
+    can hit an fd the spawn thread has just opened. Under uvloop the file
+    object therefore must not own the fd; asyncio's own transports close it
+    once, through the file object.
+    """
+    owns = not type(loop).__module__.startswith("uvloop")
+    return open(fd, mode, buffering=0, closefd=owns)
+
+
+class Child:
+    """A started child process, its pipes connected to the event loop."""
+
+    def __init__(self, started: Started, limit: int) -> None:
+        self._started = started
+        self._popen = started.popen
+        self.pid = started.popen.pid
+        self.stdout = asyncio.StreamReader(limit=limit)
+        self.stderr = asyncio.StreamReader(limit=limit)
+        self.stdin: asyncio.StreamWriter | None = None
+        self._exited: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pidfd: int | None = None
+        self._transports: list[asyncio.BaseTransport] = []
+        self._unconnected = [
+            fd for fd in (started.stdout_fd, started.stderr_fd, started.stdin_fd) if fd is not None
+        ]
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.returncode
+
+    async def connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = self._started
+        for fd, reader in ((started.stdout_fd, self.stdout), (started.stderr_fd, self.stderr)):
+            transport, _ = await loop.connect_read_pipe(
+                functools.partial(asyncio.StreamReaderProtocol, reader),
+                _pipe_file(fd, "rb", loop),
+            )
+            self._unconnected.remove(fd)
+            self._transports.append(transport)
+        if started.stdin_fd is not None:
+            writer, protocol = await loop.connect_write_pipe(
+                asyncio.streams.FlowControlMixin, _pipe_file(started.stdin_fd, "wb", loop)
+            )
+            self._unconnected.remove(started.stdin_fd)
+            self._transports.append(writer)
+            self.stdin = asyncio.StreamWriter(writer, protocol, None, loop)
+        try:
+            self._pidfd = os.pidfd_open(self.pid)
+        except OSError:
+            # No pidfd (old kernel, not Linux): one thread waits instead.
+            wait = loop.run_in_executor(None, self._popen.wait)
+            wait.add_done_callback(lambda done: self._set_exit(done.result()))
+        else:
+            loop.add_reader(self._pidfd, self._on_pidfd)
+
+    def _on_pidfd(self) -> None:
+        assert self._pidfd is not None
+        returncode = self._popen.poll()
+        if returncode is None:
+            return
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        self._pidfd = None
+        self._set_exit(returncode)
+
+    def _set_exit(self, returncode: int) -> None:
+        if not self._exited.done():
+            self._exited.set_result(returncode)
+
+    async def wait(self) -> int:
+        """The exit status (negative: killed by that signal). Safe to cancel."""
+        return await asyncio.shield(self._exited)
+
+    def close(self) -> None:
+        """Close every pipe and stop watching; after the readers are done."""
+        for transport in self._transports:
+            transport.close()
+        self._transports.clear()
+        for fd in self._unconnected:
+            os.close(fd)
+        self._unconnected.clear()
+        if self._pidfd is not None:
+            with contextlib.suppress(ValueError, RuntimeError):
+                asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
+
+
+class Launcher:
+    """Spawns children from one dedicated thread (see the module docstring)."""
+
+    def __init__(self, *, nice: int = 0, shim: str | None = None, use_shim: bool = True) -> None:
+        self.nice = nice
+        self.shim = (shim or find_shim()) if use_shim else None
+        self.mode = "shim" if self.shim else "preexec"
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
+
+    async def spawn(
+        self,
+        *,
+        executable: str,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str],
+        keep_stdin: bool,
+        procs_file: str | None,
+        limit: int,
+    ) -> Child:
+        """Start ``executable`` with ``argv`` (argv[0] as given) in the tree whose
+        ``cgroup.procs`` is ``procs_file``. OSError when it cannot be executed;
+        then nothing of it runs."""
+        loop = asyncio.get_running_loop()
+        started = await loop.run_in_executor(
+            self._executor,
+            functools.partial(self._start, executable, argv, cwd, env, keep_stdin, procs_file),
+        )
+        child = Child(started, limit)
+        try:
+            await child.connect()
+        except BaseException:
+            started.popen.kill()
+            child.close()
+            raise
+        return child
+
+    def _start(
+        self,
+        executable: str,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str],
+        keep_stdin: bool,
+        procs_file: str | None,
+    ) -> Started:
+        # Our own pipes, not Popen's file objects: the loop's transports get the
+        # parent's ends, and nothing else ever closes them.
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        in_r, in_w = os.pipe2(os.O_CLOEXEC) if keep_stdin else (None, None)
+        try:
+            stdin = subprocess.DEVNULL if in_r is None else in_r
+            popen = self._popen(executable, argv, cwd, env, (stdin, out_w, err_w), procs_file)
+        except BaseException:
+            for fd in (out_r, err_r, in_w):
+                if fd is not None:
+                    os.close(fd)
+            raise
+        finally:
+            for fd in (out_w, err_w, in_r):
+                if fd is not None:
+                    os.close(fd)
+        return Started(popen, out_r, err_r, in_w)
+
+    def _popen(
+        self,
+        executable: str,
+        argv: list[str],
+        cwd: str | None,
+        env: dict[str, str],
+        stdio: tuple[int, int, int],
+        procs_file: str | None,
+    ) -> subprocess.Popen[bytes]:
+        stdin, stdout, stderr = stdio
+        if self.shim is None:
+            return subprocess.Popen(
+                argv,
+                executable=executable,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=functools.partial(_preexec, procs_file, self.nice),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        errors, report = os.pipe2(os.O_CLOEXEC)
+        try:
+            popen = subprocess.Popen(
+                [
+                    self.shim,
+                    procs_file or "-",
+                    str(report),
+                    str(self.nice),
+                    str(os.getpid()),
+                    executable,
+                    *argv,
+                ],
+                executable=self.shim,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                pass_fds=(report,),
+                stdin=stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        except BaseException:
+            os.close(errors)
+            raise
+        finally:
+            os.close(report)
+        # EOF: the shim's exec of the user's program succeeded (the fd is
+        # close-on-exec); otherwise it wrote the errno.
+        with open(errors, "rb") as handle:
+            failure = handle.read()
+        if failure:
+            popen.wait()
+            code = int.from_bytes(failure[:4], sys.byteorder)
+            raise OSError(code, os.strerror(code), executable)
+        return popen
+
+    def close(self) -> None:
+        self._executor.shutdown(wait=True)

@@ -1,0 +1,202 @@
+"""The process-group containment backend, where no cgroup can be had.
+
+An execution is its process group (the leader starts a new session, so its
+pgid is its pid), plus the processes that left the group (``setsid``, double
+fork). Those are found two ways: the server is the child subreaper (see
+:mod:`service.process.reaper`), so they stay its descendants, and every
+process of an execution carries the environment marker
+:data:`~service.process.spawn.EXECUTION_MARKER` with its id.
+
+Cost: one pass over ``/proc`` finds every group member and escapee. That pass
+is shared: :meth:`ProcessGroupContainment.scan` reads ``/proc`` at most once
+per :data:`SCAN_MAX_AGE_S` for the whole server, however many executions ask,
+and only descendants of the server outside the group have their environment
+read. The leader's own exit is a pidfd event (see
+:mod:`service.process.child`), never a scan.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+
+from service.process import procfs
+from service.process.containment import ContainmentName, TreeGone
+from service.process.reaper import is_subreaper, marker_entry
+from service.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: A ``/proc`` pass younger than this is reused by every tree that asks.
+SCAN_MAX_AGE_S = 0.02
+
+Stats = dict[int, procfs.ProcStat]
+
+
+def descendants(stats: Stats, root: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in stats.values():
+        children.setdefault(stat.ppid, []).append(stat.pid)
+    found: set[int] = set()
+    stack = [root]
+    while stack:
+        for child in children.get(stack.pop(), ()):
+            if child not in found:
+                found.add(child)
+                stack.append(child)
+    return found
+
+
+class ProcessGroupTree:
+    """One execution's group and escapees (see :class:`~service.process.containment.Tree`)."""
+
+    procs_file: str | None = None
+
+    def __init__(self, manager: ProcessGroupContainment, execution_id: str) -> None:
+        self.execution_id = execution_id
+        self.pgid: int | None = None
+        self._manager = manager
+        self._entry = marker_entry(execution_id)
+
+    def attach(self, pid: int) -> None:
+        self.pgid = pid
+
+    def _members(self, stats: Stats) -> list[int]:
+        """Live processes of the execution: its group's and the escapees."""
+        me = os.getpid()
+        live = {pid: s for pid, s in stats.items() if s.state not in procfs.GONE_STATES}
+        if is_subreaper():
+            # Every process of an execution is a descendant of the server, so a
+            # group id reused by a stranger after the group died never counts.
+            ours = descendants(stats, me)
+            live = {pid: s for pid, s in live.items() if pid in ours}
+        group = [pid for pid, s in live.items() if s.pgid == self.pgid]
+        others = [pid for pid, s in live.items() if s.pgid != self.pgid and pid != me]
+        escaped = [pid for pid in others if procfs.environ_has(pid, self._entry)]
+        return group + escaped
+
+    def _escaped(self, stats: Stats) -> list[int]:
+        return [pid for pid in self._members(stats) if stats[pid].pgid != self.pgid]
+
+    def _signal_group(self, signum: int) -> bool:
+        if self.pgid is None:
+            return False
+        try:
+            os.killpg(self.pgid, signum)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            # A member changed its uid: the group exists, but is not ours to signal.
+            logger.warning("no permission to signal the group", extra={"pgid": self.pgid})
+        return True
+
+    def _signal_escaped(self, signum: int) -> int:
+        """Each escapee is pinned by a pidfd and its marker checked again before
+        the signal, so a pid reused between the scan and the signal is never hit."""
+        sent = 0
+        for pid in self._escaped(self._manager.scan()):
+            try:
+                pidfd = os.pidfd_open(pid)
+            except ProcessLookupError:
+                continue
+            except OSError:  # no pidfd support: plain kill, with the small reuse window
+                if procfs.environ_has(pid, self._entry):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signum)
+                        sent += 1
+                continue
+            try:
+                if procfs.environ_has(pid, self._entry):
+                    signal.pidfd_send_signal(pidfd, signum)
+                    sent += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+            finally:
+                os.close(pidfd)
+        return sent
+
+    def signal(self, signum: int) -> bool:
+        group = self._signal_group(signum)
+        escaped = self._signal_escaped(signum) > 0
+        return group or escaped
+
+    def alive(self) -> bool:
+        return bool(self._members(self._manager.scan()))
+
+    async def wait_empty(self, timeout_s: float | None) -> bool:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        delay = 0.005
+        while self.alive():
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        return True
+
+    async def stop(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        delay = 0.0005
+        try:
+            self.signal(signal.SIGSTOP)
+            while True:
+                stats = self._manager.scan(fresh=True)
+                members = [stats[pid] for pid in self._members(stats)]
+                if not members:
+                    raise TreeGone
+                if all(procfs.is_stopped(s) for s in members):
+                    return
+                if time.monotonic() > deadline:
+                    raise TimeoutError("the process group did not stop in time")
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.01)
+                # A member forked between the signal and now would still run.
+                self.signal(signal.SIGSTOP)
+        except BaseException:
+            self.signal(signal.SIGCONT)
+            raise
+
+    def kill(self) -> None:
+        self.signal(signal.SIGKILL)
+
+    def release(self) -> None:
+        """Nothing to free: a process group ends with its last member."""
+
+
+class ProcessGroupContainment:
+    """Process groups, the marker and the subreaper; see the module docstring."""
+
+    name: ContainmentName = "process-group"
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.scans = 0
+        self._stats: Stats = {}
+        self._scanned_at = -1.0
+
+    def scan(self, *, fresh: bool = False) -> Stats:
+        """Every process's stat, from one ``/proc`` pass shared by the whole
+        server (reused for :data:`SCAN_MAX_AGE_S` unless ``fresh``)."""
+        now = time.monotonic()
+        if fresh or now - self._scanned_at > SCAN_MAX_AGE_S:
+            stats = {}
+            for pid in procfs.all_pids():
+                stat = procfs.read_stat(pid)
+                if stat is not None:
+                    stats[pid] = stat
+            self._stats = stats
+            self._scanned_at = time.monotonic()
+            self.scans += 1
+        return self._stats
+
+    def open(self, execution_id: str) -> ProcessGroupTree:
+        return ProcessGroupTree(self, execution_id)
+
+    async def start(self) -> None:
+        logger.info("containment: process-group")
+
+    async def close(self) -> None:
+        """Nothing to remove."""
