@@ -10,8 +10,8 @@ import uuid
 
 from common import arguments, check, passed, private_executor
 
-from service.process import procfs
 from service.client import ExecutorClient
+from service.process import procfs
 
 SESSIONS = 3
 JOB = "(while :; do echo child; sleep 0.05; done) & while :; do echo parent; sleep 0.05; done"
