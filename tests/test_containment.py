@@ -88,10 +88,10 @@ def test_health_names_the_backend(make_server: Any, backend: str) -> None:
     assert health(server)["containment"] == EXPECTED[backend]
 
 
-async def next_output(execution: Execution, timeout: float) -> dict[str, Any] | None:
-    """The next process.output of ``execution`` within ``timeout``, else None."""
+async def next_output(execution: Execution, within_s: float) -> dict[str, Any] | None:
+    """The next process.output of ``execution`` within ``within_s``, else None."""
     queue = execution.client._queue(execution.id)
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within_s
     while (remaining := deadline - time.monotonic()) > 0:
         try:
             message = await asyncio.wait_for(queue.get(), remaining)
