@@ -147,8 +147,8 @@ async def storm(args: argparse.Namespace, url: str) -> dict[str, Any]:
         return {
             "answered": len(values),
             "unanswered": tally.unanswered[kind],
-            "p50_ms": round(percentile(values, 50) * 1000, 1) if values else None,
-            "p99_ms": round(percentile(values, 99) * 1000, 1) if values else None,
+            "p50_ms": round(percentile(values, 0.5) * 1000, 1) if values else None,
+            "p99_ms": round(percentile(values, 0.99) * 1000, 1) if values else None,
             "max_ms": round(values[-1] * 1000, 1) if values else None,
         }
 
@@ -174,7 +174,6 @@ def main(argv: list[str] | None = None) -> int:
         "max_connections": n + 50,
         "max_connections_per_ip": n + 50,
         "max_executions": n + 50,
-        "log_level": "WARNING",
     }
     for item in args.cc_setting:
         name, _, text = item.partition("=")

@@ -242,11 +242,9 @@ class CgroupContainment:
         return tree
 
     def forget(self, tree: CgroupTree) -> None:
+        # No inotify_rm_watch: it waits for an RCU grace period (milliseconds,
+        # on the event loop); removing the leaf drops its watch in the kernel.
         self._trees.pop(f"{tree.path}/cgroup.events", None)
-        watch = tree._watch
-        if watch is not None and self._inotify is not None:
-            with contextlib.suppress(OSError, ValueError, KeyError):
-                self._inotify.rm_watch(watch)
         self._retry_busy()
 
     def open(self, execution_id: str) -> CgroupTree:

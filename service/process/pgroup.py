@@ -138,23 +138,32 @@ class ProcessGroupTree:
         return True
 
     async def stop(self, timeout_s: float) -> None:
+        """SIGSTOP the group and the escapees, then confirm by reading only the
+        members' own ``stat``; one fresh ``/proc`` pass at the end catches a
+        member forked between the signal and the stop (stopped in turn)."""
         deadline = time.monotonic() + timeout_s
         delay = 0.0005
         try:
             self.signal(signal.SIGSTOP)
+            members = self._members(self._manager.scan(fresh=True))
             while True:
-                stats = self._manager.scan(fresh=True)
-                members = [stats[pid] for pid in self._members(stats)]
                 if not members:
                     raise TreeGone
-                if all(procfs.is_stopped(s) for s in members):
-                    return
+                stats = [procfs.read_stat(pid) for pid in members]
+                live = [s for s in stats if s is not None and s.state not in procfs.GONE_STATES]
+                if all(procfs.is_stopped(s) for s in live):
+                    everyone = self._members(self._manager.scan(fresh=True))
+                    if set(everyone) <= set(members):
+                        if not live:
+                            raise TreeGone
+                        return
+                    members = everyone
+                    self.signal(signal.SIGSTOP)
+                    continue
                 if time.monotonic() > deadline:
                     raise TimeoutError("the process group did not stop in time")
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.01)
-                # A member forked between the signal and now would still run.
-                self.signal(signal.SIGSTOP)
         except BaseException:
             self.signal(signal.SIGCONT)
             raise
