@@ -66,6 +66,34 @@ class Started:
     stdout_fd: int
     stderr_fd: int
     stdin_fd: int | None
+    #: The shim's report pipe: EOF once the user's program was exec'd, else an errno.
+    report_fd: int | None
+
+
+async def _read_report(fd: int) -> bytes:
+    """What the shim wrote to its report pipe, up to EOF, without blocking the
+    loop (the shim may wait long for a CPU on a loaded machine). Closes ``fd``."""
+    loop = asyncio.get_running_loop()
+    os.set_blocking(fd, False)
+    done: asyncio.Future[bytes] = loop.create_future()
+    chunks: list[bytes] = []
+
+    def readable() -> None:
+        try:
+            data = os.read(fd, 64)
+        except BlockingIOError:
+            return
+        if data:
+            chunks.append(data)
+        elif not done.done():
+            done.set_result(b"".join(chunks))
+
+    loop.add_reader(fd, readable)
+    try:
+        return await done
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
 
 
 def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
@@ -190,12 +218,24 @@ class Launcher:
             functools.partial(self._start, executable, argv, cwd, env, keep_stdin, procs_file),
         )
         child = Child(started, limit)
+        report = started.report_fd
         try:
             await child.connect()
+            failure = b""
+            if report is not None:
+                fd, report = report, None
+                failure = await _read_report(fd)  # closes fd, whatever happens
         except BaseException:
+            if report is not None:
+                os.close(report)
             started.popen.kill()
             child.close()
             raise
+        if failure:
+            await child.wait()
+            child.close()
+            code = int.from_bytes(failure[:4], sys.byteorder)
+            raise OSError(code, os.strerror(code), executable)
         return child
 
     def _start(
@@ -214,7 +254,9 @@ class Launcher:
         in_r, in_w = os.pipe2(os.O_CLOEXEC) if keep_stdin else (None, None)
         try:
             stdin = subprocess.DEVNULL if in_r is None else in_r
-            popen = self._popen(executable, argv, cwd, env, (stdin, out_w, err_w), procs_file)
+            popen, report = self._popen(
+                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file
+            )
         except BaseException:
             for fd in (out_r, err_r, in_w):
                 if fd is not None:
@@ -224,7 +266,7 @@ class Launcher:
             for fd in (out_w, err_w, in_r):
                 if fd is not None:
                     os.close(fd)
-        return Started(popen, out_r, err_r, in_w)
+        return Started(popen, out_r, err_r, in_w, report)
 
     def _popen(
         self,
@@ -234,10 +276,11 @@ class Launcher:
         env: dict[str, str],
         stdio: tuple[int, int, int],
         procs_file: str | None,
-    ) -> subprocess.Popen[bytes]:
+    ) -> tuple[subprocess.Popen[bytes], int | None]:
+        """The started process, and the read end of the shim's report pipe."""
         stdin, stdout, stderr = stdio
         if self.shim is None:
-            return subprocess.Popen(
+            fallback = subprocess.Popen(
                 argv,
                 executable=executable,
                 cwd=cwd,
@@ -248,6 +291,7 @@ class Launcher:
                 stdout=stdout,
                 stderr=stderr,
             )
+            return fallback, None
         errors, report = os.pipe2(os.O_CLOEXEC)
         try:
             popen = subprocess.Popen(
@@ -274,15 +318,10 @@ class Launcher:
             raise
         finally:
             os.close(report)
-        # EOF: the shim's exec of the user's program succeeded (the fd is
-        # close-on-exec); otherwise it wrote the errno.
-        with open(errors, "rb") as handle:
-            failure = handle.read()
-        if failure:
-            popen.wait()
-            code = int.from_bytes(failure[:4], sys.byteorder)
-            raise OSError(code, os.strerror(code), executable)
-        return popen
+        # The spawn thread returns as soon as the shim runs; the loop then waits
+        # (without a thread) for the report: EOF once the user's program was
+        # exec'd (the fd is close-on-exec), else the errno.
+        return popen, errors
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

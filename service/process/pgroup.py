@@ -7,12 +7,14 @@ fork). Those are found two ways: the server is the child subreaper (see
 process of an execution carries the environment marker
 :data:`~service.process.spawn.EXECUTION_MARKER` with its id.
 
-Cost: one pass over ``/proc`` finds every group member and escapee. That pass
-is shared: :meth:`ProcessGroupContainment.scan` reads ``/proc`` at most once
-per :data:`SCAN_MAX_AGE_S` for the whole server, however many executions ask,
-and only descendants of the server outside the group have their environment
-read. The leader's own exit is a pidfd event (see
-:mod:`service.process.child`), never a scan.
+Cost: one pass over ``/proc`` finds every group member and escapee of every
+execution. That pass is shared: :meth:`ProcessGroupContainment.scan` reads
+``/proc`` at most once per :data:`SCAN_MAX_AGE_S` for the whole server,
+however many executions ask, and indexes it by process group and by marker.
+Only a descendant of the server that is in no execution's group has its
+environment read, once per process (cached by pid and start time). The
+leader's own exit is a pidfd event (see :mod:`service.process.child`), never
+a scan.
 """
 
 from __future__ import annotations
@@ -23,18 +25,28 @@ import logging
 import os
 import signal
 import time
+from dataclasses import dataclass
 
 from service.process import procfs
 from service.process.containment import ContainmentName, TreeGone
-from service.process.reaper import is_subreaper, marker_entry
+from service.process.reaper import is_subreaper, marker_entry, marker_of
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 #: A ``/proc`` pass younger than this is reused by every tree that asks.
-SCAN_MAX_AGE_S = 0.02
+SCAN_MAX_AGE_S = 0.05
 
 Stats = dict[int, procfs.ProcStat]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """One ``/proc`` pass, indexed for every tree at once (live processes only)."""
+
+    stats: Stats
+    by_pgid: dict[int, list[int]]
+    by_marker: dict[str, list[int]]
 
 
 def descendants(stats: Stats, root: int) -> set[int]:
@@ -56,31 +68,32 @@ class ProcessGroupTree:
 
     procs_file: str | None = None
 
-    def __init__(self, manager: ProcessGroupContainment, execution_id: str) -> None:
+    def __init__(
+        self,
+        manager: ProcessGroupContainment,
+        execution_id: str,
+        registry: dict[str, ProcessGroupTree],
+    ) -> None:
         self.execution_id = execution_id
         self.pgid: int | None = None
         self._manager = manager
+        self._registry = registry
         self._entry = marker_entry(execution_id)
 
     def attach(self, pid: int) -> None:
         self.pgid = pid
 
-    def _members(self, stats: Stats) -> list[int]:
+    def _members(self, snapshot: Snapshot) -> list[int]:
         """Live processes of the execution: its group's and the escapees."""
-        me = os.getpid()
-        live = {pid: s for pid, s in stats.items() if s.state not in procfs.GONE_STATES}
-        if is_subreaper():
-            # Every process of an execution is a descendant of the server, so a
-            # group id reused by a stranger after the group died never counts.
-            ours = descendants(stats, me)
-            live = {pid: s for pid, s in live.items() if pid in ours}
-        group = [pid for pid, s in live.items() if s.pgid == self.pgid]
-        others = [pid for pid, s in live.items() if s.pgid != self.pgid and pid != me]
-        escaped = [pid for pid in others if procfs.environ_has(pid, self._entry)]
-        return group + escaped
+        group = snapshot.by_pgid.get(self.pgid, []) if self.pgid is not None else []
+        return group + self._escaped(snapshot)
 
-    def _escaped(self, stats: Stats) -> list[int]:
-        return [pid for pid in self._members(stats) if stats[pid].pgid != self.pgid]
+    def _escaped(self, snapshot: Snapshot) -> list[int]:
+        return [
+            pid
+            for pid in snapshot.by_marker.get(self.execution_id, [])
+            if snapshot.stats[pid].pgid != self.pgid
+        ]
 
     def _signal_group(self, signum: int) -> bool:
         if self.pgid is None:
@@ -172,7 +185,8 @@ class ProcessGroupTree:
         self.signal(signal.SIGKILL)
 
     def release(self) -> None:
-        """Nothing to free: a process group ends with its last member."""
+        """Forget the tree (a process group ends with its last member)."""
+        self._registry.pop(self.execution_id, None)
 
 
 class ProcessGroupContainment:
@@ -183,26 +197,58 @@ class ProcessGroupContainment:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.scans = 0
-        self._stats: Stats = {}
+        self._snapshot = Snapshot({}, {}, {})
         self._scanned_at = -1.0
+        self._trees: dict[str, ProcessGroupTree] = {}
+        #: The marker of each process whose environment was read, by (pid, start time).
+        self._markers: dict[tuple[int, int], str | None] = {}
 
-    def scan(self, *, fresh: bool = False) -> Stats:
-        """Every process's stat, from one ``/proc`` pass shared by the whole
+    def scan(self, *, fresh: bool = False) -> Snapshot:
+        """Every live process, from one ``/proc`` pass shared by the whole
         server (reused for :data:`SCAN_MAX_AGE_S` unless ``fresh``)."""
         now = time.monotonic()
         if fresh or now - self._scanned_at > SCAN_MAX_AGE_S:
-            stats = {}
-            for pid in procfs.all_pids():
-                stat = procfs.read_stat(pid)
-                if stat is not None:
-                    stats[pid] = stat
-            self._stats = stats
+            self._snapshot = self._index()
             self._scanned_at = time.monotonic()
             self.scans += 1
-        return self._stats
+        return self._snapshot
+
+    def _index(self) -> Snapshot:
+        me = os.getpid()
+        stats = {}
+        for pid in procfs.all_pids():
+            stat = procfs.read_stat(pid)
+            if stat is not None:
+                stats[pid] = stat
+        live = {
+            pid: s for pid, s in stats.items() if s.state not in procfs.GONE_STATES and pid != me
+        }
+        if is_subreaper():
+            # Every process of an execution is a descendant of the server, so a
+            # group id reused by a stranger after the group died never counts.
+            ours = descendants(stats, me)
+            live = {pid: s for pid, s in live.items() if pid in ours}
+        by_pgid: dict[int, list[int]] = {}
+        for pid, stat in live.items():
+            by_pgid.setdefault(stat.pgid, []).append(pid)
+        leaders = {tree.pgid for tree in self._trees.values() if tree.pgid is not None}
+        by_marker: dict[str, list[int]] = {}
+        markers: dict[tuple[int, int], str | None] = {}
+        for pid, stat in live.items():
+            if stat.pgid in leaders:
+                continue  # in an execution's group: found by group, not by marker
+            key = (pid, stat.start_ticks)
+            marker = self._markers[key] if key in self._markers else marker_of(pid)
+            markers[key] = marker
+            if marker is not None:
+                by_marker.setdefault(marker, []).append(pid)
+        self._markers = markers
+        return Snapshot(live, by_pgid, by_marker)
 
     def open(self, execution_id: str) -> ProcessGroupTree:
-        return ProcessGroupTree(self, execution_id)
+        tree = ProcessGroupTree(self, execution_id, self._trees)
+        self._trees[execution_id] = tree
+        return tree
 
     async def start(self) -> None:
         logger.info("containment: process-group")
