@@ -1,11 +1,21 @@
-"""``python -m stress.bench.spawn``: what one spawn of ``true`` costs, by event loop.
+"""``python -m stress.bench.spawn``: what one spawn of ``true`` costs, way by way.
 
-Spawns ``true`` the way :class:`service.process.execution.Execution` does (pipes, new
-session), waits for it, ``--runs`` times, from a process holding a heap the
-size of a running server (``--heap-mib``), under uvloop (libuv forks the
-process) and under the standard asyncio loop (CPython's ``_posixsubprocess``
-uses vfork when there is no ``preexec_fn``), with and without a
-``preexec_fn``. Prints milliseconds per spawn-and-wait.
+Spawns ``true`` and waits for it, ``--runs`` times, from a process holding a
+heap the size of a running server (``--heap-mib``: a fork copies the page
+tables of all of it; a vfork does not), under uvloop like the server. Ways:
+
+- ``uvloop + preexec_fn``: the server before issue #13 (libuv forks; the
+  ``preexec_fn`` set the parent-death signal).
+- ``Popen vfork, no shim``: the lower bound, nothing done in the child.
+- ``Launcher shim``: the server's way (:mod:`service.process.child`): Popen on
+  the vfork path in the spawn thread, the C shim arms the parent-death signal
+  and execs the checked file with the client's argv[0].
+- ``Launcher shim + cgroup``: the same, and the shim joins a fresh leaf cgroup
+  (mkdir before, rmdir after), as on the cgroup backend.
+- ``Launcher preexec + cgroup``: the fallback without a C compiler (fork path).
+
+Prints milliseconds per spawn-and-wait. The machine is shared: compare lines
+of one run, not runs.
 """
 
 from __future__ import annotations
@@ -13,35 +23,87 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import os
 import signal
+import subprocess
 import sys
+import tempfile
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import uvloop
 
+from service.process.child import Launcher, find_shim
+from service.process.containment import resolve_root
+
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)
+TRUE = "/bin/true"
 
 
 def _pdeathsig() -> None:
     _libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
-async def spawn_ms(runs: int, preexec: Callable[[], None] | None) -> float:
-    options: dict[str, Any] = {"preexec_fn": preexec} if preexec is not None else {}
+async def uvloop_preexec() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        TRUE,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_pdeathsig,
+    )
+    await proc.wait()
+
+
+async def popen_vfork() -> None:
+    popen = await asyncio.to_thread(
+        subprocess.Popen,
+        [TRUE],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    await asyncio.to_thread(popen.wait)
+    assert popen.stdout is not None and popen.stderr is not None
+    popen.stdout.close()
+    popen.stderr.close()
+
+
+def launcher_way(launcher: Launcher, cgroup: Path | None) -> Callable[[], Awaitable[None]]:
+    counter = iter(range(10**9))
+
+    async def spawn() -> None:
+        leaf = None
+        if cgroup is not None:
+            leaf = cgroup / f"leaf{next(counter)}"
+            leaf.mkdir()
+        child = await launcher.spawn(
+            executable=TRUE,
+            argv=["true"],
+            cwd=None,
+            env={"PATH": os.environ.get("PATH", "")},
+            keep_stdin=False,
+            procs_file=str(leaf / "cgroup.procs") if leaf else None,
+            limit=65536,
+        )
+        await child.wait()
+        child.close()
+        if leaf is not None:
+            leaf.rmdir()
+
+    return spawn
+
+
+async def measure(runs: int, spawn: Callable[[], Awaitable[None]]) -> float:
+    for _ in range(5):
+        await spawn()
     start = time.perf_counter()
     for _ in range(runs):
-        proc = await asyncio.create_subprocess_exec(
-            "true",
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            start_new_session=True,
-            **options,
-        )
-        await proc.wait()
+        await spawn()
     return (time.perf_counter() - start) / runs * 1000
 
 
@@ -53,10 +115,33 @@ def main(argv: list[str] | None = None) -> int:
     heap = bytearray(args.heap_mib * 1024 * 1024)
     for offset in range(0, len(heap), 4096):
         heap[offset] = 1  # touch every page: a fork copies the page tables of all of it
-    for loop_name, run in (("uvloop", uvloop.run), ("asyncio", asyncio.run)):
-        for label, preexec in (("preexec_fn", _pdeathsig), ("no preexec_fn", None)):
-            ms = run(spawn_ms(args.runs, preexec))
-            print(f"{loop_name:8} {label:14} {ms:6.2f} ms per spawn of true", flush=True)
+    root = resolve_root("auto")
+    cgroup = Path(tempfile.mkdtemp(prefix="ccx-spawn-", dir=root)) if root else None
+    shim = Launcher()
+    fallback = Launcher(use_shim=False)
+    ways: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+        ("uvloop + preexec_fn (before)", uvloop_preexec),
+        ("Popen vfork, no shim", popen_vfork),
+    ]
+    if shim.shim is not None:
+        ways.append(("Launcher shim", launcher_way(shim, None)))
+        if cgroup is not None:
+            ways.append(("Launcher shim + cgroup", launcher_way(shim, cgroup)))
+    else:
+        print(f"no exec shim next to {sys.executable} ({find_shim()}): bash ci/install builds it")
+    if cgroup is not None:
+        ways.append(("Launcher preexec + cgroup", launcher_way(fallback, cgroup)))
+    else:
+        print("no writable cgroup2 hierarchy: the cgroup ways are skipped")
+    try:
+        for label, spawn in ways:
+            ms = uvloop.run(measure(args.runs, spawn))
+            print(f"{label:30} {ms:6.2f} ms per spawn of true", flush=True)
+    finally:
+        shim.close()
+        fallback.close()
+        if cgroup is not None:
+            cgroup.rmdir()
     return 0
 
 
