@@ -179,7 +179,13 @@ class Settings(BaseSettings):
         ),
     )
     child_nice: int = Field(
-        0, ge=0, le=19, description="Niceness added to every child (0: the server's own)."
+        0,
+        ge=0,
+        le=19,
+        description=(
+            "Niceness of every child and of its session's autogroup, so that busy"
+            " children cannot starve the server (0: the server's own)."
+        ),
     )
     finished_kept: int = Field(
         1000, ge=0, description="Finished executions kept in memory for status and control."

@@ -23,8 +23,10 @@ import argparse
 import asyncio
 import contextlib
 import json
+import multiprocessing
 import os
 import random
+import resource
 import sys
 import tempfile
 import time
@@ -36,7 +38,7 @@ from typing import Any
 from service.client import Execution, ExecutorClient
 from service.process import procfs
 from stress.bench.report import percentile
-from stress.bench.servers import CcExecutorServer
+from stress.bench.servers import CcExecutorServer, cpu_seconds
 
 TREE = "sleep 1000 & (sleep 1000 &) ; while :; do echo x; sleep 0.01; done"
 ACTIONS = ("cancel", "pause_cancel", "close", "drop")
@@ -51,6 +53,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--sessions", type=int, default=100)
     add("--seed", type=int, default=1)
     add("--answer-timeout-s", type=float, default=10.0)
+    add(
+        "--workers",
+        type=int,
+        default=2,
+        help="client processes sharing the sessions (one Python client cannot "
+        "decode 200 streams on a loaded machine without becoming the bottleneck)",
+    )
     add("--cc-setting", action="append", default=[], metavar="NAME=VALUE")
     add("--server-src", help="run the server from this source tree (PYTHONPATH)")
     add("--json", help="write the figures to this file")
@@ -117,36 +126,72 @@ def marked(value: str) -> list[int]:
     return procfs.pids_with_env(f"{MARKER_NAME}={value}".encode())
 
 
-async def storm(args: argparse.Namespace, url: str) -> dict[str, Any]:
-    value = uuid.uuid4().hex
-    env = {MARKER_NAME: value}
-    rng = random.Random(args.seed)
+async def run_sessions(
+    url: str, env: dict[str, str], seed: float, count: int, timeout_s: float
+) -> dict[str, Any]:
+    """One client process's share of the storm; its raw figures."""
+    rng = random.Random(seed)
     tally = Tally()
     started = time.monotonic()
     await asyncio.gather(
-        *(
-            session(url, env, random.Random(rng.random()), tally, args.answer_timeout_s)
-            for _ in range(args.sessions)
-        )
+        *(session(url, env, random.Random(rng.random()), tally, timeout_s) for _ in range(count))
     )
-    ended = max(tally.last_action, started)
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return {
+        "latency": tally.latency,
+        "unanswered": dict(tally.unanswered),
+        "errors": dict(tally.errors),
+        "actions": dict(tally.actions),
+        "started": started,
+        "last_action": max(tally.last_action, started),
+        "client_cpu_s": usage.ru_utime + usage.ru_stime,
+    }
+
+
+def worker(args: tuple[str, dict[str, str], float, int, float]) -> dict[str, Any]:
+    return asyncio.run(run_sessions(*args))
+
+
+def storm(args: argparse.Namespace, url: str) -> dict[str, Any]:
+    value = uuid.uuid4().hex
+    env = {MARKER_NAME: value}
+    rng = random.Random(args.seed)
+    shares = [args.sessions // args.workers] * args.workers
+    for index in range(args.sessions % args.workers):
+        shares[index] += 1
+    jobs = [(url, env, rng.random(), share, args.answer_timeout_s) for share in shares]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        parts = pool.map(worker, jobs)
+    latency: dict[str, list[float]] = {"execute": [], "control": []}
+    unanswered: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
+    actions: Counter[str] = Counter()
+    for part in parts:
+        for kind, values in part["latency"].items():
+            latency[kind].extend(values)
+        unanswered.update(part["unanswered"])
+        errors.update(part["errors"])
+        actions.update(part["actions"])
+    # time.monotonic() is system-wide on Linux: the workers' clocks compare.
+    started = min(part["started"] for part in parts)
+    ended = max(part["last_action"] for part in parts)
     left_at_end = len(marked(value))
     gone_s = None
     while time.monotonic() - ended < GONE_LIMIT_S:
         if not marked(value):
             gone_s = time.monotonic() - ended
             break
-        await asyncio.sleep(0.1)
+        time.sleep(0.1)
     leftovers = marked(value)
     for pid in leftovers:  # never leave the machine dirty, whatever the server did
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, 9)
 
     def figures(kind: str) -> dict[str, Any]:
-        values = sorted(tally.latency[kind])
+        values = sorted(latency[kind])
         return {
             "answered": len(values),
-            "unanswered": tally.unanswered[kind],
+            "unanswered": unanswered[kind],
             "p50_ms": round(percentile(values, 0.5) * 1000, 1) if values else None,
             "p99_ms": round(percentile(values, 0.99) * 1000, 1) if values else None,
             "max_ms": round(values[-1] * 1000, 1) if values else None,
@@ -155,11 +200,13 @@ async def storm(args: argparse.Namespace, url: str) -> dict[str, Any]:
     return {
         "sessions": args.sessions,
         "seed": args.seed,
+        "workers": args.workers,
         "execute": figures("execute"),
         "control": figures("control"),
-        "errors": dict(tally.errors),
-        "actions": dict(tally.actions),
+        "errors": dict(errors),
+        "actions": dict(actions),
         "storm_s": round(ended - started, 2),
+        "client_cpu_s": round(sum(part["client_cpu_s"] for part in parts), 2),
         "processes_at_end": left_at_end,
         "last_process_gone_s": None if gone_s is None else round(gone_s, 2),
         "killed_by_storm_script": len(leftovers),
@@ -184,7 +231,8 @@ def main(argv: list[str] | None = None) -> int:
         server = CcExecutorServer(Path(work), settings)
         server.start()
         try:
-            result = asyncio.run(storm(args, server.url))
+            result = storm(args, server.url)
+            result["server_cpu_s"] = round(cpu_seconds(server.pid), 2)
         finally:
             server.stop()
     result["settings"] = settings

@@ -56,6 +56,9 @@ def _preexec(procs_file: str | None, nice: int) -> None:
             handle.write("0")
     if nice > 0:
         os.nice(nice)
+        # Each execution is its own session, so its own autogroup (see the shim).
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as handle:
+            handle.write(str(nice))
 
 
 @dataclass(frozen=True, slots=True)

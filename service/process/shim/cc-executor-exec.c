@@ -8,7 +8,10 @@
  *    ends), then exits if the parent PARENT is already gone.
  * 2. Joins the cgroup whose cgroup.procs file is PROCS ("-": none), so no
  *    user code ever runs outside it.
- * 3. Lowers its priority by NICE (0: unchanged).
+ * 3. Lowers its priority by NICE (0: unchanged), and that of its session's
+ *    autogroup: the server starts every execution in a new session, and
+ *    with autogroup scheduling each session competes as one entity whatever
+ *    its members' nice, so the process nice alone would change nothing.
  * 4. execv(PATH, [ARGV0, ARG...]): the file the server checked, with the
  *    argv[0] the client sent; no PATH lookup.
  *
@@ -18,6 +21,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <stdio.h>
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,8 +63,19 @@ int main(int argc, char **argv) {
             fail(errfd);
         close(fd);
     }
-    if (nice_by > 0 && setpriority(PRIO_PROCESS, 0, nice_by) != 0)
-        fail(errfd);
+    if (nice_by > 0) {
+        if (setpriority(PRIO_PROCESS, 0, nice_by) != 0)
+            fail(errfd);
+        /* Absent without CONFIG_SCHED_AUTOGROUP: the process nice is enough then. */
+        int fd = open("/proc/self/autogroup", O_WRONLY | O_CLOEXEC);
+        if (fd >= 0) {
+            char text[8];
+            int len = snprintf(text, sizeof text, "%d", nice_by);
+            ssize_t ignored = write(fd, text, (size_t)len);
+            (void)ignored;
+            close(fd);
+        }
+    }
     execv(argv[5], &argv[6]);
     fail(errfd);
     return 127;
