@@ -179,12 +179,12 @@ class Settings(BaseSettings):
         ),
     )
     child_nice: int = Field(
-        0,
+        10,
         ge=0,
         le=19,
         description=(
             "Niceness of every child and of its session's autogroup, so that busy"
-            " children cannot starve the server (0: the server's own)."
+            " children cannot starve the server (0: the server's own; see docs/performance.md)."
         ),
     )
     finished_kept: int = Field(

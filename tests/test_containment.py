@@ -259,3 +259,21 @@ def test_children_run_inside_their_cgroup(make_server: Any, marker: dict[str, st
             assert line.endswith(f"/{subtree_name(server.data_dir)}/{result.execution_id}")
 
     run(main())
+
+
+@pytest.mark.parametrize("nice", [0, 7])
+def test_child_nice_lowers_the_child_and_its_autogroup(
+    make_server: Any, marker: dict[str, str], nice: int
+) -> None:
+    server = make_server({"child_nice": nice})
+    script = "cut -d' ' -f19 /proc/self/stat; cat /proc/self/autogroup 2>/dev/null || echo none"
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as client:
+            result = await client.run(argv=["sh", "-c", script], env=marker)
+            lines = result.stdout.splitlines()
+            assert int(lines[0]) == nice, result.stdout
+            if lines[1] != "none":
+                assert lines[1].endswith(f"nice {nice}"), result.stdout
+
+    run(main())
