@@ -210,6 +210,8 @@ def storm(args: argparse.Namespace, url: str) -> dict[str, Any]:
         "processes_at_end": left_at_end,
         "last_process_gone_s": None if gone_s is None else round(gone_s, 2),
         "killed_by_storm_script": len(leftovers),
+        # The machine is shared: how busy it was, next to the figures.
+        "load_average": [round(value, 1) for value in os.getloadavg()],
     }
 
 
