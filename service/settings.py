@@ -179,7 +179,7 @@ class Settings(BaseSettings):
         ),
     )
     child_nice: int = Field(
-        10,
+        0,
         ge=0,
         le=19,
         description=(
