@@ -36,25 +36,7 @@ import orjson
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from service import errors
-
-ERRORS_BY_CODE: dict[int, type[errors.RpcError]] = {
-    cls.code: cls
-    for cls in (
-        errors.ParseError,
-        errors.InvalidRequest,
-        errors.MethodNotFound,
-        errors.InvalidParams,
-        errors.InternalError,
-        errors.LimitReached,
-        errors.NotAllowed,
-        errors.NotFound,
-        errors.TimedOut,
-        errors.InvalidState,
-        errors.RateLimited,
-    )
-}
-
+from service.protocol import error_from_wire
 
 DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
 URL_ENV = "CC_EXECUTOR_URL"
@@ -84,12 +66,6 @@ def resolve_url(text: str) -> str:
         raise ValueError(f"no host in URL {text!r}")
     path = parts.path if parts.path not in ("", "/") else "/ws/mcp"
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
-
-
-def error_from_wire(error: dict[str, Any]) -> errors.RpcError:
-    code = int(error.get("code", errors.INTERNAL_ERROR))
-    cls = ERRORS_BY_CODE.get(code, errors.RpcError)
-    return cls(str(error.get("message", "")), error.get("data"), code=code)
 
 
 @dataclass
@@ -322,9 +298,6 @@ class ExecutorClient:
         if fresh and self.closed.is_set():
             queue.put_nowait(None)  # the reader is gone: nothing will ever arrive
         return queue
-
-    async def send_raw(self, frame: str | bytes) -> None:
-        await self.websocket.send(frame)
 
     async def call(
         self,

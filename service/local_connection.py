@@ -25,11 +25,10 @@ from typing import TYPE_CHECKING, Any, cast
 
 import orjson
 
-from service.client import error_from_wire
 from service.dispatch import CallContext
 from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
-from service.protocol import Request, encode, notification
+from service.protocol import Request, encode, error_from_wire, notification
 
 if TYPE_CHECKING:
     from service.connection import Connection

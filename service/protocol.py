@@ -14,7 +14,23 @@ from typing import Any
 
 import orjson
 
-from service.errors import INVALID_REQUEST, PARSE_ERROR, RpcError
+from service.errors import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    InternalError,
+    InvalidParams,
+    InvalidRequest,
+    InvalidState,
+    LimitReached,
+    MethodNotFound,
+    NotAllowed,
+    NotFound,
+    ParseError,
+    RateLimited,
+    RpcError,
+    TimedOut,
+)
 
 JSONRPC = "2.0"
 RequestId = str | int | float | None
@@ -106,3 +122,29 @@ def parse_frame(text: str | bytes) -> Parsed:
             return Parsed([error_response(None, error)], False)
         return Parsed([parse_message(member) for member in decoded], True)
     return Parsed([parse_message(decoded)], False)
+
+
+#: The typed error for each code the server sends (any other code: RpcError).
+ERRORS_BY_CODE: dict[int, type[RpcError]] = {
+    cls.code: cls
+    for cls in (
+        ParseError,
+        InvalidRequest,
+        MethodNotFound,
+        InvalidParams,
+        InternalError,
+        LimitReached,
+        NotAllowed,
+        NotFound,
+        TimedOut,
+        InvalidState,
+        RateLimited,
+    )
+}
+
+
+def error_from_wire(error: dict[str, Any]) -> RpcError:
+    """The typed error of a response's ``error`` member, keeping its code and data."""
+    code = int(error.get("code", INTERNAL_ERROR))
+    cls = ERRORS_BY_CODE.get(code, RpcError)
+    return cls(str(error.get("message", "")), error.get("data"), code=code)
