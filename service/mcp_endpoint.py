@@ -59,9 +59,6 @@ INSTRUCTIONS = (
     "executions; `agent` runs a Claude Code agent in a registered project."
 )
 
-#: Final states of an execution.
-FINAL = frozenset({"completed", "failed", "cancelled", "timed_out", "lost"})
-
 
 class ExecuteOutput(BaseModel):
     """The structured result of ``execute``."""

@@ -95,11 +95,9 @@ class Services:
 
     def register(self, connection: Connection) -> None:
         self.connections[connection.id] = connection
-        self.supervisor.connections.add(connection)
 
     def forget_connection(self, connection: Connection) -> None:
         self.connections.pop(connection.id, None)
-        self.supervisor.connections.discard(connection)
         self.supervisor.forget_connection(connection)
         if self.projects is not None:
             self.projects.forget_connection(connection)

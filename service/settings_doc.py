@@ -33,7 +33,6 @@ from service.settings import Settings
 
 ENV_PREFIX = "CC_EXECUTOR_"
 HOME_SENTINEL = "/nonexistent-home"
-DEFAULT_PATH = Path("docs/configuration.md")
 SECTION_RE = re.compile(r"^\s*# --- (?P<name>[^-]+?) -+\s*$")
 FIELD_RE = re.compile(r"^    (?P<name>[a-z_][a-z0-9_]*)\s*:")
 

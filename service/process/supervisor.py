@@ -13,14 +13,13 @@ owners. When the last owner goes away, a live execution is cancelled after
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Coroutine
 from typing import Any
 
-from service.errors import LimitReached, NotFound
+from service.errors import InvalidState, LimitReached, NotFound
 from service.process.child import Launcher
 from service.process.containment import Containment
 from service.process.execution import Execution, ExecutionObserver, Sink
@@ -48,7 +47,6 @@ class Supervisor:
         self.live: dict[str, Execution] = {}
         self.finished: OrderedDict[str, Execution] = OrderedDict()
         self.owners: defaultdict[str, set[Sink]] = defaultdict(set)
-        self.connections: set[Any] = set()
         #: Observers attached to every new execution (the store, for one).
         self.observers: list[ExecutionObserver] = []
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -187,8 +185,11 @@ class Supervisor:
         await asyncio.sleep(grace)
         self._detach_timers.pop(execution.id, None)
         if execution.state.is_live:
-            with contextlib.suppress(Exception):
+            try:
                 await execution.cancel("no owner connected")
+            except InvalidState as exc:
+                # It ended (or began ending) while the timer slept: nothing to do.
+                execution.log.info("detach cancel not needed: %s", exc.message)
 
     # --- shutdown ----------------------------------------------------------------
 
@@ -200,8 +201,11 @@ class Supervisor:
         live = list(self.live.values())
         for execution in live:
             if execution.state.is_live:
-                with contextlib.suppress(Exception):
+                try:
                     await execution.cancel("server shutting down")
+                except InvalidState as exc:
+                    # Already ending; the wait below covers it all the same.
+                    execution.log.info("shutdown cancel not needed: %s", exc.message)
         deadline = self.settings.kill_grace_s + 0.5
         waits = [asyncio.create_task(e.finished.wait()) for e in live]
         if waits:

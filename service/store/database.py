@@ -233,7 +233,7 @@ class Store:
     @property
     def congested(self) -> bool:
         """Whether the writer's queue is past ``store_queue_chunks`` chunks or
-        64 MiB: producers back off."""
+        :data:`~service.store.writer.MAX_BACKLOG_BYTES`: producers back off."""
         return self._writer.congested
 
     async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:

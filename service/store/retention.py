@@ -124,9 +124,7 @@ class Retention:
                     break
             report.by_size += await self.store.write(_delete(chosen))
         if report.by_age or report.by_size:
-            await self.store.write(
-                lambda conn: conn.execute("PRAGMA incremental_vacuum").fetchall()
-            )
+            await self.store.write(_vacuum)
             logger.info(
                 "retention deleted executions",
                 extra={
