@@ -18,33 +18,33 @@ from service.errors import LimitReached
 from service.mcp_mount import PATH as MCP_PATH
 from service.mcp_mount import LazyMcp
 from service.protocol import encode, error_response
-from service.services import Services
+from service.root import Root
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(services: Services) -> Starlette:
-    """The ASGI app serving ``services``. Startup and shutdown of the services
+def create_app(root: Root) -> Starlette:
+    """The ASGI app serving ``root``. Startup and shutdown of the root
     belong to the server (:mod:`service.server`), which orders them around
     the sockets."""
 
     async def websocket_endpoint(websocket: WebSocket) -> None:
-        connection = Connection(websocket, services)
+        connection = Connection(websocket, root)
         await websocket.accept()
         # Admit and register with no await between: concurrent handshakes cannot
         # all slip under the limit.
-        refusal = services.admit(connection.peer_host)
+        refusal = root.admit(connection.peer_host)
         if refusal is not None:
             connection.log.warning("connection refused: %s", refusal)
             frame = encode(error_response(None, LimitReached(refusal)))
             await websocket.send_text(frame)
             await websocket.close(CLOSE_TRY_AGAIN, "connection limit reached")
             return
-        services.register(connection)
+        root.register(connection)
         await connection.serve()
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse(services.health())
+        return JSONResponse(root.health())
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -55,17 +55,17 @@ def create_app(services: Services) -> Starlette:
         Route("/health", health),
         Route("/healthz", healthz),
     ]
-    mcp = LazyMcp(services)
+    mcp = LazyMcp(root)
     routes.append(Route(MCP_PATH, mcp))
-    services.lifespans.append(mcp.lifespan)
+    root.lifespans.append(mcp.lifespan)
     middleware = [
         Middleware(
             AccessMiddleware,
-            token=services.token,
-            allowed_origins=services.settings.allowed_origins,
-            bind_host=services.settings.host,
+            token=root.services.token,
+            allowed_origins=root.settings.allowed_origins,
+            bind_host=root.settings.host,
         )
     ]
     app = Starlette(routes=routes, middleware=middleware)
-    app.state.services = services
+    app.state.root = root
     return app

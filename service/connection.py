@@ -28,7 +28,7 @@ from service.outbox import Outbox, OutboxClosed
 from service.protocol import encode, error_response, notification, parse_frame
 
 if TYPE_CHECKING:
-    from service.services import Services
+    from service.root import Root
 
 logger = logging.getLogger(__name__)
 
@@ -58,11 +58,12 @@ class TokenBucket:
 
 
 class Connection:
-    def __init__(self, websocket: WebSocket, services: Services) -> None:
+    def __init__(self, websocket: WebSocket, root: Root) -> None:
         self.id = uuid.uuid4().hex
         self.websocket = websocket
-        self.services = services
-        settings = services.settings
+        self.root = root
+        self.services = root.services
+        settings = root.settings
         self.outbox = Outbox(settings.max_pending_bytes)
         self.bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
         client = websocket.client
@@ -99,13 +100,13 @@ class Connection:
 
     async def serve(self) -> None:
         """Run the connection until either side closes. The socket is accepted."""
-        services = self.services
+        root = self.root
         self.notify(
             "connected",
             {
                 "session_id": self.id,
                 "version": __version__,
-                "capabilities": services.capabilities(),
+                "capabilities": root.capabilities(),
             },
         )
         self.log.info("connected")
@@ -123,7 +124,7 @@ class Connection:
                     result, WebSocketDisconnect | OutboxClosed | OSError
                 ):
                     self.log.error("connection task failed", exc_info=result)
-            services.forget_connection(self)
+            root.forget_connection(self)
             self.log.info("disconnected", extra={"dropped_frames": self.outbox.dropped_frames})
 
     async def _send_loop(self) -> None:
@@ -157,7 +158,7 @@ class Connection:
 
     async def handle_frame(self, text: str) -> None:
         parsed = parse_frame(text)
-        router = self.services.router
+        router = self.root.router
         responses: list[dict[str, Any]] = []
         for item in parsed.items:
             if isinstance(item, dict):

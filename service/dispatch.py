@@ -12,15 +12,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
 from service.errors import InternalError, InvalidParams, MethodNotFound, RpcError
+from service.outbox import Outbox
 from service.protocol import Request, error_response, result_response
 
 if TYPE_CHECKING:
-    from service.connection import Connection
+    from service.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -28,11 +29,36 @@ P = TypeVar("P", bound=BaseModel)
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
 
+class Peer(Protocol):
+    """Who a request came from, as handlers see it: a WebSocket
+    :class:`~service.connection.Connection` or an in-process
+    :class:`~service.local_connection.LocalConnection` (the MCP tools).
+
+    A peer is the :class:`~service.process.execution.Sink` its executions'
+    notifications go to, and hashable so that it can own executions."""
+
+    id: str
+    #: ``host:port`` of the client (for log lines).
+    peer: str
+    peer_host: str
+    #: The server's parts, for handlers.
+    services: Services
+    #: Where its frames queue (attach replays put into it directly).
+    outbox: Outbox
+
+    def __hash__(self) -> int: ...
+
+    def offer(self, frame: str, *, droppable: bool) -> bool: ...
+
+    def notify(self, method: str, params: dict[str, Any]) -> None: ...
+
+
 @dataclass(frozen=True, slots=True)
 class CallContext:
-    """What a handler may use: its connection (and through it the supervisor)."""
+    """What a handler may use: the peer that asked (and through it the
+    server's :class:`~service.services.Services`) and the request."""
 
-    connection: Connection
+    connection: Peer
     request: Request
 
 

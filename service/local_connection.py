@@ -3,9 +3,8 @@
 The MCP endpoint runs every tool through the same JSON-RPC router as a
 WebSocket client would, so it gets the same validation, limits, audit lines,
 errors and ownership rules with no second implementation of any method.
-:class:`LocalConnection` offers what method handlers use of a
-:class:`~service.connection.Connection` (``id``, ``services``, ``peer``,
-``peer_host``, ``log``, ``outbox``, ``offer``, ``notify``); notifications land
+:class:`LocalConnection` is a :class:`~service.dispatch.Peer`, as a
+WebSocket :class:`~service.connection.Connection` is; notifications land
 in its bounded :class:`~service.outbox.Outbox`, output chunks are dropped
 (and counted) for it alone when its reader falls behind, exactly as for a
 slow WebSocket client.
@@ -21,7 +20,7 @@ import logging
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
@@ -31,20 +30,20 @@ from service.outbox import Outbox, OutboxClosed
 from service.protocol import Request, encode, error_from_wire, notification
 
 if TYPE_CHECKING:
-    from service.connection import Connection
-    from service.services import Services
+    from service.root import Root
 
 logger = logging.getLogger(__name__)
 
 
 class LocalConnection:
-    def __init__(self, services: Services, peer: str, kind: str = "local") -> None:
+    def __init__(self, root: Root, peer: str, kind: str = "local") -> None:
         self.id = f"{kind}-{uuid.uuid4().hex}"
-        self.services = services
+        self.root = root
+        self.services = root.services
         self.peer = peer
         self.peer_host = peer.rsplit(":", 1)[0]
         self.opened_at = time.time()
-        self.outbox = Outbox(services.settings.max_pending_bytes)
+        self.outbox = Outbox(root.settings.max_pending_bytes)
         self.log = ContextAdapter(logger, {"connection_id": self.id, "peer": peer})
         self._ids = itertools.count(1)
 
@@ -71,8 +70,7 @@ class LocalConnection:
         """Run ``method`` through the router; its result, or the RpcError it
         answered with (the same typed error a WebSocket client would see)."""
         request = Request(method, params or {}, next(self._ids), False)
-        ctx = CallContext(cast("Connection", self), request)
-        response = await self.services.router.call(ctx)
+        response = await self.root.router.call(CallContext(self, request))
         assert response is not None
         if "error" in response:
             raise error_from_wire(response["error"])
@@ -101,4 +99,4 @@ class LocalConnection:
         detach timer. Safe to call twice."""
         if not self.outbox.closed:
             self.outbox.close()
-            self.services.forget_connection(cast("Connection", self))
+            self.services.forget(self)

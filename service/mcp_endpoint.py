@@ -47,7 +47,7 @@ from service.local_connection import LocalConnection
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 
 if TYPE_CHECKING:
-    from service.services import Services
+    from service.root import Root
 
 logger = logging.getLogger(__name__)
 
@@ -189,14 +189,15 @@ class McpEndpoint:
 
     def __init__(
         self,
-        services: Services,
+        root: Root,
         *,
         progress_interval_s: float = 0.25,
         heartbeat_s: float = 5.0,
         progress_message_chars: int = 16 * 1024,
         tail_chars: int = 8 * 1024,
     ) -> None:
-        self.services = services
+        self.root = root
+        self.services = root.services
         self.progress_interval_s = progress_interval_s
         self.heartbeat_s = heartbeat_s
         self.progress_message_chars = progress_message_chars
@@ -205,7 +206,7 @@ class McpEndpoint:
             "cc-executor", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
         )
         self._register_tools()
-        settings = services.settings
+        settings = root.settings
         http_app = self.server.streamable_http_app(
             streamable_http_path=PATH,
             transport_security=self._transport_security(),
@@ -284,7 +285,7 @@ class McpEndpoint:
             client = getattr(request, "client", None)
             if client is not None:
                 peer = f"{client.host}:{client.port}"
-        return LocalConnection(self.services, peer, kind=f"mcp-{tool}")
+        return LocalConnection(self.root, peer, kind=f"mcp-{tool}")
 
     async def execute(
         self,

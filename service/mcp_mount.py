@@ -20,7 +20,7 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from service.services import Services
+    from service.root import Root
 
 logger = logging.getLogger(__name__)
 
@@ -30,8 +30,8 @@ PATH = "/mcp"
 class LazyMcp:
     """An ASGI app standing for the MCP endpoint until it is first needed."""
 
-    def __init__(self, services: Services) -> None:
-        self.services = services
+    def __init__(self, root: Root) -> None:
+        self.root = root
         self._app: ASGIApp | None = None
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
@@ -47,7 +47,7 @@ class LazyMcp:
                 return self._app
             from service.mcp_endpoint import McpEndpoint
 
-            endpoint = McpEndpoint(self.services)
+            endpoint = McpEndpoint(self.root)
             started = asyncio.Event()
 
             async def hold() -> None:

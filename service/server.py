@@ -20,21 +20,21 @@ from service.app import create_app
 from service.auth import TokenRedactor, is_loopback_host
 from service.handshake import protocol_with_handshake_timeout
 from service.process.reaper import Reaper
-from service.services import Services
+from service.root import Root, compose
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
 class ExecutorServer(uvicorn.Server):
-    def __init__(self, config: uvicorn.Config, services: Services) -> None:
+    def __init__(self, config: uvicorn.Config, root: Root) -> None:
         super().__init__(config)
-        self.services = services
-        self.reaper = Reaper(services.supervisor)
+        self.root = root
+        self.reaper = Reaper(root.services.supervisor)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         self.reaper.start()
-        await self.services.startup()
+        await self.root.startup()
         await super().startup(sockets)
         for server in self.servers:
             for sock in server.sockets:
@@ -59,15 +59,15 @@ class ExecutorServer(uvicorn.Server):
         logger.info("shutting down")
         for server in self.servers:
             server.close()
-        await self.services.shutdown()
+        await self.root.shutdown()
         await self.reaper.stop()
         await super().shutdown(sockets)
         logger.info("stopped")
 
 
-def build_config(settings: Settings, services: Services) -> uvicorn.Config:
+def build_config(settings: Settings, root: Root) -> uvicorn.Config:
     return uvicorn.Config(
-        create_app(services),
+        create_app(root),
         host=settings.host,
         port=settings.port,
         loop="uvloop",
@@ -101,6 +101,6 @@ def serve(settings: Settings) -> None:
             "binding %s without a token: anyone who can reach this address can run commands",
             settings.host,
         )
-    services = Services.build(settings)
-    server = ExecutorServer(build_config(settings, services), services)
+    root = compose(settings)
+    server = ExecutorServer(build_config(settings, root), root)
     server.run()

@@ -1,154 +1,43 @@
-"""Everything a connection needs, built once at the entry point.
+"""The parts a method handler may use, typed, built once by the composition root.
 
-:class:`Services` bundles the settings, the supervisor, the method router and
-the live connections. Features that come with their own state (the store,
-projects) hang off it as attributes, started and stopped by :meth:`startup`
-and :meth:`shutdown`.
+:class:`Services` is a plain bundle: the settings, the supervisor, the store
+and its executor parts, and the projects. :func:`service.root.compose` builds
+it in order and hands it down; handlers reach it as ``ctx.connection.services``
+(every :class:`~service.dispatch.Peer` carries it). Nothing here starts or
+stops anything: the order of life belongs to :class:`service.root.Root`.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import logging
 import time
-from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
 
-from service import __version__
-from service.dispatch import Router
-from service.process.backend import choose
-from service.process.child import Launcher
+from service.process.execution import Sink
 from service.process.supervisor import Supervisor
+from service.projects import Projects
 from service.settings import Settings
 from service.store import Store
-
-if TYPE_CHECKING:
-    from service.connection import Connection
-    from service.projects import Projects
-
-logger = logging.getLogger(__name__)
-
-#: Features announced in ``connected`` besides the method names.
-FEATURES = ("batch", "seq", "truncation", "backpressure")
+from service.store.lifecycle import Core
 
 
 @dataclass
 class Services:
     settings: Settings
-    router: Router
     supervisor: Supervisor
+    #: The executor's parts of the store (store, recorder, attacher, retention).
+    core: Core
+    #: Projects and agents (loaded by ``Root.startup``).
+    projects: Projects
     token: str | None = None
-    #: The SQLite store; None when ``store_enabled`` is false. Features register
-    #: their schemas on it in ``build`` (before ``startup`` opens it).
-    store: Store | None = None
-    #: Projects and agents (built in ``build``, loaded in ``startup``).
-    projects: Projects | None = None
-    connections: dict[str, Connection] = field(default_factory=dict)
     started_mono: float = field(default_factory=time.monotonic)
-    #: Async context managers of app parts with a life of their own (the MCP
-    #: session manager): entered at the end of ``startup``, left in ``shutdown``
-    #: once the executions are done.
-    lifespans: list[Callable[[], contextlib.AbstractAsyncContextManager[Any]]] = field(
-        default_factory=list
-    )
-    _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
-    _all_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @classmethod
-    def build(cls, settings: Settings) -> Services:
-        from service.methods import build_router
-        from service.store import lifecycle
+    @property
+    def store(self) -> Store | None:
+        """The SQLite store; None when ``store_enabled`` is false."""
+        return self.core.store
 
-        services = cls(
-            settings=settings,
-            router=build_router(),
-            supervisor=Supervisor(settings, choose(settings), Launcher(nice=settings.child_nice)),
-            token=settings.resolved_token(),
-            store=Store(settings) if settings.store_enabled else None,
-        )
-        lifecycle.install(services)
-        from service.prompts import methods as prompts
-
-        prompts.install(services)
-        from service.projects import Projects
-
-        services.projects = Projects(settings, services.supervisor, services.store)
-        return services
-
-    def capabilities(self) -> list[str]:
-        return [*self.router.names, *FEATURES]
-
-    # --- connections ---------------------------------------------------------
-
-    def admit(self, peer_host: str) -> str | None:
-        """Why a new connection from ``peer_host`` is refused, or None."""
-        settings = self.settings
-        if len(self.connections) >= settings.max_connections:
-            return f"too many connections (max {settings.max_connections})"
-        same_host = Counter(c.peer_host for c in self.connections.values())[peer_host]
-        if same_host >= settings.max_connections_per_ip:
-            return f"too many connections from {peer_host} (max {settings.max_connections_per_ip})"
-        return None
-
-    def register(self, connection: Connection) -> None:
-        self.connections[connection.id] = connection
-
-    def forget_connection(self, connection: Connection) -> None:
-        self.connections.pop(connection.id, None)
-        self.supervisor.forget_connection(connection)
-        if self.projects is not None:
-            self.projects.forget_connection(connection)
-        if not self.connections:
-            self._all_closed.set()
-
-    # --- life ------------------------------------------------------------------
-
-    async def startup(self) -> None:
-        from service.store import lifecycle
-
-        await lifecycle.start(self)
-        # After the store's recovery (which names what it kills in each lost
-        # execution's reason): whatever is still in the server's own subtree.
-        await self.supervisor.startup()
-        if self.projects is not None:
-            await self.projects.start()
-        for lifespan in self.lifespans:
-            await self._exit_stack.enter_async_context(lifespan())
-        logger.info("services started", extra={"version": __version__})
-
-    async def shutdown(self) -> None:
-        """Cancel every execution with the ladder, then close every socket with 1001."""
-        await self.supervisor.shutdown()
-        if self.projects is not None:
-            await self.projects.stop()
-        await self._exit_stack.aclose()
-        connections = list(self.connections.values())
-        for connection in connections:
-            connection.close(1001, "server shutting down")
-        if self.connections:
-            # The send loops flush their last frames, then close; give them a second.
-            self._all_closed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._all_closed.wait(), 1.0)
-        from service.store import lifecycle
-
-        await lifecycle.stop(self)
-
-    def health(self) -> dict[str, Any]:
-        supervisor = self.supervisor
-        return {
-            "status": "ok",
-            "version": __version__,
-            "containment": supervisor.containment.name,
-            "uptime_s": round(time.monotonic() - self.started_mono, 3),
-            "connections": len(self.connections),
-            "executions": {
-                "live": len(supervisor.live),
-                "by_state": supervisor.counts_by_state(),
-            },
-            "limits": self.settings.limits(),
-            "store": self.store.health() if self.store is not None else {"enabled": False},
-        }
+    def forget(self, peer: Sink) -> None:
+        """``peer`` is gone: its executions get detach timers, its
+        subscriptions end."""
+        self.supervisor.forget_connection(peer)
+        self.projects.forget_connection(peer)

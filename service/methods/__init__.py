@@ -3,20 +3,13 @@
 from __future__ import annotations
 
 from service.dispatch import Router
+from service.methods import core, projects, store
+from service.prompts import methods as prompts
 
 
 def build_router() -> Router:
-    from service.methods import core
-
+    """Every wire method, in one table (a name registered twice is a bug)."""
     router = Router()
-    router.include(core.router)
-    from service.methods import store
-
-    router.include(store.router)
-    from service.prompts import methods as prompts
-
-    router.include(prompts.router)
-    from service.methods import projects
-
-    router.include(projects.router)
+    for family in (core, store, prompts, projects):
+        router.include(family.router)
     return router

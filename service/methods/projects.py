@@ -8,7 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 from service.dispatch import CallContext, Router
-from service.errors import InternalError, InvalidParams
+from service.errors import InvalidParams
 from service.params import ChildEnv
 from service.projects import Projects
 from service.projects.argv import AgentOptions
@@ -71,10 +71,7 @@ class MessagesGetParams(Params):
 
 
 def projects_of(ctx: CallContext) -> Projects:
-    projects = ctx.connection.services.projects
-    if projects is None:
-        raise InternalError("projects are not available on this server")
-    return projects
+    return ctx.connection.services.projects
 
 
 def log_fields(ctx: CallContext, **fields: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound
 from service.params import AttachParams, ExecutionId, StrictParams
 from service.process.state import ExecutionState
-from service.store import history, lifecycle
+from service.store import history
 from service.store.lifecycle import Core
 
 router = Router()
@@ -39,7 +39,7 @@ class ListParams(StrictParams):
 
 
 def _with_store(ctx: CallContext) -> Core:
-    parts = lifecycle.core(ctx.connection.services)
+    parts = ctx.connection.services.core
     if parts.store is None or parts.recorder is None:
         raise InvalidState("the store is disabled on this server (CC_EXECUTOR_STORE_ENABLED)")
     return parts
@@ -47,7 +47,7 @@ def _with_store(ctx: CallContext) -> Core:
 
 @router.method("attach", AttachParams)
 async def attach(ctx: CallContext, params: AttachParams) -> dict[str, Any]:
-    parts = lifecycle.core(ctx.connection.services)
+    parts = ctx.connection.services.core
     return await parts.attacher.attach(ctx.connection, params.execution_id, params.since_seq)
 
 

@@ -24,10 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, TimedOut
 from service.prompts import records
-from service.store import lifecycle
 
 if TYPE_CHECKING:
-    from service.services import Services
     from service.store import Store
 
 router = Router()
@@ -57,10 +55,8 @@ class RecordsParams(BaseModel):
     limit: int = Field(1000, ge=1, le=10000)
 
 
-def install(services: Services) -> None:
-    """Register the ``prompts`` namespace on the store (from ``Services.build``)."""
-    if services.store is not None:
-        services.store.register_schema(records.NAMESPACE, records.MIGRATIONS)
+#: The ``prompts`` namespace of the store (registered by the composition root).
+SCHEMA = (records.NAMESPACE, records.MIGRATIONS)
 
 
 def _store(ctx: CallContext) -> Store:
@@ -91,7 +87,7 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
             f"execution {params.execution_id} is still running: record it after process.completed",
             {"execution_id": params.execution_id},
         )
-    recorder = lifecycle.core(ctx.connection.services).recorder
+    recorder = ctx.connection.services.core.recorder
     if recorder is not None:
         await recorder.sync()  # a barrier: everything recorded so far is committed
     deadline = time.monotonic() + SETTLE_TIMEOUT_S

@@ -31,7 +31,7 @@ import contextlib
 import logging
 from collections import deque
 from collections.abc import Awaitable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from service.errors import InvalidState, NotFound
 from service.outbox import Outbox, OutboxClosed
@@ -42,7 +42,6 @@ from service.store.history import chunk_rows, get_execution, output_frame
 from service.store.recorder import Recorder
 
 if TYPE_CHECKING:
-    from service.connection import Connection
     from service.process.supervisor import Supervisor
 
 logger = logging.getLogger(__name__)
@@ -50,6 +49,18 @@ logger = logging.getLogger(__name__)
 #: Chunks read from the store per query while replaying.
 REPLAY_PAGE = 2000
 OUTPUT_PREFIX = '"method":"process.output"'
+
+
+class Subscriber(Protocol):
+    """Who attaches (a :class:`~service.dispatch.Peer`): a sink with an id,
+    and the outbox that replayed frames are put into."""
+
+    id: str
+    outbox: Outbox
+
+    def __hash__(self) -> int: ...
+
+    def offer(self, frame: str, *, droppable: bool) -> bool: ...
 
 
 class Holder:
@@ -120,7 +131,7 @@ class Attacher:
         self._active: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     async def attach(
-        self, connection: Connection, execution_id: str, since_seq: int
+        self, connection: Subscriber, execution_id: str, since_seq: int
     ) -> dict[str, Any]:
         """Start replaying to ``connection``; the ``attach`` result. The replay
         frames follow the result."""
@@ -154,7 +165,7 @@ class Attacher:
                 connection.offer(completed_frame(execution.id, snapshot), droppable=False)
             return result
         execution.remove_sink(connection)
-        holder = Holder(execution, connection.services.settings.max_pending_bytes)
+        holder = Holder(execution, self.supervisor.settings.max_pending_bytes)
         execution.add_sink(holder)
         self._start(
             key,
@@ -172,7 +183,7 @@ class Attacher:
         return result
 
     async def _attach_stored(
-        self, connection: Connection, key: tuple[str, str], execution_id: str, since_seq: int
+        self, connection: Subscriber, key: tuple[str, str], execution_id: str, since_seq: int
     ) -> dict[str, Any]:
         if self.store is None:
             raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
@@ -237,7 +248,7 @@ class Attacher:
 
     async def _replay_live(
         self,
-        connection: Connection,
+        connection: Subscriber,
         execution: Execution,
         holder: Holder,
         since_seq: int,
@@ -288,7 +299,7 @@ class Attacher:
             execution.remove_sink(holder)
 
     async def _replay_stored(
-        self, connection: Connection, record: dict[str, Any], since_seq: int
+        self, connection: Subscriber, record: dict[str, Any], since_seq: int
     ) -> None:
         execution_id = record["execution_id"]
         await self._send_range(connection.outbox, execution_id, since_seq, None)

@@ -1,19 +1,19 @@
 """Wiring the store into the service: what happens at build, start and stop.
 
-``install`` (from ``Services.build``) registers the core schema and puts the
-:class:`~service.store.recorder.Recorder` among the supervisor's observers.
-``start`` (from ``Services.startup``, before the server listens) opens the
-database, recovers what an earlier server process left, and starts the
-retention task. ``stop`` (from ``Services.shutdown``, after every execution
-has ended) closes the database, so the last transitions reach the disk.
+``build`` (from :func:`service.root.compose`) registers the core schema and
+puts the :class:`~service.store.recorder.Recorder` among the supervisor's
+observers. ``start`` (from ``Root.startup``, before the server listens) opens
+the database, recovers what an earlier server process left, and starts the
+retention task. ``stop`` (from ``Root.shutdown``, after every execution has
+ended) closes the database, so the last transitions reach the disk.
 
-:func:`core` gives the wire methods the executor's store parts.
+The :class:`Core` that ``build`` returns is handed down to the wire methods
+as ``Services.core``.
 """
 
 from __future__ import annotations
 
 import logging
-import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -27,7 +27,6 @@ from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 
 if TYPE_CHECKING:
     from service.process.supervisor import Supervisor
-    from service.services import Services
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +41,8 @@ class Core:
     retention: Retention | None
 
 
-_cores: weakref.WeakKeyDictionary[Supervisor, Core] = weakref.WeakKeyDictionary()
-
-
-def core(services: Services) -> Core:
-    found = _cores.get(services.supervisor)
-    if found is None:
-        found = install(services)
-    return found
-
-
-def install(services: Services) -> Core:
-    store = services.store
-    supervisor = services.supervisor
+def build(store: Store | None, supervisor: Supervisor) -> Core:
+    """The store parts of ``supervisor``; call once, before ``store`` opens."""
     recorder: Recorder | None = None
     retention: Retention | None = None
     if store is not None:
@@ -62,13 +50,11 @@ def install(services: Services) -> Core:
         recorder = Recorder(store, supervisor)
         supervisor.observers.append(recorder)
         retention = Retention(store, lambda: list(supervisor.live))
-    found = Core(store, recorder, Attacher(store, recorder, supervisor), retention)
-    _cores[supervisor] = found
-    return found
+    return Core(store, recorder, Attacher(store, recorder, supervisor), retention)
 
 
-async def start(services: Services) -> None:
-    parts = core(services)
+async def start(parts: Core, supervisor: Supervisor) -> None:
+    """Open the store and recover; SystemExit(1) with one line when it cannot open."""
     store, recorder = parts.store, parts.recorder
     if store is None or recorder is None:
         logger.info("store disabled: no transcripts, no history, attach without replay")
@@ -86,9 +72,9 @@ async def start(services: Services) -> None:
             extra={"executions": len(recovered)},
         )
     if parts.retention is not None:
-        services.supervisor.spawn_task(parts.retention.run_forever(), name="store:retention")
+        supervisor.spawn_task(parts.retention.run_forever(), name="store:retention")
 
 
-async def stop(services: Services) -> None:
-    if services.store is not None:
-        await services.store.close()
+async def stop(parts: Core) -> None:
+    if parts.store is not None:
+        await parts.store.close()
