@@ -17,7 +17,7 @@ produced no ``result`` (a crash, a kill, a timeout) gets a synthesised
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
@@ -27,7 +27,6 @@ from service.projects.events import AgentResult, parse_lines, session_of
 
 if TYPE_CHECKING:
     from service.projects.project import Project
-    from service.projects.registry import Projects
 
 logger = logging.getLogger(__name__)
 
@@ -36,8 +35,32 @@ STDERR_TAIL_BYTES = 4096
 SESSION_NOT_FOUND = "No conversation found with session ID"
 
 
+class Registry(Protocol):
+    """What a run reports to the project registry
+    (:class:`~service.projects.registry.Projects`)."""
+
+    #: Events above this size are sent as a summary.
+    max_event_frame_bytes: int
+
+    def run_started(
+        self, project: Project, execution: Execution, prompt: dict[str, Any]
+    ) -> None: ...
+
+    def run_state(self, project: Project, state: ExecutionState) -> None: ...
+
+    def run_ended(self, project: Project, execution: Execution, status: str) -> None: ...
+
+    def set_session(self, project: Project, session_id: str) -> None: ...
+
+    def forget_session(self, project: Project, session_id: str) -> None: ...
+
+    def count_result(self, project: Project, result: AgentResult) -> None: ...
+
+    def record(self, project: Project, kind: str, execution_id: str | None, data: str) -> None: ...
+
+
 class AgentRun:
-    def __init__(self, registry: Projects, project: Project, prompt: dict[str, Any]) -> None:
+    def __init__(self, registry: Registry, project: Project, prompt: dict[str, Any]) -> None:
         self.registry = registry
         self.project = project
         #: The ``prompt`` history entry, recorded once the execution id is known.
