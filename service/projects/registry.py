@@ -12,17 +12,18 @@ own bounded queue).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import re
-import shlex
 import time
 import uuid
 from typing import Any
 
-from service.errors import InternalError, InvalidParams, InvalidState, NotAllowed, NotFound
+from service.errors import InternalError, InvalidParams, InvalidState, NotFound
+from service.params import ExecuteParams
 from service.process.execution import Execution, Sink
-from service.process.spawn import ExecutionSpec, check_allowed, passed_environment
+from service.process.spawn import build_spec
 from service.process.state import ExecutionState
 from service.process.supervisor import Supervisor
 from service.projects import storage
@@ -182,38 +183,17 @@ class Projects:
             )
         check_directory(project.path)
         settings = self.settings
-        child_env = passed_environment(settings.pass_env, os.environ)
-        if env:
-            loaders = sorted(name for name in env if name.startswith("LD_"))
-            if loaders and settings.allowed_commands:
-                raise NotAllowed(
-                    f"environment not allowed with an allow-list: {', '.join(loaders)}",
-                    {"env": loaders},
-                )
-            child_env.update(env)
-        timeout_s = timeout_s if timeout_s is not None else settings.default_timeout_s
-        if timeout_s is not None and timeout_s > settings.max_timeout_s:
-            raise InvalidParams(
-                f"timeout {timeout_s:g}s is above the maximum of {settings.max_timeout_s:g}s"
-            )
-        if settings.allowed_commands:
-            # The allow-list binds agents too: claude_bin runs like any command.
-            executable = check_allowed(settings.claude_bin, settings.allowed_commands)
-        else:
-            executable = None
         session_id = project.session_id if resume else None
         argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
-        spec = ExecutionSpec(
-            argv=argv,
-            cwd=project.path,
-            env=child_env,
-            timeout_s=timeout_s,
-            keep_stdin=False,
+        # The agent is a command like any other: the one spawn policy (the
+        # environment, LD_* under an allow-list, the timeout ceiling, the
+        # allow-list itself, which binds claude_bin) decides whether it runs.
+        request = ExecuteParams(argv=argv, cwd=project.path, env=env, timeout=timeout_s)
+        spec = dataclasses.replace(
+            build_spec(request, settings),
             project_id=project.id,
-            display=shlex.join(argv),
             labels={"kind": "agent"},
             max_line_bytes=settings.max_agent_line_bytes,
-            executable=executable,
         )
         prompt = {
             "prompt": options.prompt,
