@@ -27,7 +27,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.error
 import urllib.request
@@ -38,6 +37,8 @@ from typing import Any
 
 import websockets
 from websockets.asyncio.client import ClientConnection
+
+from service.launch import run_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"
@@ -112,27 +113,8 @@ def start_server(name: str, scratch: Path) -> Server:
         }
     )
     env.update({f"CC_EXECUTOR_{key}": value for key, value in SERVERS[name].items()})
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", "0"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=str(data_dir),
-    )
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        raw = proc.stdout.readline()
-        if not raw:
-            break
-        with contextlib.suppress(ValueError):
-            entry = json.loads(raw)
-            if isinstance(entry, dict) and entry.get("message") == "listening":
-                # Keep draining the log so the server never blocks on a full pipe.
-                threading.Thread(target=proc.stdout.read, daemon=True).start()
-                return Server(name, proc, int(entry["port"]), data_dir)
-    proc.kill()
-    raise RuntimeError(f"server {name!r} did not start")
+    started = run_server(env, cwd=data_dir, on_line=lambda line: None)
+    return Server(name, started.proc, started.port, data_dir)
 
 
 # --- recording -------------------------------------------------------------------

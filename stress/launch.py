@@ -28,10 +28,10 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from service.launch import run_server
 from stress import orphans
 from stress.settings import DEFAULT_USERS, new_marker
 
@@ -114,31 +114,16 @@ def start_server(work: Path, reports: Path, name: str) -> Server:
     if fake and "CC_EXECUTOR_CLAUDE_BIN" not in env:
         env["CC_EXECUTOR_CLAUDE_BIN"] = fake
     log_path = reports / f"{name}-server.log"
-    log = log_path.open("wb")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", "0"],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=env,
-        cwd=str(work),
+    log_path.unlink(missing_ok=True)  # one run's log, not appended to an older one
+    started = run_server(
+        env,
+        args=["--host", "127.0.0.1"],
+        cwd=work,
+        log_path=log_path,
+        timeout_s=30,
         start_new_session=True,  # stopped by the launcher, after Locust, not by Ctrl-C
     )
-    log.close()
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"server exited ({proc.returncode}); see {log_path}")
-        for line in log_path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("message") == "listening":
-                return Server(proc, int(entry["port"]), log_path)
-        time.sleep(0.1)
-    proc.kill()
-    proc.wait()
-    raise RuntimeError(f"server did not start in 30 s; see {log_path}")
+    return Server(started.proc, started.port, log_path)
 
 
 def free_port() -> int:

@@ -7,7 +7,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from service.launch import run_server
 from service.process import procfs
 
 MARKER_NAME = "CCX_TEST_MARKER"
@@ -98,38 +98,29 @@ def start_server(
         if isinstance(value, list | dict):
             value = json.dumps(value)
         env[f"CC_EXECUTOR_{key.upper()}"] = str(value)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service", "serve", "--port", "0", *(extra_args or [])],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
+    raw: list[str] = []
+    logs: list[dict[str, Any]] = []
+
+    def keep(line: str) -> None:
+        raw.append(line)
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            return
+        if isinstance(entry, dict):
+            logs.append(entry)
+
+    started = run_server(env, args=extra_args or [], cwd=data_dir, on_line=keep, timeout_s=timeout)
+    return RunningServer(
+        proc=started.proc,
+        port=started.port,
+        data_dir=data_dir,
         env=env,
-        cwd=str(data_dir),
+        scheme=scheme,
+        logs=logs,
+        raw=raw,
+        _reader=started.reader,
     )
-    server = RunningServer(proc=proc, port=0, data_dir=data_dir, env=env, scheme=scheme)
-    listening = threading.Event()
-
-    def read() -> None:
-        assert proc.stdout is not None
-        for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip("\n")
-            server.raw.append(line)
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if not isinstance(entry, dict):
-                continue
-            server.logs.append(entry)
-            if entry.get("message") == "listening" and not listening.is_set():
-                server.port = int(entry["port"])
-                listening.set()
-
-    server._reader = threading.Thread(target=read, daemon=True)
-    server._reader.start()
-    if not listening.wait(timeout):
-        server.stop(signal.SIGKILL)
-        raise RuntimeError("server did not start:\n" + "\n".join(server.raw[-30:]))
-    return server
 
 
 def new_marker() -> tuple[str, dict[str, str]]:

@@ -9,13 +9,12 @@ SIGTERM and waits: the server cancels what still runs and closes its store.
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
+
+from service.launch import ServerStartError, run_server
 
 LOG_NAME = "prompts-executor.log"
 
@@ -51,57 +50,17 @@ class LocalExecutor:
         env["CC_EXECUTOR_LOG_FORMAT"] = "json"
         env["CC_EXECUTOR_HOST"] = "127.0.0.1"
         env.update(self.extra_env)
-        with open(self.log_path, "ab") as log:
-            offset = log.tell()
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "service",
-                    "serve",
-                    "--port",
-                    "0",
-                    "--host",
-                    "127.0.0.1",
-                    "--data-dir",
-                    str(self.data_dir),
-                ],
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                env=env,
+        try:
+            started = run_server(
+                env,
+                args=["--host", "127.0.0.1", "--data-dir", str(self.data_dir)],
+                log_path=self.log_path,
+                timeout_s=self.start_timeout_s,
             )
-        deadline = time.monotonic() + self.start_timeout_s
-        while time.monotonic() < deadline:
-            port = self._listening_port(offset)
-            if port is not None:
-                self.port = port
-                return self.url
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        raise ExecutorStartError(
-            f"the executor did not start (log {self.log_path}):\n" + self._tail(offset)
-        )
-
-    def _listening_port(self, offset: int) -> int | None:
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            for raw in log:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue
-                if isinstance(entry, dict) and entry.get("message") == "listening":
-                    return int(entry["port"])
-        return None
-
-    def _tail(self, offset: int) -> str:
-        with open(self.log_path, "rb") as log:
-            log.seek(offset)
-            lines = log.read().decode(errors="replace").splitlines()
-        return "\n".join(lines[-20:])
+        except ServerStartError as exc:
+            raise ExecutorStartError(str(exc)) from None
+        self.proc, self.port = started.proc, started.port
+        return self.url
 
     def stop(self, timeout_s: float = 15.0) -> int | None:
         """SIGTERM, wait, SIGKILL as a last resort; the exit code. Safe twice."""

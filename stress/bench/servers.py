@@ -19,6 +19,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from service.launch import run_server
+
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
@@ -128,37 +130,11 @@ class CcExecutorServer:
         return env
 
     def start(self, timeout_s: float = 20.0) -> None:
-        with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "service", "serve", "--port", "0"],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.environment(),
-                cwd=str(self.work_dir),
-            )
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            port = self._listening_port()
-            if port:
-                self.port = port
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.05)
-        self.stop()
-        tail = self.log_path.read_text(errors="replace")[-3000:]
-        raise RuntimeError(f"cc-executor did not start:\n{tail}")
-
-    def _listening_port(self) -> int:
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                entry = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(entry, dict) and entry.get("message") == "listening":
-                return int(entry["port"])
-        return 0
+        self.log_path.unlink(missing_ok=True)  # this run's log alone
+        started = run_server(
+            self.environment(), cwd=self.work_dir, log_path=self.log_path, timeout_s=timeout_s
+        )
+        self.proc, self.port = started.proc, started.port
 
     def stop(self) -> None:
         if self.proc is not None:
