@@ -25,7 +25,7 @@ from service.dispatch import CallContext
 from service.errors import INVALID_REQUEST, RateLimited, RpcError
 from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
-from service.protocol import encode, error_response, notification, parse_frame
+from service.protocol import Frame, encode, error_response, notification, parse_frame
 
 if TYPE_CHECKING:
     from service.root import Root
@@ -64,7 +64,7 @@ class Connection:
         self.root = root
         self.services = root.services
         settings = root.settings
-        self.outbox = Outbox(settings.max_pending_bytes)
+        self.outbox: Outbox[str] = Outbox(settings.max_pending_bytes)
         self.bucket = TokenBucket(settings.rate_limit_per_s, settings.rate_limit_burst)
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "unknown"
@@ -79,16 +79,28 @@ class Connection:
 
     # --- Sink --------------------------------------------------------------
 
-    def offer(self, frame: str, *, droppable: bool) -> bool:
-        queued = self.outbox.offer(frame, droppable=droppable)
+    def offer(self, frame: Frame, *, droppable: bool) -> bool:
+        return self.send_text(frame.text, droppable=droppable)
+
+    async def put(self, frame: Frame) -> None:
+        await self.outbox.put(frame.text)
+
+    @property
+    def closed(self) -> bool:
+        return self.outbox.closed
+
+    def notify(self, method: str, params: dict[str, Any]) -> None:
+        self.send_text(encode(notification(method, params)), droppable=False)
+
+    def send_text(self, text: str, *, droppable: bool) -> bool:
+        """Queue one encoded frame (a response, a notification); False when it
+        was not queued. A client that stopped reading is closed with 1008."""
+        queued = self.outbox.offer(text, droppable=droppable)
         if not queued and self.outbox.overflowed and self.close_code != CLOSE_POLICY:
             self.close_code = CLOSE_POLICY
             self.close_reason = "client is not reading its responses"
             self.log.warning("outbox overflow; closing", extra={"bytes": self.outbox.pending_bytes})
         return queued
-
-    def notify(self, method: str, params: dict[str, Any]) -> None:
-        self.offer(encode(notification(method, params)), droppable=False)
 
     def close(self, code: int = CLOSE_GOING_AWAY, reason: str = "") -> None:
         """Send what is queued, then close the socket with ``code``."""
@@ -152,7 +164,7 @@ class Connection:
                         "binary frames are not accepted: send JSON text", code=INVALID_REQUEST
                     ),
                 )
-                self.offer(encode(frame), droppable=False)
+                self.send_text(encode(frame), droppable=False)
                 continue
             await self.handle_frame(text)
 
@@ -179,6 +191,6 @@ class Connection:
         if not responses:
             return
         if parsed.batch:
-            self.offer(encode(responses), droppable=False)
+            self.send_text(encode(responses), droppable=False)
         else:
-            self.offer(encode(responses[0]), droppable=False)
+            self.send_text(encode(responses[0]), droppable=False)

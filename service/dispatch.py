@@ -17,8 +17,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 from pydantic import BaseModel, ValidationError
 
 from service.errors import InternalError, InvalidParams, MethodNotFound, RpcError
-from service.outbox import Outbox
-from service.protocol import Request, error_response, result_response
+from service.protocol import Frame, Request, error_response, result_response
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -43,12 +42,17 @@ class Peer(Protocol):
     peer_host: str
     #: The server's parts, for handlers.
     services: Services
-    #: Where its frames queue (attach replays put into it directly).
-    outbox: Outbox
 
     def __hash__(self) -> int: ...
 
-    def offer(self, frame: str, *, droppable: bool) -> bool: ...
+    def offer(self, frame: Frame, *, droppable: bool) -> bool:
+        """Queue ``frame`` without waiting; False when it was not queued."""
+
+    async def put(self, frame: Frame) -> None:
+        """Queue ``frame``, waiting for room (replays); OutboxClosed once gone."""
+
+    @property
+    def closed(self) -> bool: ...
 
     def notify(self, method: str, params: dict[str, Any]) -> None: ...
 

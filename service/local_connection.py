@@ -19,15 +19,13 @@ import itertools
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
-import orjson
-
+from service import protocol
 from service.dispatch import CallContext
 from service.logs import ContextAdapter
-from service.outbox import Outbox, OutboxClosed
-from service.protocol import Request, encode, error_from_wire, notification
+from service.outbox import Outbox
+from service.protocol import Frame, Request, error_from_wire
 
 if TYPE_CHECKING:
     from service.root import Root
@@ -43,7 +41,7 @@ class LocalConnection:
         self.peer = peer
         self.peer_host = peer.rsplit(":", 1)[0]
         self.opened_at = time.time()
-        self.outbox = Outbox(root.settings.max_pending_bytes)
+        self.outbox: Outbox[Frame] = Outbox(root.settings.max_pending_bytes)
         self.log = ContextAdapter(logger, {"connection_id": self.id, "peer": peer})
         self._ids = itertools.count(1)
 
@@ -58,11 +56,18 @@ class LocalConnection:
 
     # --- Sink ----------------------------------------------------------------
 
-    def offer(self, frame: str, *, droppable: bool) -> bool:
+    def offer(self, frame: Frame, *, droppable: bool) -> bool:
         return self.outbox.offer(frame, droppable=droppable)
 
+    async def put(self, frame: Frame) -> None:
+        await self.outbox.put(frame)
+
+    @property
+    def closed(self) -> bool:
+        return self.outbox.closed
+
     def notify(self, method: str, params: dict[str, Any]) -> None:
-        self.offer(encode(notification(method, params)), droppable=False)
+        self.offer(protocol.frame(method, params), droppable=False)
 
     # --- use -----------------------------------------------------------------
 
@@ -76,23 +81,10 @@ class LocalConnection:
             raise error_from_wire(response["error"])
         return response.get("result")
 
-    async def notifications(self) -> AsyncIterator[dict[str, Any]]:
-        """Every notification sent to this connection, decoded, in order, until
-        it is closed."""
-        while True:
-            try:
-                frame = await self.outbox.get()
-            except OutboxClosed:
-                return
-            for message in self.decode(frame):
-                yield message
-
-    @staticmethod
-    def decode(frame: str) -> list[dict[str, Any]]:
-        """The notifications in one outbox frame."""
-        message = orjson.loads(frame)
-        items = message if isinstance(message, list) else [message]
-        return [item for item in items if isinstance(item, dict) and "method" in item]
+    async def next_frame(self) -> Frame:
+        """The next notification sent to this connection, in order; raises
+        OutboxClosed once it is closed and drained."""
+        return await self.outbox.get()
 
     def close(self) -> None:
         """Stop receiving; live executions owned only by this connection get the

@@ -381,17 +381,15 @@ class McpEndpoint:
             while True:
                 frame = None
                 with anyio.move_on_after(relay.wait_s()):
-                    frame = await connection.outbox.get()
+                    frame = await connection.next_frame()
                 if frame is None:
                     await relay.pump()
                     continue
-                for message in LocalConnection.decode(frame):
-                    params = message.get("params") or {}
-                    if params.get("execution_id") != execution_id:
-                        continue
-                    if message["method"] == "process.output":
+                params = frame.params
+                if params.get("execution_id") == execution_id:
+                    if frame.method == "process.output":
                         on_output(str(params.get("type")), str(params.get("data", "")), relay)
-                    elif message["method"] == "process.completed":
+                    elif frame.method == "process.completed":
                         finished = True
                         await relay.pump(final=True)
                         return dict(params)

@@ -10,19 +10,28 @@ being allowed to grow the server's memory.
 
 A replay (``attach``) uses :meth:`put` instead, which waits for room, so a
 slow reader slows its own replay and nothing else.
+
+A WebSocket connection queues text; a peer inside the server queues
+:class:`~service.protocol.Frame` objects (read, not parsed). Either way an
+item weighs its ``len``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections import deque
+from collections.abc import Sized
+from typing import Generic, TypeVar
+
+#: What an outbox holds: encoded text, or frames that know their text's length.
+F = TypeVar("F", bound=Sized)
 
 
 class OutboxClosed(Exception):
     """The connection is gone; nothing more can be sent."""
 
 
-class Outbox:
+class Outbox(Generic[F]):
     def __init__(self, max_pending_bytes: int, hard_limit_factor: int = 4) -> None:
         self.max_pending_bytes = max_pending_bytes
         self.hard_limit_bytes = max_pending_bytes * hard_limit_factor
@@ -30,7 +39,7 @@ class Outbox:
         self.sent_frames = 0
         self.dropped_frames = 0
         self.overflowed = False
-        self._frames: deque[str] = deque()
+        self._frames: deque[F] = deque()
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -40,7 +49,7 @@ class Outbox:
     def closed(self) -> bool:
         return self._closed
 
-    def offer(self, frame: str, *, droppable: bool) -> bool:
+    def offer(self, frame: F, *, droppable: bool) -> bool:
         """Queue ``frame`` without waiting; False when it was not queued."""
         if self._closed:
             return False
@@ -58,7 +67,7 @@ class Outbox:
         self._push(frame, size)
         return True
 
-    async def put(self, frame: str) -> None:
+    async def put(self, frame: F) -> None:
         """Queue ``frame``, waiting while the queue is full. Raises OutboxClosed."""
         while not self._closed and self.pending_bytes + len(frame) > self.max_pending_bytes:
             if not self._frames:
@@ -69,12 +78,12 @@ class Outbox:
             raise OutboxClosed
         self._push(frame, len(frame))
 
-    def _push(self, frame: str, size: int) -> None:
+    def _push(self, frame: F, size: int) -> None:
         self._frames.append(frame)
         self.pending_bytes += size
         self._ready.set()
 
-    async def get(self) -> str:
+    async def get(self) -> F:
         """The next frame to send; raises OutboxClosed once closed and empty.
 
         Cancelling this call is safe: no frame is taken unless it is returned.

@@ -148,3 +148,94 @@ def error_from_wire(error: dict[str, Any]) -> RpcError:
     code = int(error.get("code", INTERNAL_ERROR))
     cls = ERRORS_BY_CODE.get(code, RpcError)
     return cls(str(error.get("message", "")), error.get("data"), code=code)
+
+
+# --- notifications about executions ---------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One notification, built once: what it says and its encoded text.
+
+    Sockets send :attr:`text`; readers in the server process (attach's holder,
+    the MCP tools) read :attr:`method`, :attr:`params` and :attr:`seq`, so
+    nothing sniffs or parses the text again. Its length is the text's (what
+    an outbox counts against its budget)."""
+
+    method: str
+    params: dict[str, Any]
+    text: str
+
+    def __len__(self) -> int:
+        return len(self.text)
+
+    @property
+    def seq(self) -> int | None:
+        """The seq of a ``process.output`` chunk; None for any other frame."""
+        if self.method != "process.output":
+            return None
+        seq: int = self.params["seq"]
+        return seq
+
+
+def frame(method: str, params: dict[str, Any]) -> Frame:
+    """The notification ``method`` with ``params``, as a :class:`Frame`."""
+    return Frame(method, params, encode(notification(method, params)))
+
+
+def process_output(execution_id: str, stream: str, data: str, seq: int, truncated: bool) -> Frame:
+    """``process.output``: one line (or piece of a line) of ``stream``."""
+    params: dict[str, Any] = {
+        "execution_id": execution_id,
+        "type": stream,
+        "data": data,
+        "seq": seq,
+    }
+    if truncated:
+        params["truncated"] = True
+    return frame("process.output", params)
+
+
+def process_completed(
+    execution_id: str,
+    status: str,
+    *,
+    exit_code: int | None,
+    signal: int | None,
+    duration_s: float | None,
+    stdout_bytes: int,
+    stderr_bytes: int,
+    dropped: int,
+    reason: str | None = None,
+) -> Frame:
+    """``process.completed``: the last frame of an execution. ``reason`` only
+    for an execution ``lost`` with an earlier server process."""
+    params: dict[str, Any] = {
+        "execution_id": execution_id,
+        "status": status,
+        "exit_code": exit_code,
+        "signal": signal,
+        "duration_s": duration_s,
+        "stdout_bytes": stdout_bytes,
+        "stderr_bytes": stderr_bytes,
+        "dropped": dropped,
+    }
+    if reason is not None:
+        params["reason"] = reason
+    return frame("process.completed", params)
+
+
+def process_started(execution_id: str, pid: int | None, pgid: int | None) -> Frame:
+    return frame("process.started", {"execution_id": execution_id, "pid": pid, "pgid": pgid})
+
+
+def process_paused(execution_id: str) -> Frame:
+    return frame("process.paused", {"execution_id": execution_id})
+
+
+def process_resumed(execution_id: str) -> Frame:
+    return frame("process.resumed", {"execution_id": execution_id})
+
+
+def process_cancelled(execution_id: str) -> Frame:
+    return frame("process.cancelled", {"execution_id": execution_id})

@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from service import protocol
 from service.errors import InvalidState, LimitReached, TimedOut
 from service.logs import ContextAdapter
 from service.process import procfs
@@ -37,7 +38,7 @@ from service.process.ladder import terminate
 from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, resolve_executable
 from service.process.state import ExecutionState, check_transition
 from service.process.stream import OutputStream
-from service.protocol import encode, notification
+from service.protocol import Frame
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -60,7 +61,7 @@ class Chunk:
 class Sink(Protocol):
     """Where an execution's notifications go: a connection's outbox."""
 
-    def offer(self, frame: str, *, droppable: bool) -> bool: ...
+    def offer(self, frame: Frame, *, droppable: bool) -> bool: ...
 
 
 class ExecutionObserver(Protocol):
@@ -143,8 +144,11 @@ class Execution:
         return self._sinks.get(sink, 0)
 
     def broadcast(self, method: str, params: dict[str, Any], *, droppable: bool = False) -> None:
-        """Send a notification about this execution to every sink."""
-        frame = encode(notification(method, {"execution_id": self.id, **params}))
+        """Send the notification ``method`` about this execution to every sink."""
+        self.send(protocol.frame(method, {"execution_id": self.id, **params}), droppable=droppable)
+
+    def send(self, frame: Frame, *, droppable: bool = False) -> None:
+        """Send ``frame`` to every sink; a droppable one refused counts as dropped."""
         for sink in list(self._sinks):
             if not sink.offer(frame, droppable=droppable) and droppable:
                 self._sinks[sink] += 1
@@ -221,7 +225,7 @@ class Execution:
         """
         proc = self._proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
-        self.broadcast("process.started", {"pid": self.pid, "pgid": self.pgid})
+        self.send(protocol.process_started(self.id, self.pid, self.pgid))
         pumps = [
             asyncio.create_task(self._streams["stdout"].pump(proc.stdout), name=f"{self.id}:out"),
             asyncio.create_task(self._streams["stderr"].pump(proc.stderr), name=f"{self.id}:err"),
@@ -300,17 +304,17 @@ class Execution:
                 "stderr_bytes": self.stderr_bytes,
             },
         )
-        base = {
-            "execution_id": self.id,
-            "status": final.value,
-            "exit_code": self.exit_code,
-            "signal": self.signal,
-            "duration_s": round(self._duration_s, 6),
-            "stdout_bytes": self.stdout_bytes,
-            "stderr_bytes": self.stderr_bytes,
-        }
         for sink, dropped in list(self._sinks.items()):
-            frame = encode(notification("process.completed", {**base, "dropped": dropped}))
+            frame = protocol.process_completed(
+                self.id,
+                final.value,
+                exit_code=self.exit_code,
+                signal=self.signal,
+                duration_s=round(self._duration_s, 6),
+                stdout_bytes=self.stdout_bytes,
+                stderr_bytes=self.stderr_bytes,
+                dropped=dropped,
+            )
             sink.offer(frame, droppable=False)
 
     # --- output ----------------------------------------------------------------
@@ -318,15 +322,7 @@ class Execution:
     def _emit(self, stream: str, data: bytes, truncated: bool) -> None:
         self.seq += 1
         text = data.decode("utf-8", "replace")
-        params: dict[str, Any] = {
-            "execution_id": self.id,
-            "type": stream,
-            "data": text,
-            "seq": self.seq,
-        }
-        if truncated:
-            params["truncated"] = True
-        frame = encode(notification("process.output", params))
+        frame = protocol.process_output(self.id, stream, text, self.seq, truncated)
         sinks = self._sinks
         for sink in list(sinks):
             if not sink.offer(frame, droppable=True):
@@ -370,7 +366,7 @@ class Execution:
             raise InvalidState(f"cannot pause: execution is {self._state_word()}")
         self._transition(ExecutionState.PAUSED)
         self.log.info("paused", extra={"pgid": self.pgid})
-        self.broadcast("process.paused", {})
+        self.send(protocol.process_paused(self.id))
 
     async def resume(self) -> None:
         if self.state is not ExecutionState.PAUSED or self._ending is not None:
@@ -378,7 +374,7 @@ class Execution:
         self._signal_tree(signal.SIGCONT)
         self._transition(ExecutionState.RUNNING)
         self.log.info("resumed", extra={"pgid": self.pgid})
-        self.broadcast("process.resumed", {})
+        self.send(protocol.process_resumed(self.id))
         self._gate.set()
         for stream in self._streams.values():
             stream.flush()
@@ -391,7 +387,7 @@ class Execution:
             raise InvalidState(f"cannot cancel: execution is already {self._ending.value}")
         self._ending = ExecutionState.CANCELLED
         self.log.info("cancelling", extra={"reason": reason, "pgid": self.pgid})
-        self.broadcast("process.cancelled", {})
+        self.send(protocol.process_cancelled(self.id))
         self._ensure_ladder()
 
     def _on_timeout(self) -> None:

@@ -20,6 +20,7 @@ import time
 import uuid
 from typing import Any
 
+from service import protocol
 from service.errors import InternalError, InvalidParams, InvalidState, NotFound
 from service.params import ExecuteParams
 from service.process.execution import Execution, Sink
@@ -32,7 +33,7 @@ from service.projects.argv import AgentOptions, agent_argv
 from service.projects.events import AgentResult
 from service.projects.paths import check_not_nested, resolve_project_path
 from service.projects.project import Project, ProjectState
-from service.protocol import encode, notification
+from service.protocol import encode
 from service.settings import Settings
 from service.store import StoreError
 
@@ -157,7 +158,7 @@ class Projects:
             project.subscribers.discard(sink)
 
     def _notify(self, project: Project, params: dict[str, Any]) -> None:
-        frame = encode(notification("project.state", params))
+        frame = protocol.frame("project.state", params)
         for sink in list(project.subscribers):
             sink.offer(frame, droppable=False)
 

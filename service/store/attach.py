@@ -34,9 +34,9 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from service.errors import InvalidState, NotFound
-from service.outbox import Outbox, OutboxClosed
+from service.outbox import OutboxClosed
 from service.process.execution import Execution
-from service.protocol import encode, notification
+from service.protocol import Frame, process_completed
 from service.store.database import Store
 from service.store.history import chunk_rows, get_execution, output_frame
 from service.store.recorder import Recorder
@@ -48,19 +48,24 @@ logger = logging.getLogger(__name__)
 
 #: Chunks read from the store per query while replaying.
 REPLAY_PAGE = 2000
-OUTPUT_PREFIX = '"method":"process.output"'
 
 
 class Subscriber(Protocol):
-    """Who attaches (a :class:`~service.dispatch.Peer`): a sink with an id,
-    and the outbox that replayed frames are put into."""
+    """Who attaches (a :class:`~service.dispatch.Peer`): a sink with an id
+    that replayed frames can also be put into, waiting for room."""
 
     id: str
-    outbox: Outbox
 
     def __hash__(self) -> int: ...
 
-    def offer(self, frame: str, *, droppable: bool) -> bool: ...
+    def offer(self, frame: Frame, *, droppable: bool) -> bool: ...
+
+    async def put(self, frame: Frame) -> None:
+        """Queue ``frame``, waiting while the queue is full; OutboxClosed once
+        the peer is gone."""
+
+    @property
+    def closed(self) -> bool: ...
 
 
 class Holder:
@@ -73,23 +78,23 @@ class Holder:
         self.execution = execution
         self.budget_bytes = budget_bytes
         #: ``(seq, frame)`` for output chunks, ``(None, frame)`` for the rest.
-        self.entries: deque[tuple[int | None, str]] = deque()
+        self.entries: deque[tuple[int | None, Frame]] = deque()
         self.bytes = 0
         self.overflowed = False
 
-    def offer(self, frame: str, *, droppable: bool) -> bool:
-        is_output = OUTPUT_PREFIX in frame[:64]
+    def offer(self, frame: Frame, *, droppable: bool) -> bool:
+        seq = frame.seq
+        is_output = seq is not None
         if is_output and (self.overflowed or self.bytes + len(frame) > self.budget_bytes):
             self.overflowed = True
             return True  # in the store: the replay catches up
         if droppable and not is_output and self.bytes + len(frame) > self.budget_bytes:
             return False
-        # An output frame is offered right after its seq was assigned.
-        self.entries.append((self.execution.seq if is_output else None, frame))
+        self.entries.append((seq, frame))
         self.bytes += len(frame)
         return True
 
-    def pop(self) -> tuple[int | None, str]:
+    def pop(self) -> tuple[int | None, Frame]:
         seq, frame = self.entries.popleft()
         self.bytes -= len(frame)
         return seq, frame
@@ -102,21 +107,20 @@ class Holder:
         self.overflowed = False
 
 
-def completed_frame(execution_id: str, record: dict[str, Any]) -> str:
+def completed_frame(execution_id: str, record: dict[str, Any]) -> Frame:
     """A ``process.completed`` for a connection that attached to a finished execution."""
-    params = {
-        "execution_id": execution_id,
-        "status": record["state"],
-        "exit_code": record.get("exit_code"),
-        "signal": record.get("signal"),
-        "duration_s": record.get("duration_s"),
-        "stdout_bytes": record.get("stdout_bytes", 0),
-        "stderr_bytes": record.get("stderr_bytes", 0),
-        "dropped": 0,
-    }
-    if record.get("reason") and record["state"] == "lost":
-        params["reason"] = record["reason"]
-    return encode(notification("process.completed", params))
+    lost = record["state"] == "lost" and record.get("reason")
+    return process_completed(
+        execution_id,
+        record["state"],
+        exit_code=record.get("exit_code"),
+        signal=record.get("signal"),
+        duration_s=record.get("duration_s"),
+        stdout_bytes=record.get("stdout_bytes", 0),
+        stderr_bytes=record.get("stderr_bytes", 0),
+        dropped=0,
+        reason=record["reason"] if lost else None,
+    )
 
 
 class Attacher:
@@ -216,7 +220,7 @@ class Attacher:
         self._active[key] = self.supervisor.spawn_task(run(), name=f"attach:{key[1]}")
 
     async def _send_range(
-        self, outbox: Outbox, execution_id: str, after_seq: int, upto_seq: int | None
+        self, connection: Subscriber, execution_id: str, after_seq: int, upto_seq: int | None
     ) -> None:
         """Send the stored chunks ``after_seq < seq <= upto_seq``, reading the
         next page while the current one is being sent."""
@@ -237,7 +241,7 @@ class Attacher:
                 if len(rows) == REPLAY_PAGE:
                     pending = page(rows[-1][0])
                 for row in rows:
-                    await outbox.put(output_frame(execution_id, row))
+                    await connection.put(output_frame(execution_id, row))
                 if len(rows) < REPLAY_PAGE:
                     return
         finally:
@@ -257,7 +261,6 @@ class Attacher:
     ) -> None:
         recorder = self.recorder
         assert recorder is not None
-        outbox = connection.outbox
         sent = since_seq
         rounds = 0
         try:
@@ -265,13 +268,13 @@ class Attacher:
                 rounds += 1
                 if seam > sent:
                     await recorder.sync()
-                    await self._send_range(outbox, execution.id, sent, seam)
+                    await self._send_range(connection, execution.id, sent, seam)
                     sent = seam
                 while holder.entries and not holder.overflowed:
                     seq, frame = holder.pop()
                     if seq is not None and seq <= since_seq:
                         continue  # the client asked for what follows since_seq only
-                    await outbox.put(frame)
+                    await connection.put(frame)
                     if seq is not None:
                         sent = seq
                 if holder.overflowed:
@@ -281,11 +284,11 @@ class Attacher:
                     continue
                 # The seam: nothing held, no await until the connection is the sink.
                 execution.remove_sink(holder)
-                if not outbox.closed:
+                if not connection.closed:
                     execution.add_sink(connection)
                 break
             if finished:
-                await outbox.put(completed_frame(execution.id, execution.snapshot()))
+                await connection.put(completed_frame(execution.id, execution.snapshot()))
             logger.info(
                 "replay done",
                 extra={
@@ -302,8 +305,8 @@ class Attacher:
         self, connection: Subscriber, record: dict[str, Any], since_seq: int
     ) -> None:
         execution_id = record["execution_id"]
-        await self._send_range(connection.outbox, execution_id, since_seq, None)
+        await self._send_range(connection, execution_id, since_seq, None)
         if record["state"] in ("starting", "running", "paused"):
             # Live in the store but not in this server: only recovery can say more.
             return
-        await connection.outbox.put(completed_frame(execution_id, record))
+        await connection.put(completed_frame(execution_id, record))

@@ -12,7 +12,7 @@ import json
 import sqlite3
 from typing import Any
 
-from service.protocol import encode, notification
+from service.protocol import Frame, process_output
 
 EXECUTION_COLUMNS = (
     "n, id, connection_id, server_id, command, argv, cwd, project_id, state, reason, pid, pgid, "
@@ -123,15 +123,7 @@ def chunk_dict(row: tuple[int, str, str, int, float]) -> dict[str, Any]:
     return chunk
 
 
-def output_frame(execution_id: str, row: tuple[int, str, str, int, float]) -> str:
+def output_frame(execution_id: str, row: tuple[int, str, str, int, float]) -> Frame:
     """The ``process.output`` notification of a stored chunk, as it went out live."""
     seq, stream, data, truncated, _ = row
-    params: dict[str, Any] = {
-        "execution_id": execution_id,
-        "type": stream,
-        "data": data,
-        "seq": seq,
-    }
-    if truncated:
-        params["truncated"] = True
-    return encode(notification("process.output", params))
+    return process_output(execution_id, stream, data, seq, bool(truncated))
