@@ -28,11 +28,12 @@ Tools:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from service.root import Root
 
 logger = logging.getLogger(__name__)
+P = ParamSpec("P")
 
 PATH = "/mcp"
 INSTRUCTIONS = (
@@ -165,6 +167,26 @@ def rpc_error_result(exc: errors.RpcError) -> CallToolResult:
         content=[TextContent(type="text", text=f"{exc.message} (error {exc.code})")],
         is_error=True,
     )
+
+
+def tool(
+    run: Callable[P, Awaitable[CallToolResult]],
+) -> Callable[P, Awaitable[CallToolResult]]:
+    """The one error boundary of the MCP tools: a typed error that a tool's
+    request answered with becomes an error result naming its message and code.
+    Anything else is the SDK's to report (a bug: no detail reaches the client).
+
+    The wrapper keeps the tool's signature and annotations (the SDK reads the
+    arguments, the Context parameter and the output schema from them)."""
+
+    @functools.wraps(run)
+    async def bounded(*args: P.args, **kwargs: P.kwargs) -> CallToolResult:
+        try:
+            return await run(*args, **kwargs)
+        except errors.RpcError as exc:
+            return rpc_error_result(exc)
+
+    return bounded
 
 
 def describe_exit(completed: dict[str, Any]) -> str:
@@ -287,6 +309,7 @@ class McpEndpoint:
                 peer = f"{client.host}:{client.port}"
         return LocalConnection(self.root, peer, kind=f"mcp-{tool}")
 
+    @tool
     async def execute(
         self,
         ctx: Context,
@@ -319,10 +342,7 @@ class McpEndpoint:
         if stdin is not None:
             params["stdin"] = True
         async with self._connection(ctx, "execute") as connection:
-            try:
-                started = await connection.request("execute", params)
-            except errors.RpcError as exc:
-                return rpc_error_result(exc)
+            started = await connection.request("execute", params)
             execution_id = started["execution_id"]
             tails = {"stdout": Tail(self.tail_chars), "stderr": Tail(self.tail_chars)}
 
@@ -413,6 +433,7 @@ class McpEndpoint:
             return
         logger.info("MCP call abandoned; execution cancelled", extra={"execution_id": execution_id})
 
+    @tool
     async def control(
         self,
         ctx: Context,
@@ -420,17 +441,15 @@ class McpEndpoint:
         action: Annotated[Literal["PAUSE", "RESUME", "CANCEL"], Field(description="what to do")],
     ) -> CallToolResult:
         async with self._connection(ctx, "control") as connection:
-            try:
-                result = await connection.request(
-                    "control", {"type": action, "execution_id": execution_id}
-                )
-            except errors.RpcError as exc:
-                return rpc_error_result(exc)
+            result = await connection.request(
+                "control", {"type": action, "execution_id": execution_id}
+            )
         return CallToolResult(
             content=[TextContent(type="text", text=f"{execution_id}: {result['status']}")],
             structured_content=result,
         )
 
+    @tool
     async def status(
         self,
         ctx: Context,
@@ -449,10 +468,7 @@ class McpEndpoint:
                 structured_content={"executions": executions},
             )
         async with self._connection(ctx, "status") as connection:
-            try:
-                snapshot = await connection.request("status", {"execution_id": execution_id})
-            except errors.RpcError as exc:
-                return rpc_error_result(exc)
+            snapshot = await connection.request("status", {"execution_id": execution_id})
         summary = (
             f"{execution_id}: {snapshot.get('state')}, pid {snapshot.get('pid')}, "
             f"exit code {snapshot.get('exit_code')}, signal {snapshot.get('signal')}, "
@@ -477,6 +493,7 @@ class McpEndpoint:
         executions += [e.snapshot() for e in reversed(supervisor.finished.values())]
         return executions
 
+    @tool
     async def transcript(
         self,
         ctx: Context,
@@ -485,13 +502,10 @@ class McpEndpoint:
         limit: Annotated[int, Field(description="chunks in this page", ge=1, le=10000)] = 200,
     ) -> CallToolResult:
         async with self._connection(ctx, "transcript") as connection:
-            try:
-                page = await connection.request(
-                    "transcript.get",
-                    {"execution_id": execution_id, "since_seq": since_seq, "limit": limit},
-                )
-            except errors.RpcError as exc:
-                return rpc_error_result(exc)
+            page = await connection.request(
+                "transcript.get",
+                {"execution_id": execution_id, "since_seq": since_seq, "limit": limit},
+            )
         chunks = page.get("chunks") or []
         text = "".join(
             (f"[stderr] {chunk['data']}" if chunk.get("type") == "stderr" else chunk["data"])
@@ -503,6 +517,7 @@ class McpEndpoint:
             content=[TextContent(type="text", text=text + note)], structured_content=page
         )
 
+    @tool
     async def agent(
         self,
         ctx: Context,
@@ -521,16 +536,13 @@ class McpEndpoint:
         ] = None,
     ) -> Annotated[CallToolResult, AgentOutput]:
         async with self._connection(ctx, "agent") as connection:
-            try:
-                project_id = await self._project_id(connection, project)
-                params: dict[str, Any] = {"project_id": project_id, "prompt": prompt}
-                params.update(model=model, max_turns=max_turns, timeout=timeout, env=env)
-                params = {key: value for key, value in params.items() if value is not None}
-                if new_session:
-                    params["resume"] = False
-                started = await connection.request("agent.execute", params)
-            except errors.RpcError as exc:
-                return rpc_error_result(exc)
+            project_id = await self._project_id(connection, project)
+            params: dict[str, Any] = {"project_id": project_id, "prompt": prompt}
+            params.update(model=model, max_turns=max_turns, timeout=timeout, env=env)
+            params = {key: value for key, value in params.items() if value is not None}
+            if new_session:
+                params["resume"] = False
+            started = await connection.request("agent.execute", params)
             execution_id = started["execution_id"]
             lines = EventLines()
             texts = Tail(self.tail_chars)
