@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from service.process.execution import Sink
+from service.process.sinks import Sink
 from service.process.supervisor import Supervisor
 from service.projects import Projects
 from service.settings import Settings

@@ -37,7 +37,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from service.errors import InvalidState, LimitReached
+
 SHIM_NAME = "cc-executor-exec"
+#: Bytes of input that may wait for a child to read them before ``input`` is refused.
+STDIN_BUFFER_LIMIT = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
 
 
@@ -172,6 +176,24 @@ class Child:
     def _set_exit(self, returncode: int) -> None:
         if not self._exited.done():
             self._exited.set_result(returncode)
+
+    def write_input(self, payload: bytes, eof: bool) -> int:
+        """Write ``payload`` to stdin without waiting (then close it on ``eof``);
+        its length. InvalidState once stdin is closed, LimitReached while more
+        than :data:`STDIN_BUFFER_LIMIT` bytes wait for the child to read them."""
+        stdin = self.stdin
+        if stdin is None or stdin.is_closing():
+            raise InvalidState("stdin is closed")
+        if stdin.transport.get_write_buffer_size() > STDIN_BUFFER_LIMIT:
+            raise LimitReached("stdin buffer full: the process is not reading its input")
+        try:
+            if payload:
+                stdin.write(payload)
+            if eof:
+                stdin.close()
+        except (BrokenPipeError, ConnectionResetError):
+            raise InvalidState("stdin is closed: the process stopped reading") from None
+        return len(payload)
 
     async def wait(self) -> int:
         """The exit status (negative: killed by that signal). Safe to cancel."""

@@ -25,51 +25,22 @@ import os
 import signal
 import time
 import uuid
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from service import protocol
-from service.errors import InvalidState, LimitReached, TimedOut
+from service.errors import InvalidState, TimedOut
 from service.logs import ContextAdapter
 from service.process import procfs
 from service.process.child import Child, Launcher
 from service.process.containment import Containment, Tree, TreeGone
 from service.process.ladder import terminate
+from service.process.sinks import Chunk, ExecutionObserver, Sinks
 from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, resolve_executable
 from service.process.state import ExecutionState, check_transition
-from service.process.stream import OutputStream
-from service.protocol import Frame
+from service.process.stream import OutputStream, Pumps
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
-
-STDIN_BUFFER_LIMIT = 1024 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class Chunk:
-    """One ``process.output`` notification's content."""
-
-    seq: int
-    stream: str
-    data: str
-    nbytes: int
-    truncated: bool
-    ts: float
-
-
-class Sink(Protocol):
-    """Where an execution's notifications go: a connection's outbox."""
-
-    def offer(self, frame: Frame, *, droppable: bool) -> bool: ...
-
-
-class ExecutionObserver(Protocol):
-    """Something that follows an execution without being a client (store, agent)."""
-
-    def on_output(self, execution: Execution, chunk: Chunk) -> None: ...
-
-    def on_transition(self, execution: Execution) -> None: ...
 
 
 class Execution:
@@ -100,7 +71,8 @@ class Execution:
         self.ended_at: float | None = None
         self.observers: list[ExecutionObserver] = []
         self.finished = asyncio.Event()
-        self._sinks: dict[Sink, int] = {}
+        #: Where its frames go (connections, attach holders), with their drops.
+        self.sinks = Sinks()
         self._ending: ExecutionState | None = None
         self._started_mono = 0.0
         self._duration_s: float | None = None
@@ -131,27 +103,10 @@ class Execution:
 
     # --- sinks ---------------------------------------------------------------
 
-    def add_sink(self, sink: Sink) -> None:
-        self._sinks.setdefault(sink, 0)
-
-    def remove_sink(self, sink: Sink) -> None:
-        self._sinks.pop(sink, None)
-
-    def has_sink(self, sink: Sink) -> bool:
-        return sink in self._sinks
-
-    def dropped_for(self, sink: Sink) -> int:
-        return self._sinks.get(sink, 0)
-
     def broadcast(self, method: str, params: dict[str, Any], *, droppable: bool = False) -> None:
         """Send the notification ``method`` about this execution to every sink."""
-        self.send(protocol.frame(method, {"execution_id": self.id, **params}), droppable=droppable)
-
-    def send(self, frame: Frame, *, droppable: bool = False) -> None:
-        """Send ``frame`` to every sink; a droppable one refused counts as dropped."""
-        for sink in list(self._sinks):
-            if not sink.offer(frame, droppable=droppable) and droppable:
-                self._sinks[sink] += 1
+        frame = protocol.frame(method, {"execution_id": self.id, **params})
+        self.sinks.send(frame, droppable=droppable)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -225,11 +180,8 @@ class Execution:
         """
         proc = self._proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
-        self.send(protocol.process_started(self.id, self.pid, self.pgid))
-        pumps = [
-            asyncio.create_task(self._streams["stdout"].pump(proc.stdout), name=f"{self.id}:out"),
-            asyncio.create_task(self._streams["stderr"].pump(proc.stderr), name=f"{self.id}:err"),
-        ]
+        self.sinks.send(protocol.process_started(self.id, self.pid, self.pgid), droppable=False)
+        pumps = Pumps(self._streams, proc.stdout, proc.stderr, self.id, self.log)
         try:
             returncode = await proc.wait()
             # The leader's status is final: a timeout can no longer relabel it, and
@@ -242,17 +194,16 @@ class Execution:
             if self._tree_alive():
                 # The leader is gone; nothing of its group may outlive it.
                 await self._ensure_ladder()
-            _, pending = await asyncio.wait(pumps, timeout=self.settings.exit_drain_timeout_s)
-            if pending:
+            if not await pumps.drained(self.settings.exit_drain_timeout_s):
                 self.log.warning(
                     "output pipes still open after exit; closing them",
                     extra={"pid": self.pid},
                 )
-            await self._stop_pumps(pumps)
+            await pumps.stop()
             self._finish(returncode)
         except asyncio.CancelledError:
             self._kill_now()
-            await self._stop_pumps(pumps)
+            await pumps.stop()
             if proc.returncode is None:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(asyncio.shield(proc.wait()), 1.0)
@@ -272,16 +223,6 @@ class Execution:
             if self.tree is not None:
                 self.tree.release()
             self.finished.set()
-
-    async def _stop_pumps(self, pumps: list[asyncio.Task[None]]) -> None:
-        for task in pumps:
-            task.cancel()
-        results = await asyncio.gather(*pumps, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                self.log.error("output reader failed", exc_info=result)
-        for stream in self._streams.values():
-            stream.finish()
 
     def _finish(self, returncode: int) -> None:
         self.exit_code = returncode if returncode >= 0 else None
@@ -304,7 +245,7 @@ class Execution:
                 "stderr_bytes": self.stderr_bytes,
             },
         )
-        for sink, dropped in list(self._sinks.items()):
+        for sink, dropped in self.sinks.each():
             frame = protocol.process_completed(
                 self.id,
                 final.value,
@@ -323,10 +264,7 @@ class Execution:
         self.seq += 1
         text = data.decode("utf-8", "replace")
         frame = protocol.process_output(self.id, stream, text, self.seq, truncated)
-        sinks = self._sinks
-        for sink in list(sinks):
-            if not sink.offer(frame, droppable=True):
-                sinks[sink] += 1
+        self.sinks.send(frame, droppable=True)
         if self.observers:
             chunk = Chunk(self.seq, stream, text, len(data), truncated, time.time())
             for observer in self.observers:
@@ -366,7 +304,7 @@ class Execution:
             raise InvalidState(f"cannot pause: execution is {self._state_word()}")
         self._transition(ExecutionState.PAUSED)
         self.log.info("paused", extra={"pgid": self.pgid})
-        self.send(protocol.process_paused(self.id))
+        self.sinks.send(protocol.process_paused(self.id), droppable=False)
 
     async def resume(self) -> None:
         if self.state is not ExecutionState.PAUSED or self._ending is not None:
@@ -374,7 +312,7 @@ class Execution:
         self._signal_tree(signal.SIGCONT)
         self._transition(ExecutionState.RUNNING)
         self.log.info("resumed", extra={"pgid": self.pgid})
-        self.send(protocol.process_resumed(self.id))
+        self.sinks.send(protocol.process_resumed(self.id), droppable=False)
         self._gate.set()
         for stream in self._streams.values():
             stream.flush()
@@ -387,7 +325,7 @@ class Execution:
             raise InvalidState(f"cannot cancel: execution is already {self._ending.value}")
         self._ending = ExecutionState.CANCELLED
         self.log.info("cancelling", extra={"reason": reason, "pgid": self.pgid})
-        self.send(protocol.process_cancelled(self.id))
+        self.sinks.send(protocol.process_cancelled(self.id), droppable=False)
         self._ensure_ladder()
 
     def _on_timeout(self) -> None:
@@ -423,19 +361,9 @@ class Execution:
         proc = self._proc
         if proc is None or proc.stdin is None:
             raise InvalidState("stdin is not open: start the execution with stdin: true")
-        if self.state.is_final or proc.stdin.is_closing():
+        if self.state.is_final:
             raise InvalidState("stdin is closed")
-        if proc.stdin.transport.get_write_buffer_size() > STDIN_BUFFER_LIMIT:
-            raise LimitReached("stdin buffer full: the process is not reading its input")
-        payload = data.encode()
-        try:
-            if payload:
-                proc.stdin.write(payload)
-            if eof:
-                proc.stdin.close()
-        except (BrokenPipeError, ConnectionResetError):
-            raise InvalidState("stdin is closed: the process stopped reading") from None
-        return len(payload)
+        return proc.write_input(data.encode(), eof)
 
     def snapshot(self) -> dict[str, Any]:
         """The execution's state as ``status`` reports it."""

@@ -15,6 +15,7 @@ out on resume.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 
 from service.lines import LineSplitter, Piece
@@ -103,3 +104,38 @@ class OutputStream:
         self._pending.clear()
         self._pending_size = 0
         self._emit(self.name, data, False)
+
+
+class Pumps:
+    """The two sibling reader tasks of one child: stdout and stderr."""
+
+    def __init__(
+        self,
+        streams: dict[str, OutputStream],
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+        name: str,
+        log: logging.LoggerAdapter[logging.Logger],
+    ) -> None:
+        self._streams = streams
+        self._log = log
+        self._tasks = [
+            asyncio.create_task(streams["stdout"].pump(stdout), name=f"{name}:out"),
+            asyncio.create_task(streams["stderr"].pump(stderr), name=f"{name}:err"),
+        ]
+
+    async def drained(self, timeout_s: float) -> bool:
+        """Wait until both pipes reached EOF; False when ``timeout_s`` passed first."""
+        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+        return not pending
+
+    async def stop(self) -> None:
+        """Cancel both readers and emit what they still hold."""
+        for task in self._tasks:
+            task.cancel()
+        results = await asyncio.gather(*self._tasks, return_exceptions=True)
+        for result in results:
+            if isinstance(result, Exception):
+                self._log.error("output reader failed", exc_info=result)
+        for stream in self._streams.values():
+            stream.finish()

@@ -22,8 +22,9 @@ from typing import Any
 from service.errors import InvalidState, LimitReached, NotFound
 from service.process.child import Launcher
 from service.process.containment import Containment
-from service.process.execution import Execution, ExecutionObserver, Sink
+from service.process.execution import Execution
 from service.process.pgroup import ProcessGroupContainment
+from service.process.sinks import ExecutionObserver, Sink
 from service.process.spawn import ExecutionSpec
 from service.process.state import ExecutionState
 from service.settings import Settings
@@ -115,7 +116,7 @@ class Supervisor:
         execution = Execution(spec, self.settings, self.containment, self.launcher)
         execution.observers.extend(self.observers)
         execution.observers.extend(observers or [])
-        execution.add_sink(owner)
+        execution.sinks.add(owner)
         self.owners[execution.id].add(owner)
         self.live[execution.id] = execution
         try:
@@ -156,7 +157,7 @@ class Supervisor:
 
     def add_owner(self, execution: Execution, owner: Sink) -> None:
         self.owners[execution.id].add(owner)
-        execution.add_sink(owner)
+        execution.sinks.add(owner)
         timer = self._detach_timers.pop(execution.id, None)
         if timer is not None:
             timer.cancel()
@@ -166,7 +167,7 @@ class Supervisor:
         """A connection closed: stop sending to it and arm detach timers for
         live executions it leaves without an owner."""
         for execution in list(self.live.values()):
-            execution.remove_sink(owner)
+            execution.sinks.remove(owner)
             owners = self.owners.get(execution.id)
             if owners is None or owner not in owners:
                 continue
@@ -176,7 +177,7 @@ class Supervisor:
                     self._detach_later(execution), name=f"detach:{execution.id}"
                 )
         for execution in self.finished.values():
-            execution.remove_sink(owner)
+            execution.sinks.remove(owner)
             self.owners.get(execution.id, set()).discard(owner)
 
     async def _detach_later(self, execution: Execution) -> None:

@@ -21,7 +21,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from service.process.execution import Chunk, Execution
+from service.process.execution import Execution
+from service.process.sinks import Chunk
 from service.process.state import ExecutionState
 from service.projects.events import AgentResult, parse_lines, session_of
 

@@ -13,7 +13,8 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from service.process.execution import Execution, Sink
+    from service.process.execution import Execution
+from service.process.sinks import Sink
 
 
 class ProjectState(StrEnum):

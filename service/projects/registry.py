@@ -23,7 +23,8 @@ from typing import Any
 from service import protocol
 from service.errors import InternalError, InvalidParams, InvalidState, NotFound
 from service.params import ExecuteParams
-from service.process.execution import Execution, Sink
+from service.process.execution import Execution
+from service.process.sinks import Sink
 from service.process.spawn import build_spec
 from service.process.state import ExecutionState
 from service.process.supervisor import Supervisor
@@ -142,7 +143,7 @@ class Projects:
         project = self.get(project_id)
         project.subscribers.add(sink)
         if project.execution is not None:
-            project.execution.add_sink(sink)
+            project.execution.sinks.add(sink)
         return project
 
     def unsubscribe(self, project_id: str, sink: Sink) -> Project:
@@ -150,7 +151,7 @@ class Projects:
         project.subscribers.discard(sink)
         execution = project.execution
         if execution is not None and sink not in self.supervisor.owners.get(execution.id, ()):
-            execution.remove_sink(sink)
+            execution.sinks.remove(sink)
         return project
 
     def forget_connection(self, sink: Sink) -> None:
@@ -261,7 +262,7 @@ class Projects:
         project.runs += 1
         project.last_run_at = time.time()
         for sink in project.subscribers:
-            execution.add_sink(sink)
+            execution.sinks.add(sink)
         self.record(project, "prompt", execution.id, encode(prompt))
         self._persist(project)
         self._notify(project, project.snapshot())

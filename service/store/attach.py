@@ -168,9 +168,9 @@ class Attacher:
             if finished:
                 connection.offer(completed_frame(execution.id, snapshot), droppable=False)
             return result
-        execution.remove_sink(connection)
+        execution.sinks.remove(connection)
         holder = Holder(execution, self.supervisor.settings.max_pending_bytes)
-        execution.add_sink(holder)
+        execution.sinks.add(holder)
         self._start(
             key,
             self._replay_live(connection, execution, holder, since_seq, seam, finished),
@@ -283,9 +283,9 @@ class Attacher:
                     holder.forget_output()
                     continue
                 # The seam: nothing held, no await until the connection is the sink.
-                execution.remove_sink(holder)
+                execution.sinks.remove(holder)
                 if not connection.closed:
-                    execution.add_sink(connection)
+                    execution.sinks.add(connection)
                 break
             if finished:
                 await connection.put(completed_frame(execution.id, execution.snapshot()))
@@ -299,7 +299,7 @@ class Attacher:
                 },
             )
         finally:
-            execution.remove_sink(holder)
+            execution.sinks.remove(holder)
 
     async def _replay_stored(
         self, connection: Subscriber, record: dict[str, Any], since_seq: int

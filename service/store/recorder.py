@@ -25,7 +25,8 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from service.process.execution import Chunk, Execution
+from service.process.execution import Execution
+from service.process.sinks import Chunk
 from service.process.state import ExecutionState
 from service.store.database import Store
 
