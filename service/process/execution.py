@@ -25,7 +25,7 @@ import os
 import signal
 import time
 import uuid
-from typing import Any
+from typing import Any, Protocol
 
 from service import protocol
 from service.errors import InvalidState, TimedOut
@@ -34,13 +34,21 @@ from service.process import procfs
 from service.process.child import Child, Launcher
 from service.process.containment import Containment, Tree, TreeGone
 from service.process.ladder import terminate
-from service.process.sinks import Chunk, ExecutionObserver, Sinks
+from service.process.sinks import Chunk, Sinks
 from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, resolve_executable
 from service.process.state import ExecutionState, check_transition
 from service.process.stream import OutputStream, Pumps
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class ExecutionObserver(Protocol):
+    """Something that follows an execution without being a client (store, agent)."""
+
+    def on_output(self, execution: Execution, chunk: Chunk) -> None: ...
+
+    def on_transition(self, execution: Execution) -> None: ...
 
 
 class Execution:

@@ -5,20 +5,16 @@ gets every :class:`~service.protocol.Frame` of the executions it watches and
 queues it without waiting. :class:`Sinks` fans a frame out and counts, per
 sink, the output frames it refused (its ``dropped`` in ``process.completed``).
 
-An *observer* follows an execution without being a client (the store's
-recorder, an agent run): it gets each output :class:`Chunk` as data and every
-state transition.
+An observer (:class:`~service.process.execution.ExecutionObserver`: the
+store's recorder, an agent run) gets each output :class:`Chunk` as data.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from service.protocol import Frame
-
-if TYPE_CHECKING:
-    from service.process.execution import Execution
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,14 +33,6 @@ class Sink(Protocol):
     """Where an execution's notifications go: a connection's outbox."""
 
     def offer(self, frame: Frame, *, droppable: bool) -> bool: ...
-
-
-class ExecutionObserver(Protocol):
-    """Something that follows an execution without being a client (store, agent)."""
-
-    def on_output(self, execution: Execution, chunk: Chunk) -> None: ...
-
-    def on_transition(self, execution: Execution) -> None: ...
 
 
 class Sinks:

@@ -22,9 +22,9 @@ from typing import Any
 from service.errors import InvalidState, LimitReached, NotFound
 from service.process.child import Launcher
 from service.process.containment import Containment
-from service.process.execution import Execution
+from service.process.execution import Execution, ExecutionObserver
 from service.process.pgroup import ProcessGroupContainment
-from service.process.sinks import ExecutionObserver, Sink
+from service.process.sinks import Sink
 from service.process.spawn import ExecutionSpec
 from service.process.state import ExecutionState
 from service.settings import Settings
