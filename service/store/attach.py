@@ -22,6 +22,11 @@ Attaching to a finished execution replays its transcript and then sends its
 ``process.completed`` (``dropped`` 0: this connection received all the store
 has). An execution known only to the store (an earlier server's, now
 ``lost`` or finished) replays the same way.
+
+Every replay ends with a terminal notification for the client: the live
+stream (which ends with ``process.completed``), ``process.completed``, or
+``process.error`` with the reason (``error_name`` ``STORE_ERROR`` when the
+store could not give the transcript). A client is never left waiting.
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from service.errors import InvalidState, NotFound
 from service.outbox import Outbox, OutboxClosed
 from service.process.execution import Execution
 from service.protocol import encode, notification
-from service.store.database import Store
+from service.store.database import Store, StoreError
 from service.store.history import chunk_rows, get_execution, output_frame
 from service.store.recorder import Recorder
 
@@ -108,6 +113,12 @@ def completed_frame(execution_id: str, record: dict[str, Any]) -> str:
     return encode(notification("process.completed", params))
 
 
+def send_error(connection: Connection, execution_id: str, reason: str, name: str) -> None:
+    """End an attach with ``process.error``: the client stops waiting."""
+    params = {"execution_id": execution_id, "error": reason, "error_name": name}
+    connection.offer(encode(notification("process.error", params)), droppable=False)
+
+
 class Attacher:
     """Runs the replays of ``attach``; one per connection and execution at a time."""
 
@@ -159,6 +170,7 @@ class Attacher:
         self._start(
             key,
             self._replay_live(connection, execution, holder, since_seq, seam, finished),
+            connection,
         )
         logger.info(
             "attached",
@@ -181,7 +193,7 @@ class Attacher:
             raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
         if key in self._active:
             raise InvalidState("this connection is already attaching to this execution")
-        self._start(key, self._replay_stored(connection, record, since_seq))
+        self._start(key, self._replay_stored(connection, record, since_seq), connection)
         return {
             "status": "attached",
             "execution_id": execution_id,
@@ -193,12 +205,27 @@ class Attacher:
             "replay": True,
         }
 
-    def _start(self, key: tuple[str, str], coro: Awaitable[None]) -> None:
+    def _start(self, key: tuple[str, str], coro: Awaitable[None], connection: Connection) -> None:
+        execution_id = key[1]
+
         async def run() -> None:
             try:
                 await coro
             except OutboxClosed:
                 pass  # the client went away; nothing to send to
+            except StoreError as exc:
+                logger.warning(
+                    "replay failed: store error: %s",
+                    exc,
+                    extra={"execution_id": execution_id, "connection_id": connection.id},
+                )
+                send_error(connection, execution_id, f"store error: {exc}", "STORE_ERROR")
+            except Exception:
+                logger.exception(
+                    "replay failed",
+                    extra={"execution_id": execution_id, "connection_id": connection.id},
+                )
+                send_error(connection, execution_id, "internal error during replay", "INTERNAL")
             finally:
                 self._active.pop(key, None)
 
@@ -293,6 +320,14 @@ class Attacher:
         execution_id = record["execution_id"]
         await self._send_range(connection.outbox, execution_id, since_seq, None)
         if record["state"] in ("starting", "running", "paused"):
-            # Live in the store but not in this server: only recovery can say more.
+            # Live in the store but not in this server (recovery marks such
+            # rows lost at start): there is no live stream to join.
+            send_error(
+                connection,
+                execution_id,
+                f"the execution is {record['state']} in the store but not running "
+                "in this server; no further output will come",
+                "NOT_LIVE",
+            )
             return
         await connection.outbox.put(completed_frame(execution_id, record))
