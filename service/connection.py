@@ -25,7 +25,7 @@ from service.dispatch import CallContext
 from service.errors import INVALID_REQUEST, RateLimited, RpcError
 from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
-from service.protocol import encode, error_response, notification, parse_frame
+from service.protocol import encode, encode_reply, error_response, notification, parse_frame
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -177,7 +177,5 @@ class Connection:
                 responses.append(response)
         if not responses:
             return
-        if parsed.batch:
-            self.offer(encode(responses), droppable=False)
-        else:
-            self.offer(encode(responses[0]), droppable=False)
+        reply = responses if parsed.batch else responses[0]
+        self.offer(encode_reply(reply), droppable=False)
