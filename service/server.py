@@ -101,6 +101,14 @@ def serve(settings: Settings) -> None:
             "binding %s without a token: anyone who can reach this address can run commands",
             settings.host,
         )
+    if settings.allowed_commands:
+        logger.info(
+            "allow-list in force: %s",
+            ", ".join(settings.allowed_commands),
+            extra={"allowed_commands": settings.allowed_commands},
+        )
+    else:
+        logger.info("no allow-list: any command may run", extra={"allowed_commands": []})
     services = Services.build(settings)
     server = ExecutorServer(build_config(settings, services), services)
     server.run()

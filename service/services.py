@@ -54,6 +54,10 @@ class Services:
     lifespans: list[Callable[[], contextlib.AbstractAsyncContextManager[Any]]] = field(
         default_factory=list
     )
+    #: Whether a connection is busy (so not idle, see ``idle_timeout_s``): a
+    #: feature that keeps a connection waiting on it (a subscription, a pending
+    #: question) adds its check here.
+    busy_checks: list[Callable[[Connection], bool]] = field(default_factory=list)
     _exit_stack: contextlib.AsyncExitStack = field(default_factory=contextlib.AsyncExitStack)
     _all_closed: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -76,7 +80,13 @@ class Services:
         from service.projects import Projects
 
         services.projects = Projects(settings, services.supervisor, services.store)
+        services.busy_checks.append(lambda c: bool(services.supervisor.live_owned_by(c)))
+        services.busy_checks.append(services.projects.follows)
         return services
+
+    def busy(self, connection: Connection) -> bool:
+        """Whether ``connection`` owns, follows or waits on something."""
+        return any(check(connection) for check in self.busy_checks)
 
     def capabilities(self) -> list[str]:
         return [*self.router.names, *FEATURES]

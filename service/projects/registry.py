@@ -20,7 +20,14 @@ import time
 import uuid
 from typing import Any
 
-from service.errors import InternalError, InvalidParams, InvalidState, NotAllowed, NotFound
+from service.errors import (
+    InternalError,
+    InvalidParams,
+    InvalidState,
+    LimitReached,
+    NotAllowed,
+    NotFound,
+)
 from service.process.execution import Execution, Sink
 from service.process.spawn import ExecutionSpec, check_allowed, passed_environment
 from service.process.state import ExecutionState
@@ -107,6 +114,11 @@ class Projects:
                 "or surrounding spaces",
                 {"rule": "name"},
             )
+        if len(self.projects) >= self.settings.max_projects:
+            raise LimitReached(
+                f"too many projects (max {self.settings.max_projects}); delete one first",
+                {"error": "LIMIT_REACHED", "max_projects": self.settings.max_projects},
+            )
         if any(p.name == name for p in self.projects.values()):
             raise InvalidParams(f"a project named {name!r} already exists", {"rule": "name_unique"})
         real = resolve_project_path(path, self.settings.project_roots)
@@ -150,6 +162,10 @@ class Projects:
         if execution is not None and sink not in self.supervisor.owners.get(execution.id, ()):
             execution.remove_sink(sink)
         return project
+
+    def follows(self, sink: Sink) -> bool:
+        """Whether ``sink`` is subscribed to any project (it is not idle)."""
+        return any(sink in project.subscribers for project in self.projects.values())
 
     def forget_connection(self, sink: Sink) -> None:
         for project in self.projects.values():
