@@ -80,6 +80,11 @@ class Services:
         from service.projects import Projects
 
         services.projects = Projects(settings, services.supervisor, services.store)
+        retention = lifecycle.core(services).retention
+        if retention is not None:
+            from service.projects.storage import MESSAGES_TRIMMER
+
+            retention.trimmers.append(MESSAGES_TRIMMER)
         services.busy_checks.append(lambda c: bool(services.supervisor.live_owned_by(c)))
         services.busy_checks.append(services.projects.follows)
         return services

@@ -41,10 +41,18 @@ T = TypeVar("T")
 DB_NAME = "cc-executor.sqlite3"
 #: Reader threads; SQLite in WAL mode lets them read while the writer writes.
 READER_THREADS = 2
-#: Pages in the WAL past which SQLite checkpoints by itself (64 MiB of 4 KiB
-#: pages); the writer checkpoints sooner when idle. The WAL file is then cut back.
+#: Pages in the WAL past which SQLite checkpoints by itself (at most 64 MiB of
+#: 4 KiB pages, less for a small cap: see :func:`wal_pages_for`); the writer
+#: checkpoints sooner when idle. The WAL file is then cut back to that size.
 WAL_AUTOCHECKPOINT_PAGES = 16384
-WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+WAL_MIN_PAGES = 256
+PAGE_BYTES = 4096
+
+
+def wal_pages_for(max_store_bytes: int) -> int:
+    """The WAL checkpoint threshold for a cap: a quarter of it, between 1 MiB
+    and 64 MiB, so that the database and its WAL stay within 2 x cap + 8 MiB."""
+    return max(WAL_MIN_PAGES, min(WAL_AUTOCHECKPOINT_PAGES, max_store_bytes // 4 // PAGE_BYTES))
 
 
 class StoreError(Exception):
@@ -79,6 +87,10 @@ class Store:
         self.corrupt_reason: str | None = None
         #: What was copied out of that file into the fresh database.
         self.salvage: SalvageReport | None = None
+        #: Set by retention: the cap cannot be met without deleting what is
+        #: live or younger than ``retention_min_age_s``.
+        self.over_cap = False
+        self.over_cap_used_bytes: int | None = None
         self._schemas: dict[str, list[str]] = {}
         self._versions: dict[str, int] = {}
         self._writer = Writer(settings.store_queue_chunks)
@@ -195,8 +207,9 @@ class Store:
             # WAL makes NORMAL durable against application crashes; only a power
             # loss may cost the last commits.
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            wal_pages = wal_pages_for(self.settings.max_store_bytes)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
+            conn.execute(f"PRAGMA journal_size_limit = {wal_pages * PAGE_BYTES}")
             self._versions = apply_migrations(conn, self._schemas)
         except BaseException:
             conn.close()
@@ -315,7 +328,11 @@ class Store:
             "backlog": self._writer.backlog,
             "backlog_bytes": self._writer.backlog_bytes,
             "schema_versions": dict(self._versions),
+            "max_store_bytes": self.settings.max_store_bytes,
+            "over_cap": self.over_cap,
         }
+        if self.over_cap:
+            info["used_bytes"] = self.over_cap_used_bytes
         if self.corrupt_moved_to is not None:
             info["corrupt_moved_to"] = str(self.corrupt_moved_to)
             info["corrupt_reason"] = self.corrupt_reason
