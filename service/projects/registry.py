@@ -36,7 +36,11 @@ from service.projects import storage
 from service.projects.agent import AgentRun
 from service.projects.argv import AgentOptions, agent_argv
 from service.projects.events import AgentResult
-from service.projects.paths import check_not_nested, resolve_project_path
+from service.projects.paths import (
+    check_not_nested,
+    recheck_project_path,
+    resolve_project_path,
+)
 from service.projects.project import Project, ProjectState
 from service.protocol import encode, notification
 from service.settings import Settings
@@ -49,12 +53,6 @@ logger = logging.getLogger(__name__)
 OUTBOX_HARD_FACTOR = 4
 FRAME_MARGIN_BYTES = 64 * 1024
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
-
-
-def check_directory(path: str) -> None:
-    """A project's directory can vanish after registration; say so plainly."""
-    if not os.path.isdir(path):
-        raise InvalidParams(f"the project directory no longer exists: {path}")
 
 
 class Projects:
@@ -196,8 +194,9 @@ class Projects:
                 f"an agent is already running in project {project.name!r}",
                 {"project_id": project.id, "execution_id": running},
             )
-        check_directory(project.path)
         settings = self.settings
+        # Resolved again now: the directory may have become a symlink out of the roots.
+        cwd = recheck_project_path(project.path, settings.project_roots)
         child_env = passed_environment(settings.pass_env, os.environ)
         if env:
             loaders = sorted(name for name in env if name.startswith("LD_"))
@@ -221,7 +220,7 @@ class Projects:
         argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
         spec = ExecutionSpec(
             argv=argv,
-            cwd=project.path,
+            cwd=cwd,
             env=child_env,
             timeout_s=timeout_s,
             keep_stdin=False,
