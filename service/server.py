@@ -18,7 +18,7 @@ import uvicorn
 from service import __version__
 from service.app import create_app
 from service.auth import TokenRedactor, is_loopback_host
-from service.handshake import protocol_with_handshake_timeout
+from service.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
 from service.process.reaper import Reaper
 from service.services import Services
 from service.settings import Settings
@@ -72,7 +72,7 @@ def build_config(settings: Settings, services: Services) -> uvicorn.Config:
         port=settings.port,
         loop="uvloop",
         http=protocol_with_handshake_timeout(settings.handshake_timeout_s),
-        ws="websockets-sansio",
+        ws=QuietRefusalProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
