@@ -81,7 +81,24 @@ class Projects:
         for record in await self.store.read(storage.load_projects):
             project = Project.from_record(record)
             self.projects[project.id] = project
+        if self._memory is None:
+            await self._derive_last_status()
         logger.info("projects loaded", extra={"projects": len(self.projects)})
+
+    async def _derive_last_status(self) -> None:
+        """``last_status`` is the state of each project's newest execution: a
+        server that died mid-run never wrote the run's end, and restart
+        recovery has since marked that execution ``lost``."""
+        last = await self.store.read(storage.last_run_states)
+        for project_id, state in last.items():
+            project = self.projects.get(project_id)
+            if project is not None and project.last_status != state:
+                logger.info(
+                    "project last_status derived from its last run",
+                    extra={"project_id": project_id, "was": project.last_status, "now": state},
+                )
+                project.last_status = state
+                self._persist(project)
 
     async def stop(self) -> None:
         """Wait until every history entry and counter reached the store (called

@@ -131,6 +131,16 @@ def load_projects(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(zip(PROJECT_COLUMNS, row, strict=True)) for row in rows]
 
 
+def last_run_states(conn: sqlite3.Connection) -> dict[str, str]:
+    """The state of each project's newest execution (the ``core`` namespace's
+    table, present with the durable store only)."""
+    rows = conn.execute(
+        "SELECT project_id, state FROM executions WHERE n IN "
+        "(SELECT max(n) FROM executions WHERE project_id IS NOT NULL GROUP BY project_id)"
+    ).fetchall()
+    return {str(project_id): str(state) for project_id, state in rows}
+
+
 def insert_project(record: dict[str, Any]) -> Job:
     def job(conn: sqlite3.Connection) -> None:
         marks = ", ".join("?" for _ in PROJECT_COLUMNS)
