@@ -9,13 +9,14 @@ kill ladder and closes every WebSocket with 1001, so clients see their
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from types import FrameType
 
 import uvicorn
 
-from service import __version__
+from service import __version__, memory
 from service.app import create_app
 from service.auth import TokenRedactor, is_loopback_host
 from service.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
@@ -33,6 +34,7 @@ class ExecutorServer(uvicorn.Server):
         self.reaper = Reaper(services.supervisor)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        memory.install(asyncio.get_running_loop())
         self.reaper.start()
         await self.services.startup()
         await super().startup(sockets)
