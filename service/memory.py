@@ -11,8 +11,6 @@ costs nothing until the signal comes.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import ctypes.util
 import logging
 import signal
 import tracemalloc
@@ -23,32 +21,35 @@ logger = logging.getLogger(__name__)
 TOP_ENTRIES = 25
 
 
-class _MallInfo2(ctypes.Structure):
-    _fields_ = [
-        (name, ctypes.c_size_t)
-        for name in (
-            "arena",
-            "ordblks",
-            "smblks",
-            "hblks",
-            "hblkhd",
-            "usmblks",
-            "fsmblks",
-            "uordblks",
-            "fordblks",
-            "keepcost",
-        )
-    ]
+MALLINFO2_FIELDS = (
+    "arena",
+    "ordblks",
+    "smblks",
+    "hblks",
+    "hblkhd",
+    "usmblks",
+    "fsmblks",
+    "uordblks",
+    "fordblks",
+    "keepcost",
+)
 
 
 def allocator_figures() -> dict[str, Any]:
     """glibc's view of the heap (empty where mallinfo2 is missing) and VmRSS."""
+    # ctypes only when asked: it is not worth its memory in every server.
+    import ctypes
+    import ctypes.util
+
+    class MallInfo2(ctypes.Structure):
+        _fields_ = [(field, ctypes.c_size_t) for field in MALLINFO2_FIELDS]
+
     figures: dict[str, Any] = {}
     name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(name) if name else None
     mallinfo2 = getattr(libc, "mallinfo2", None)
     if mallinfo2 is not None:
-        mallinfo2.restype = _MallInfo2
+        mallinfo2.restype = MallInfo2
         info = mallinfo2()
         figures["malloc_in_use_bytes"] = int(info.uordblks)
         figures["malloc_free_kept_bytes"] = int(info.fordblks)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import connect
 
-from service.client import ExecutorClient
+from service.client import ExecutionError, ExecutorClient
 from service.projects import storage
 from service.settings import Settings
 from service.store import Store
@@ -233,5 +233,12 @@ def test_a_damaged_page_answers_store_error_and_attach_ends(
             reply = await call(3, "executions.list", {})
             assert [row["execution_id"] for row in reply["result"]["executions"]] == [execution_id]
 
+    async def with_the_client() -> None:
+        async with ExecutorClient(again.url) as client:
+            attached = await client.attach(execution_id)
+            with pytest.raises(ExecutionError, match="store error"):
+                await attached.wait(10)
+
     run(check())
+    run(with_the_client())
     assert not [e for e in again.logs if e.get("level") == "ERROR" and "Traceback" in str(e)]
