@@ -62,6 +62,7 @@ SERVERS: dict[str, dict[str, str]] = {
         "MAX_CONNECTIONS_PER_IP": "1",
     },
     "rate": {"RATE_LIMIT_PER_S": "0.1", "RATE_LIMIT_BURST": "2"},
+    "store": {},
 }
 
 
@@ -100,7 +101,7 @@ class Server:
 def start_server(name: str, scratch: Path) -> Server:
     data_dir = scratch / name
     projects = scratch / "projects"
-    data_dir.mkdir(parents=True)
+    data_dir.mkdir(parents=True, exist_ok=True)  # exists when a scenario restarts it
     projects.mkdir(exist_ok=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
     env.update(
@@ -455,6 +456,33 @@ async def _errors_rate(server: Server) -> list[str]:
         await s.call("status")
         await s.call("status", None, error=-32006)
         return s.lines
+
+
+@scenario("errors-store", server="store")
+async def _errors_store(server: Server) -> list[str]:
+    async with session(server) as s:
+        result = await s.call("execute", {"argv": ["sh", "-c", "printf 'q%.0s' $(seq 300)"]})
+        await completed(s, result["execution_id"])
+    execution_id = result["execution_id"]
+    server.stop()
+    # 100 bytes of the stored chunk overwritten: PRAGMA quick_check still passes.
+    path = server.data_dir / "cc-executor.sqlite3"
+    raw = path.read_bytes()
+    at = raw.index(b"q" * 200)
+    path.write_bytes(raw[:at] + b"\xff" * 100 + raw[at + 100 :])
+    again = start_server("store", server.data_dir.parent)
+    try:
+        async with session(again) as s:
+            s.note(f"execution {execution_id} printed 300 q; 100 bytes of its chunk are damaged")
+            await s.call("transcript.get", {"execution_id": execution_id}, error=-32007)
+            await s.call(
+                "attach",
+                {"execution_id": execution_id},
+                notified("process.error", execution_id=execution_id),
+            )
+            return s.lines
+    finally:
+        again.stop()
 
 
 @scenario("attach")

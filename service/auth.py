@@ -166,6 +166,8 @@ class AccessMiddleware:
             extra={
                 "peer": f"{client[0]}:{client[1]}" if client else None,
                 "status": status,
+                "reason": reason,
+                "decision": "refused",
                 "origin": _header(scope, b"origin"),
             },
         )

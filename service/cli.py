@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -44,7 +45,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
     from service.process.containment import ContainmentUnavailable, resolve_root
     from service.server import serve
-    from service.settings import Settings
+    from service.settings import Settings, SettingsConflict
 
     overrides = {
         key: value
@@ -59,9 +60,12 @@ def run_serve(args: argparse.Namespace) -> int:
         if value is not None
     }
     try:
-        settings = Settings(**overrides)
+        settings = Settings(**overrides).with_seed_aliases(os.environ)
     except ValidationError as exc:
         print(f"cc-executor: invalid settings:\n{exc}", file=sys.stderr)
+        return 2
+    except SettingsConflict as exc:
+        print(f"cc-executor: {exc}", file=sys.stderr)
         return 2
     try:
         resolve_root(settings.cgroup_root)

@@ -44,6 +44,14 @@ TOKEN_ENV = "CC_EXECUTOR_TOKEN"
 _SCHEMES = {"ws": "ws", "wss": "wss", "http": "ws", "https": "wss"}
 
 
+class ExecutionError(Exception):
+    """The server ended this execution's stream with ``process.error``."""
+
+    def __init__(self, message: str, params: dict[str, Any]) -> None:
+        super().__init__(message)
+        self.params = params
+
+
 class ConnectionLost(Exception):
     """The WebSocket closed while a request or an execution was pending."""
 
@@ -98,14 +106,15 @@ class Execution:
         self.pgid: int | None = info.get("pgid")
 
     async def events(self) -> AsyncIterator[dict[str, Any]]:
-        """Every notification of this execution, ending with ``process.completed``."""
+        """Every notification of this execution, ending with ``process.completed``
+        (or ``process.error``, with which an attach ends when it cannot replay)."""
         queue = self.client._queue(self.id)
         while True:
             message = await queue.get()
             if message is None:
                 raise ConnectionLost("connection closed before process.completed")
             yield message
-            if message["method"] == "process.completed":
+            if message["method"] in ("process.completed", "process.error"):
                 return
 
     async def wait(self, timeout: float | None = None) -> ExecutionResult:  # noqa: ASYNC109
@@ -123,6 +132,8 @@ class Execution:
             if message["method"] == "process.output":
                 (out if params["type"] == "stdout" else err).append(params["data"])
                 seqs.append(params["seq"])
+            elif message["method"] == "process.error":
+                raise ExecutionError(params.get("error", "process.error"), params)
             elif message["method"] == "process.completed":
                 return ExecutionResult(
                     self.id,

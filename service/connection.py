@@ -7,6 +7,12 @@ drains the outbox into the socket. Whichever ends first cancels the other, and
 the ``finally`` hands the connection's executions to the detach timers.
 
 A bad frame never closes the connection: it gets its error response.
+
+An idle connection is closed with 4001 "idle timeout" after
+``idle_timeout_s``: idle means no frame received from the client (WebSocket
+pongs are not frames here) while it owns no live execution, follows no
+project and waits on nothing else (``Services.busy``). 1001 stays the
+shutdown's code.
 """
 
 from __future__ import annotations
@@ -25,7 +31,14 @@ from service.dispatch import CallContext
 from service.errors import INVALID_REQUEST, RateLimited, RpcError
 from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
-from service.protocol import Frame, encode, error_response, notification, parse_frame
+from service.protocol import (
+    Frame,
+    encode,
+    encode_reply,
+    error_response,
+    notification,
+    parse_frame,
+)
 
 if TYPE_CHECKING:
     from service.root import Root
@@ -36,6 +49,7 @@ logger = logging.getLogger(__name__)
 CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TRY_AGAIN = 1013
+CLOSE_IDLE = 4001
 
 
 class TokenBucket:
@@ -72,6 +86,8 @@ class Connection:
         self.opened_at = time.time()
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
+        #: When the client last sent a frame, or was last seen busy (monotonic).
+        self.last_active = time.monotonic()
         self.log = ContextAdapter(logger, {"connection_id": self.id, "peer": self.peer})
 
     def __hash__(self) -> int:
@@ -124,13 +140,15 @@ class Connection:
         self.log.info("connected")
         receiver = asyncio.create_task(self._receive_loop(), name=f"conn:{self.id}:recv")
         sender = asyncio.create_task(self._send_loop(), name=f"conn:{self.id}:send")
+        watcher = asyncio.create_task(self._idle_watch(), name=f"conn:{self.id}:idle")
+        tasks = (receiver, sender, watcher)
         try:
             await asyncio.wait({receiver, sender}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self.outbox.close()
-            for task in (receiver, sender):
+            for task in tasks:
                 task.cancel()
-            results = await asyncio.gather(receiver, sender, return_exceptions=True)
+            results = await asyncio.gather(*tasks, return_exceptions=True)
             for result in results:
                 if isinstance(result, Exception) and not isinstance(
                     result, WebSocketDisconnect | OutboxClosed | OSError
@@ -150,10 +168,28 @@ class Connection:
         with contextlib.suppress(Exception):
             await websocket.close(self.close_code, self.close_reason)
 
+    async def _idle_watch(self) -> None:
+        """Close the connection with 4001 once it has been idle ``idle_timeout_s``."""
+        timeout_s = self.services.settings.idle_timeout_s
+        # Checked a few times per period: a connection that stops being busy is
+        # closed at most a quarter period late.
+        step_s = min(timeout_s / 4, 5.0)
+        while True:
+            await asyncio.sleep(step_s)
+            now = time.monotonic()
+            if self.services.busy(self):
+                self.last_active = now
+                continue
+            if now - self.last_active >= timeout_s:
+                self.log.info("idle timeout; closing", extra={"idle_timeout_s": timeout_s})
+                self.close(CLOSE_IDLE, "idle timeout")
+                return
+
     async def _receive_loop(self) -> None:
         websocket = self.websocket
         while True:
             message = await websocket.receive()
+            self.last_active = time.monotonic()
             if message["type"] == "websocket.disconnect":
                 return
             text = message.get("text")
@@ -190,7 +226,5 @@ class Connection:
                 responses.append(response)
         if not responses:
             return
-        if parsed.batch:
-            self.send_text(encode(responses), droppable=False)
-        else:
-            self.send_text(encode(responses[0]), droppable=False)
+        reply = responses if parsed.batch else responses[0]
+        self.send_text(encode_reply(reply), droppable=False)

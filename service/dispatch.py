@@ -3,8 +3,14 @@
 A :class:`Router` maps method names to a pydantic params model and an async
 handler. :meth:`Router.call` validates the params, runs the handler and turns
 whatever it raises into an error response: an :class:`~service.errors.RpcError`
-keeps its code; anything else is logged once with its traceback and becomes
--32603. Cancellation is never swallowed.
+keeps its code; a :class:`~service.store.StoreError` (a damaged page, a closed
+store) becomes -32007 ``STORE_ERROR``; anything else is logged once with its
+traceback and becomes -32603. Cancellation is never swallowed.
+
+Integers: every params model bounds its own integer fields, and behind them
+:func:`check_integers` refuses any integer of validated params outside
+``±MAX_SAFE_INTEGER`` with -32602, so no number can reach SQLite (64-bit) or
+the JSON encoder (64-bit) and fail there.
 """
 
 from __future__ import annotations
@@ -16,8 +22,15 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from service.errors import InternalError, InvalidParams, MethodNotFound, RpcError
+from service.errors import (
+    InternalError,
+    InvalidParams,
+    MethodNotFound,
+    RpcError,
+    StoreUnavailable,
+)
 from service.protocol import Frame, Request, error_response, result_response
+from service.store.database import StoreError
 
 if TYPE_CHECKING:
     from service.services import Services
@@ -25,6 +38,11 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=BaseModel)
+
+#: The largest integer a params field may hold: JavaScript's
+#: Number.MAX_SAFE_INTEGER, so every client reads back what it sent, well
+#: inside SQLite's and the encoder's 64 bits.
+MAX_SAFE_INTEGER = 2**53 - 1
 Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
 
@@ -86,6 +104,35 @@ def describe_validation_error(exc: ValidationError) -> tuple[str, list[dict[str,
     ]
 
 
+def _integers(value: Any, where: str) -> list[tuple[str, int]]:
+    if isinstance(value, bool):
+        return []
+    if isinstance(value, int):
+        return [(where, value)]
+    if isinstance(value, BaseModel):
+        return [
+            found
+            for name in type(value).model_fields
+            for found in _integers(getattr(value, name), f"{where}.{name}" if where else name)
+        ]
+    if isinstance(value, dict):
+        return [found for k, v in value.items() for found in _integers(v, f"{where}.{k}")]
+    if isinstance(value, list | tuple):
+        return [found for i, v in enumerate(value) for found in _integers(v, f"{where}.{i}")]
+    return []
+
+
+def check_integers(params: BaseModel) -> None:
+    """InvalidParams naming the first integer of ``params`` out of
+    ``±MAX_SAFE_INTEGER`` (strings are not walked: they stay strings)."""
+    for where, value in _integers(params, ""):
+        if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
+            raise InvalidParams(
+                f"invalid params: {where}: integer out of range (|n| <= {MAX_SAFE_INTEGER})",
+                [{"loc": where.split("."), "msg": "integer out of range", "type": "int_range"}],
+            )
+
+
 class Router:
     """The table of methods a connection serves."""
 
@@ -124,6 +171,7 @@ class Router:
         except ValidationError as exc:
             message, details = describe_validation_error(exc)
             raise InvalidParams(message, details) from None
+        check_integers(params)
         return method, params
 
     async def call(self, ctx: CallContext) -> dict[str, Any] | None:
@@ -154,6 +202,16 @@ class Router:
             if request.is_notification:
                 return None
             return error_response(request.id, exc)
+        except StoreError as exc:
+            logger.warning(
+                "%s: store error: %s",
+                request.method,
+                exc,
+                extra={"request_id": request.id, "method": request.method},
+            )
+            if request.is_notification:
+                return None
+            return error_response(request.id, StoreUnavailable(f"store error: {exc}"))
         except Exception:
             logger.exception(
                 "internal error in %s",

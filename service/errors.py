@@ -20,6 +20,7 @@ NOT_FOUND = -32003
 TIMED_OUT = -32004
 INVALID_STATE = -32005
 RATE_LIMITED = -32006
+STORE_ERROR = -32007
 
 
 class RpcError(Exception):
@@ -83,3 +84,13 @@ class InvalidState(RpcError):
 
 class RateLimited(RpcError):
     code = RATE_LIMITED
+
+
+class StoreUnavailable(RpcError):
+    """The data asked for is in the store, which cannot give it: a damaged page,
+    an I/O error. Never -32603 for that: the request was fine."""
+
+    code = STORE_ERROR
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message, {"error": "STORE_ERROR", **(data or {})})

@@ -10,14 +10,22 @@ upgrade is accepted or refused by the app at once.
 
 A TLS handshake happens before the protocol sees the connection; asyncio
 bounds it with its own ``ssl_handshake_timeout`` (60 s).
+
+A WebSocket handshake the app refuses with an HTTP response (401, 403: see
+:mod:`service.auth`, which logs the refusal once as an audit line) is a
+decision, not a failure: :class:`QuietRefusalProtocol` keeps uvicorn from
+also logging it as the ERROR "ASGI callable returned without completing
+handshake", which an unauthenticated peer could otherwise repeat at will.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +86,17 @@ def protocol_with_handshake_timeout(timeout_s: float) -> type[HttpToolsProtocol]
         (HandshakeTimeoutProtocol,),
         {"handshake_timeout_s": timeout_s},
     )
+
+
+class QuietRefusalProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets (sans-I/O) protocol, for which an HTTP response
+    sent instead of the upgrade completes the handshake: refused, on purpose."""
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message["type"] == "websocket.http.response.body" and not message.get(
+            "more_body", False
+        ):
+            # The response is out and the transport closed; uvicorn would
+            # otherwise report the app as having failed the handshake.
+            self.handshake_complete = True

@@ -4,6 +4,13 @@ JSON lines on stdout (python-json-logger) with timestamp, level, logger and
 message, plus whatever context a call passes with ``extra=`` (connection,
 request and execution ids). Uvicorn's own loggers are routed through the same
 handler so that the whole output is one format.
+
+No secret and no ``env`` value reaches the log at any level: at DEBUG the
+websockets protocol traces every frame with its payload (a request's ``env``,
+a token in a message) and every handshake header (``Authorization``,
+``Cookie``) and request path (``?token=``); :class:`SecretRedactor` keeps the
+shape of those lines (direction, frame type, size, header name) and drops
+the contents.
 """
 
 from __future__ import annotations
@@ -14,6 +21,7 @@ from collections.abc import MutableMapping
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+from websockets.frames import Frame
 
 TEXT_FORMAT = "%(asctime)s %(levelname)s %(name)s %(message)s"
 
@@ -28,8 +36,32 @@ class ContextAdapter(logging.LoggerAdapter):  # type: ignore[type-arg]
         return msg, kwargs
 
 
+#: Handshake headers whose values are credentials.
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie", "set-cookie"})
+
+
+class SecretRedactor(logging.Filter):
+    """Drops payloads and credentials from the websockets protocol's DEBUG traces."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        msg, args = record.msg, record.args
+        if not isinstance(args, tuple) or not args:
+            return True
+        if msg in ("< %s", "> %s") and isinstance(args[0], Frame):
+            frame = args[0]
+            record.msg = f"{msg[0]} {frame.opcode.name} [{len(frame.data)} bytes]"
+            record.args = None
+        elif msg in ("< %s: %s", "> %s: %s") and str(args[0]).lower() in SECRET_HEADERS:
+            record.args = (args[0], "[redacted]")
+        elif msg == "< %s %s %s" and len(args) == 3:
+            # The request path's query may carry ?token=.
+            record.args = (args[0], str(args[1]).split("?", 1)[0], args[2])
+        return True
+
+
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     handler = logging.StreamHandler(sys.stdout)
+    handler.addFilter(SecretRedactor())
     if fmt == "json":
         handler.setFormatter(
             JsonFormatter(

@@ -29,6 +29,22 @@ ChildEnv = Annotated[dict[str, str], AfterValidator(_check_env)]
 
 ExecutionId = Annotated[str, StringConstraints(min_length=1, max_length=128)]
 
+#: JavaScript's Number.MAX_SAFE_INTEGER: every integer field is bounded by it,
+#: so a client reads back what it sent and SQLite's 64 bits are never passed.
+MAX_SAFE_INTEGER = 2**53 - 1
+#: A sequence number or a row cursor.
+Count = Annotated[int, Field(ge=0, le=MAX_SAFE_INTEGER)]
+
+
+def parse_cursor(text: str) -> int:
+    """The integer of an opaque page cursor; ValueError unless it is one we gave."""
+    if not text.isascii() or not text.isdigit():
+        raise ValueError("not a cursor")
+    value = int(text)
+    if value > MAX_SAFE_INTEGER:
+        raise ValueError("not a cursor")
+    return value
+
 
 class StrictParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -87,4 +103,4 @@ class StatusParams(StrictParams):
 
 class AttachParams(StrictParams):
     execution_id: ExecutionId
-    since_seq: int = Field(0, ge=0)
+    since_seq: Count = 0

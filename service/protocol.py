@@ -5,10 +5,16 @@ turns it into :class:`Request` objects and ready-made error responses for the
 parts that are not valid requests, following the JSON-RPC 2.0 specification:
 unparseable JSON gets -32700 with ``id`` null, an empty batch or a non-object
 member gets -32600, and notifications (no ``id``) never get a response.
+
+A number ``id`` comes back exactly as the client wrote it: a client matches
+responses by id, and ``1.10``, ``-0`` or an integer past 64 bits would not
+survive a round trip through a double (:class:`NumberId`).
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,11 +35,37 @@ from service.errors import (
     ParseError,
     RateLimited,
     RpcError,
+    StoreUnavailable,
     TimedOut,
 )
 
+logger = logging.getLogger(__name__)
+
 JSONRPC = "2.0"
-RequestId = str | int | float | None
+
+
+class NumberId:
+    """A JSON number ``id`` kept as the text the client sent, re-emitted verbatim."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, NumberId) and other.text == self.text
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __str__(self) -> str:
+        return self.text
+
+    def __repr__(self) -> str:
+        return f"NumberId({self.text!r})"
+
+
+RequestId = str | int | float | NumberId | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +90,46 @@ class Parsed:
     batch: bool
 
 
+def _default(value: Any) -> Any:
+    if isinstance(value, NumberId):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"not JSON serialisable: {type(value).__name__}")
+
+
 def encode(message: dict[str, Any] | list[dict[str, Any]]) -> str:
-    """Serialise one message (or a batch) for one text frame."""
-    return orjson.dumps(message).decode()
+    """Serialise one message (or a batch) for one text frame. Raises TypeError
+    (orjson.JSONEncodeError) for what JSON cannot hold, such as an integer past
+    64 bits; replies go through :func:`encode_reply`, which never raises."""
+    return orjson.dumps(message, default=_default).decode()
+
+
+def encode_reply(reply: dict[str, Any] | list[dict[str, Any]]) -> str:
+    """Serialise a response (or a batch of them); a response that cannot be
+    encoded is replaced by a -32603 error with the same id, so one bad result
+    never costs the connection nor the other responses of a batch."""
+    try:
+        return encode(reply)
+    except TypeError:
+        pass
+    members = reply if isinstance(reply, list) else [reply]
+    fixed = []
+    for member in members:
+        try:
+            encode(member)
+        except TypeError as exc:
+            logger.error(
+                "response could not be encoded: %s",
+                exc,
+                extra={"request_id": str(member.get("id"))},
+            )
+            error = RpcError(
+                "internal error: the response could not be encoded",
+                {"error": "ENCODING_FAILED"},
+                code=INTERNAL_ERROR,
+            )
+            member = error_response(member.get("id"), error)
+        fixed.append(member)
+    return encode(fixed if isinstance(reply, list) else fixed[0])
 
 
 def result_response(request_id: RequestId, result: Any) -> dict[str, Any]:
@@ -76,7 +145,36 @@ def notification(method: str, params: dict[str, Any]) -> dict[str, Any]:
 
 
 def _valid_id(value: Any) -> bool:
-    return value is None or (isinstance(value, str | int | float) and not isinstance(value, bool))
+    return value is None or (
+        isinstance(value, str | int | float | NumberId) and not isinstance(value, bool)
+    )
+
+
+def _lossy_id(message: Any) -> bool:
+    """Whether ``message``'s id is a number that a double may not give back as sent:
+    any float, and 0 (which may have been written ``-0``)."""
+    if not isinstance(message, dict):
+        return False
+    value = message.get("id")
+    return isinstance(value, float) or (type(value) is int and value == 0)
+
+
+def _raw_ids(text: str | bytes, decoded: Any) -> Any:
+    """``decoded`` with each number id replaced by its :class:`NumberId` text.
+
+    Only for the rare frame with a float id: the standard library parser,
+    told to keep number text, reads the frame once more."""
+    try:
+        raw = json.loads(text, parse_float=NumberId, parse_int=NumberId)
+    except (ValueError, RecursionError):
+        return decoded
+    pairs = zip(decoded, raw, strict=False) if isinstance(decoded, list) else [(decoded, raw)]
+    for message, original in pairs:
+        if _lossy_id(message) and isinstance(original, dict):
+            found = original.get("id")
+            if isinstance(found, NumberId):
+                message["id"] = found
+    return decoded
 
 
 def parse_message(message: Any) -> Request | dict[str, Any]:
@@ -116,6 +214,9 @@ def parse_frame(text: str | bytes) -> Parsed:
     except orjson.JSONDecodeError as exc:
         error = RpcError(f"parse error: {exc}", code=PARSE_ERROR)
         return Parsed([error_response(None, error)], False)
+    members = decoded if isinstance(decoded, list) else [decoded]
+    if any(_lossy_id(member) for member in members):
+        decoded = _raw_ids(text, decoded)
     if isinstance(decoded, list):
         if not decoded:
             error = RpcError("empty batch", code=INVALID_REQUEST)
@@ -139,6 +240,7 @@ ERRORS_BY_CODE: dict[int, type[RpcError]] = {
         TimedOut,
         InvalidState,
         RateLimited,
+        StoreUnavailable,
     )
 }
 
@@ -239,3 +341,12 @@ def process_resumed(execution_id: str) -> Frame:
 
 def process_cancelled(execution_id: str) -> Frame:
     return frame("process.cancelled", {"execution_id": execution_id})
+
+
+def process_error(execution_id: str, error: str, error_name: str) -> Frame:
+    """``process.error``: an attach that cannot go on (the store failed, the
+    execution is not live here) ends with this instead of ``process.completed``."""
+    return frame(
+        "process.error",
+        {"execution_id": execution_id, "error": error, "error_name": error_name},
+    )

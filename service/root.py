@@ -33,6 +33,7 @@ from service.process.backend import choose
 from service.process.child import Launcher
 from service.process.supervisor import Supervisor
 from service.projects import Projects
+from service.projects.storage import MESSAGES_TRIMMER
 from service.prompts import methods as prompts
 from service.services import Services
 from service.settings import Settings
@@ -150,11 +151,17 @@ def compose(settings: Settings) -> Root:
     if store is not None:
         for namespace, migrations in SCHEMAS:
             store.register_schema(namespace, migrations)
+    projects = Projects(settings, supervisor, store)
+    if core.retention is not None:
+        # The store's cap covers every namespace: project history is trimmed too.
+        core.retention.trimmers.append(MESSAGES_TRIMMER)
     services = Services(
         settings=settings,
         supervisor=supervisor,
         core=core,
-        projects=Projects(settings, supervisor, store),
+        projects=projects,
         token=settings.resolved_token(),
     )
+    services.busy_checks.append(lambda peer: bool(supervisor.live_owned_by(peer)))
+    services.busy_checks.append(projects.follows)
     return Root(services, build_router())

@@ -9,16 +9,17 @@ kill ladder and closes every WebSocket with 1001, so clients see their
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 from types import FrameType
 
 import uvicorn
 
-from service import __version__
+from service import __version__, memory
 from service.app import create_app
 from service.auth import TokenRedactor, is_loopback_host
-from service.handshake import protocol_with_handshake_timeout
+from service.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
 from service.process.reaper import Reaper
 from service.root import Root, compose
 from service.settings import Settings
@@ -33,6 +34,7 @@ class ExecutorServer(uvicorn.Server):
         self.reaper = Reaper(root.services.supervisor)
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        memory.install(asyncio.get_running_loop())
         self.reaper.start()
         await self.root.startup()
         await super().startup(sockets)
@@ -72,7 +74,7 @@ def build_config(settings: Settings, root: Root) -> uvicorn.Config:
         port=settings.port,
         loop="uvloop",
         http=protocol_with_handshake_timeout(settings.handshake_timeout_s),
-        ws="websockets-sansio",
+        ws=QuietRefusalProtocol,
         ws_max_size=settings.max_frame_bytes,
         ws_ping_interval=settings.ws_ping_interval_s,
         ws_ping_timeout=settings.ws_ping_timeout_s,
@@ -101,6 +103,14 @@ def serve(settings: Settings) -> None:
             "binding %s without a token: anyone who can reach this address can run commands",
             settings.host,
         )
+    if settings.allowed_commands:
+        logger.info(
+            "allow-list in force: %s",
+            ", ".join(settings.allowed_commands),
+            extra={"allowed_commands": settings.allowed_commands},
+        )
+    else:
+        logger.info("no allow-list: any command may run", extra={"allowed_commands": []})
     root = compose(settings)
     server = ExecutorServer(build_config(settings, root), root)
     server.run()

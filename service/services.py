@@ -10,6 +10,7 @@ stops anything: the order of life belongs to :class:`service.root.Root`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from service.process.sinks import Sink
@@ -30,11 +31,19 @@ class Services:
     projects: Projects
     token: str | None = None
     started_mono: float = field(default_factory=time.monotonic)
+    #: Whether a peer is busy (so not idle, see ``idle_timeout_s``): a feature
+    #: that keeps a peer waiting on it (an execution it owns, a subscription, a
+    #: pending question) adds its check here, in ``root.compose``.
+    busy_checks: list[Callable[[Sink], bool]] = field(default_factory=list)
 
     @property
     def store(self) -> Store | None:
         """The SQLite store; None when ``store_enabled`` is false."""
         return self.core.store
+
+    def busy(self, peer: Sink) -> bool:
+        """Whether ``peer`` owns, follows or waits on something."""
+        return any(check(peer) for check in self.busy_checks)
 
     def forget(self, peer: Sink) -> None:
         """``peer`` is gone: its executions get detach timers, its

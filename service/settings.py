@@ -9,8 +9,9 @@ or from a ``.env`` file in the working directory. Units are in the names.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +35,10 @@ DEFAULT_PASS_ENV = (
     "XDG_STATE_HOME",
     "XDG_CACHE_HOME",
 )
+
+
+class SettingsConflict(ValueError):
+    """Two sources of one setting disagree; the server must not guess."""
 
 
 StrList = Annotated[list[str], NoDecode]
@@ -124,6 +129,12 @@ class Settings(BaseSettings):
     ws_ping_timeout_s: float = Field(
         20.0, gt=0, description="Time to wait for a pong before the peer is declared dead."
     )
+    idle_timeout_s: float = Field(
+        300.0,
+        ge=1,
+        description="A connection that sends no request for this long, and owns no live "
+        "execution, follows no project and waits on nothing, is closed with 4001.",
+    )
 
     # --- processes ---------------------------------------------------------
     kill_grace_s: float = Field(
@@ -165,7 +176,8 @@ class Settings(BaseSettings):
     )
     allowed_commands: StrList = Field(
         default_factory=list,
-        description="Executable names or absolute paths that may run; empty allows all.",
+        description="Executable names or absolute paths that may run; empty allows all. "
+        "The seeds' ALLOWED_COMMANDS is an alias; both set and different: exit 2.",
     )
     pass_env: StrList = Field(
         default_factory=lambda: list(DEFAULT_PASS_ENV),
@@ -209,6 +221,12 @@ class Settings(BaseSettings):
     retention_interval_s: float = Field(
         600.0, gt=0, description="How often the retention task runs."
     )
+    retention_min_age_s: float = Field(
+        600.0,
+        ge=0,
+        description="Finished executions and history younger than this are never deleted "
+        "to meet max_store_bytes (the store then reports over_cap).",
+    )
     store_queue_chunks: int = Field(
         10000, ge=100, description="Chunks queued for the store writer before back-off."
     )
@@ -217,6 +235,9 @@ class Settings(BaseSettings):
     project_roots: PathList = Field(
         default_factory=lambda: [Path.home()],
         description="Directories inside which projects may be registered.",
+    )
+    max_projects: int = Field(
+        100, ge=1, description="Projects that may be registered; project.create beyond is -32001."
     )
     claude_bin: str = Field("claude", description="The Claude Code CLI to run for agents.")
     claude_extra_args: StrList = Field(
@@ -269,6 +290,27 @@ class Settings(BaseSettings):
             return value or None
         return None
 
+    def with_seed_aliases(self, environ: Mapping[str, str]) -> Settings:
+        """These settings with the seeds' own variable names applied.
+
+        The seed tasks name the allow-list ``ALLOWED_COMMANDS``; it is honoured
+        as an alias of ``CC_EXECUTOR_ALLOWED_COMMANDS``. Both given and
+        different: :class:`SettingsConflict`, since running with either one
+        could run a program the operator meant to refuse."""
+        alias = environ.get("ALLOWED_COMMANDS")
+        if alias is None:
+            return self
+        wanted = Settings(**{**self._explicit(), "allowed_commands": alias}).allowed_commands
+        if "allowed_commands" in self.model_fields_set and wanted != self.allowed_commands:
+            raise SettingsConflict(
+                "ALLOWED_COMMANDS and CC_EXECUTOR_ALLOWED_COMMANDS are both set and differ "
+                f"({','.join(wanted)} vs {','.join(self.allowed_commands)}): set only one"
+            )
+        return Settings(**{**self._explicit(), "allowed_commands": wanted})
+
+    def _explicit(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.model_fields_set}
+
     def limits(self) -> dict[str, object]:
         """The limits a client may want to know, as shown by ``/health``."""
         return {
@@ -279,4 +321,6 @@ class Settings(BaseSettings):
             "max_pending_bytes": self.max_pending_bytes,
             "max_frame_bytes": self.max_frame_bytes,
             "max_timeout_s": self.max_timeout_s,
+            "max_projects": self.max_projects,
+            "idle_timeout_s": self.idle_timeout_s,
         }

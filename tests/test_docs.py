@@ -92,7 +92,7 @@ def test_protocol_page_shows_every_error_code() -> None:
     page = protocol_page()
     received = "\n".join(captured_lines(page, "<--"))
     codes = [value for name, value in vars(errors).items() if name.isupper()]
-    assert len(codes) == 11
+    assert len(codes) == 12
     for code in codes:
         assert f"| {code} |" in page, f"error {code} missing from the table"
         if code != errors.INTERNAL_ERROR:  # a bug cannot be provoked on purpose

@@ -79,7 +79,7 @@ def test_a_failing_write_rolls_back_alone(tmp_path: Path) -> None:
         assert results[0] == 1 and isinstance(results[1], ValueError)
         bodies = await store.read(lambda c: c.execute("SELECT body FROM notes").fetchall())
         assert bodies == [("kept",)]
-        with pytest.raises(sqlite3.OperationalError):  # readers cannot write
+        with pytest.raises(StoreError, match="readonly"):  # readers cannot write
             await store.read(lambda c: c.execute("INSERT INTO notes(body) VALUES ('x')"))
         await store.close()
         with pytest.raises(StoreClosed):
@@ -162,9 +162,10 @@ def test_a_store_cut_in_the_middle_is_moved_aside(tmp_path: Path) -> None:
         await again.open()
         assert again.corrupt_moved_to is not None
         assert again.corrupt_reason is not None and again.corrupt_reason.startswith("damaged")
-        assert await again.read(lambda c: c.execute("SELECT count(*) FROM notes").fetchone()) == (
-            0,
-        )
+        # What is readable is salvaged (tests/test_store_damage.py covers it in depth).
+        (kept,) = await again.read(lambda c: c.execute("SELECT count(*) FROM notes").fetchone())
+        assert 0 < kept < 1000
+        assert again.health()["salvage"]["tables"]["notes"]["salvaged"] == kept
         await again.close()
 
     run(main())

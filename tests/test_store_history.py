@@ -115,7 +115,9 @@ async def wait_gone(client: ExecutorClient, execution_id: str) -> None:
 def test_retention_by_size_spares_the_running(
     make_server: Callable[..., RunningServer], marker: dict[str, str]
 ) -> None:
-    server = make_server({"max_store_bytes": 1024 * 1024, "retention_interval_s": 0.2})
+    server = make_server(
+        {"max_store_bytes": 1024 * 1024, "retention_interval_s": 0.2, "retention_min_age_s": 0}
+    )
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
@@ -139,7 +141,9 @@ def test_retention_by_size_spares_the_running(
 def test_retention_by_age_and_store_disabled(
     make_server: Callable[..., RunningServer], marker: dict[str, str]
 ) -> None:
-    aging = make_server({"retention_days": 0.00001, "retention_interval_s": 0.2})
+    aging = make_server(
+        {"retention_days": 0.00001, "retention_interval_s": 0.2, "retention_min_age_s": 0}
+    )
     disabled = make_server({"store_enabled": "false"})
 
     async def main() -> None:

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_vali
 
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams
-from service.params import ChildEnv
+from service.params import ChildEnv, parse_cursor
 from service.projects import Projects
 from service.projects.argv import AgentOptions
 
@@ -172,9 +172,10 @@ async def agent_new_session(ctx: CallContext, params: ProjectParams) -> dict[str
 async def messages_get(ctx: CallContext, params: MessagesGetParams) -> dict[str, Any]:
     cursor = 0
     if params.cursor is not None:
-        if not params.cursor.isdigit():
-            raise InvalidParams(f"invalid cursor: {params.cursor!r}")
-        cursor = int(params.cursor)
+        try:
+            cursor = parse_cursor(params.cursor)
+        except ValueError:
+            raise InvalidParams(f"invalid cursor: {params.cursor!r}") from None
     messages, next_id = await projects_of(ctx).messages(
         params.project_id, params.since, params.limit, cursor
     )

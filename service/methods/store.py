@@ -8,7 +8,7 @@ from pydantic import Field
 
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound
-from service.params import AttachParams, ExecutionId, StrictParams
+from service.params import AttachParams, Count, ExecutionId, StrictParams, parse_cursor
 from service.process.state import ExecutionState
 from service.store import history
 from service.store.lifecycle import Core
@@ -21,7 +21,7 @@ MAX_LIST_PAGE = 500
 
 class TranscriptParams(StrictParams):
     execution_id: ExecutionId
-    since_seq: int = Field(0, ge=0, description="Chunks with a greater seq are returned.")
+    since_seq: Count = Field(0, description="Chunks with a greater seq are returned.")
     limit: int = Field(1000, ge=1, le=MAX_TRANSCRIPT_PAGE, description="Chunks per page.")
     max_bytes: int = Field(
         1024 * 1024,
@@ -96,7 +96,7 @@ async def executions_list(ctx: CallContext, params: ListParams) -> dict[str, Any
     before: int | None = None
     if params.cursor is not None:
         try:
-            before = int(params.cursor)
+            before = parse_cursor(params.cursor)
         except ValueError:
             raise InvalidParams("cursor: not a cursor returned by executions.list") from None
     if isinstance(params.state, list):

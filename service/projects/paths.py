@@ -6,6 +6,11 @@ and resolves (symlinks followed) inside one of the configured
 project, or around one, is refused, because two agents would then edit the
 same files. Every refusal is an :class:`~service.errors.InvalidParams` whose
 message names the rule.
+
+A registered directory is checked again at every use
+(:func:`recheck_project_path`): it may have been replaced by a symlink that
+leads out of the roots since it was registered, so agents run in its real
+path of the moment, and never outside the roots.
 """
 
 from __future__ import annotations
@@ -62,3 +67,22 @@ def check_not_nested(real: str, others: Iterable[tuple[str, str]]) -> None:
                 f"project path contains project {name!r} ({other}): {real}",
                 {"rule": "nested", "project": name},
             )
+
+
+def recheck_project_path(path: str, roots: Sequence[Path]) -> str:
+    """The real path of a registered project's directory, now; InvalidParams
+    (``INVALID_PATH``) when it is gone or now resolves outside the roots."""
+    if not os.path.isdir(path):
+        raise InvalidParams(
+            f"the project directory no longer exists: {path}",
+            {"error": "INVALID_PATH", "rule": "exists", "path": path},
+        )
+    real = os.path.realpath(path)
+    real_roots = [os.path.realpath(root) for root in roots]
+    if not any(is_within(real, root) for root in real_roots):
+        raise InvalidParams(
+            f"the project directory has left the allowed project roots: {path} "
+            f"now resolves to {real}",
+            {"error": "INVALID_PATH", "rule": "roots", "path": path, "resolved": real},
+        )
+    return real

@@ -14,14 +14,19 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import os
 import re
 import time
 import uuid
 from typing import Any
 
 from service import protocol
-from service.errors import InternalError, InvalidParams, InvalidState, NotFound
+from service.errors import (
+    InternalError,
+    InvalidParams,
+    InvalidState,
+    LimitReached,
+    NotFound,
+)
 from service.params import ExecuteParams
 from service.process.execution import Execution
 from service.process.sinks import Sink
@@ -32,7 +37,11 @@ from service.projects import storage
 from service.projects.agent import AgentRun
 from service.projects.argv import AgentOptions, agent_argv
 from service.projects.events import AgentResult
-from service.projects.paths import check_not_nested, resolve_project_path
+from service.projects.paths import (
+    check_not_nested,
+    recheck_project_path,
+    resolve_project_path,
+)
 from service.projects.project import Project, ProjectState
 from service.protocol import encode
 from service.settings import Settings
@@ -45,12 +54,6 @@ logger = logging.getLogger(__name__)
 OUTBOX_HARD_FACTOR = 4
 FRAME_MARGIN_BYTES = 64 * 1024
 NAME_RE = re.compile(r"^[^\x00-\x1f\x7f]{1,100}$")
-
-
-def check_directory(path: str) -> None:
-    """A project's directory can vanish after registration; say so plainly."""
-    if not os.path.isdir(path):
-        raise InvalidParams(f"the project directory no longer exists: {path}")
 
 
 class Projects:
@@ -79,7 +82,24 @@ class Projects:
         for record in await self.store.read(storage.load_projects):
             project = Project.from_record(record)
             self.projects[project.id] = project
+        if self._memory is None:
+            await self._derive_last_status()
         logger.info("projects loaded", extra={"projects": len(self.projects)})
+
+    async def _derive_last_status(self) -> None:
+        """``last_status`` is the state of each project's newest execution: a
+        server that died mid-run never wrote the run's end, and restart
+        recovery has since marked that execution ``lost``."""
+        last = await self.store.read(storage.last_run_states)
+        for project_id, state in last.items():
+            project = self.projects.get(project_id)
+            if project is not None and project.last_status != state:
+                logger.info(
+                    "project last_status derived from its last run",
+                    extra={"project_id": project_id, "was": project.last_status, "now": state},
+                )
+                project.last_status = state
+                self._persist(project)
 
     async def stop(self) -> None:
         """Wait until every history entry and counter reached the store (called
@@ -109,6 +129,11 @@ class Projects:
                 "project name must be 1 to 100 characters, without control characters "
                 "or surrounding spaces",
                 {"rule": "name"},
+            )
+        if len(self.projects) >= self.settings.max_projects:
+            raise LimitReached(
+                f"too many projects (max {self.settings.max_projects}); delete one first",
+                {"error": "LIMIT_REACHED", "max_projects": self.settings.max_projects},
             )
         if any(p.name == name for p in self.projects.values()):
             raise InvalidParams(f"a project named {name!r} already exists", {"rule": "name_unique"})
@@ -154,6 +179,10 @@ class Projects:
             execution.sinks.remove(sink)
         return project
 
+    def follows(self, sink: Sink) -> bool:
+        """Whether ``sink`` is subscribed to any project (it is not idle)."""
+        return any(sink in project.subscribers for project in self.projects.values())
+
     def forget_connection(self, sink: Sink) -> None:
         for project in self.projects.values():
             project.subscribers.discard(sink)
@@ -183,14 +212,15 @@ class Projects:
                 f"an agent is already running in project {project.name!r}",
                 {"project_id": project.id, "execution_id": running},
             )
-        check_directory(project.path)
         settings = self.settings
+        # Resolved again now: the directory may have become a symlink out of the roots.
+        cwd = recheck_project_path(project.path, settings.project_roots)
         session_id = project.session_id if resume else None
         argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
         # The agent is a command like any other: the one spawn policy (the
         # environment, LD_* under an allow-list, the timeout ceiling, the
         # allow-list itself, which binds claude_bin) decides whether it runs.
-        request = ExecuteParams(argv=argv, cwd=project.path, env=env, timeout=timeout_s)
+        request = ExecuteParams(argv=argv, cwd=cwd, env=env, timeout=timeout_s)
         spec = dataclasses.replace(
             build_spec(request, settings),
             project_id=project.id,

@@ -18,12 +18,13 @@ same, minus surviving a restart.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
 from service.store.migrations import apply_migrations
+from service.store.retention import Trimmer
 
 T = TypeVar("T")
 Job = Callable[[sqlite3.Connection], Any]
@@ -130,6 +131,16 @@ def load_projects(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     return [dict(zip(PROJECT_COLUMNS, row, strict=True)) for row in rows]
 
 
+def last_run_states(conn: sqlite3.Connection) -> dict[str, str]:
+    """The state of each project's newest execution (the ``core`` namespace's
+    table, present with the durable store only)."""
+    rows = conn.execute(
+        "SELECT project_id, state FROM executions WHERE n IN "
+        "(SELECT max(n) FROM executions WHERE project_id IS NOT NULL GROUP BY project_id)"
+    ).fetchall()
+    return {str(project_id): str(state) for project_id, state in rows}
+
+
 def insert_project(record: dict[str, Any]) -> Job:
     def job(conn: sqlite3.Connection) -> None:
         marks = ", ".join("?" for _ in PROJECT_COLUMNS)
@@ -226,3 +237,33 @@ def read_messages(
         return messages, False
 
     return job
+
+
+# --- retention -----------------------------------------------------------------------
+
+
+def _message_candidates(
+    conn: sqlite3.Connection, before: float, live: Collection[str], limit: int
+) -> list[tuple[float, Any, int]]:
+    live_ids = list(live)
+    marks = ",".join("?" * len(live_ids))
+    spare = f"AND (execution_id IS NULL OR execution_id NOT IN ({marks}))" if live_ids else ""
+    rows = conn.execute(
+        f"SELECT ts, id, length(data) FROM project_messages WHERE ts < ? {spare} "
+        "ORDER BY id LIMIT ?",
+        (before, *live_ids, limit),
+    ).fetchall()
+    return [(float(ts), row_id, int(size) + 64) for ts, row_id, size in rows]
+
+
+def _delete_messages(ids: list[Any]) -> Callable[[sqlite3.Connection], int]:
+    def job(conn: sqlite3.Connection) -> int:
+        conn.executemany("DELETE FROM project_messages WHERE id = ?", [(i,) for i in ids])
+        return len(ids)
+
+    return job
+
+
+#: A project's history entries, for :class:`service.store.retention.Retention`:
+#: they count toward the store's cap and go oldest first with the executions.
+MESSAGES_TRIMMER = Trimmer("project_messages", _message_candidates, _delete_messages)

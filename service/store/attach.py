@@ -22,6 +22,11 @@ Attaching to a finished execution replays its transcript and then sends its
 ``process.completed`` (``dropped`` 0: this connection received all the store
 has). An execution known only to the store (an earlier server's, now
 ``lost`` or finished) replays the same way.
+
+Every replay ends with a terminal notification for the client: the live
+stream (which ends with ``process.completed``), ``process.completed``, or
+``process.error`` with the reason (``error_name`` ``STORE_ERROR`` when the
+store could not give the transcript). A client is never left waiting.
 """
 
 from __future__ import annotations
@@ -36,8 +41,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 from service.errors import InvalidState, NotFound
 from service.outbox import OutboxClosed
 from service.process.execution import Execution
-from service.protocol import Frame, process_completed
-from service.store.database import Store
+from service.protocol import Frame, process_completed, process_error
+from service.store.database import Store, StoreError
 from service.store.history import chunk_rows, get_execution, output_frame
 from service.store.recorder import Recorder
 
@@ -123,6 +128,11 @@ def completed_frame(execution_id: str, record: dict[str, Any]) -> Frame:
     )
 
 
+def send_error(connection: Subscriber, execution_id: str, reason: str, name: str) -> None:
+    """End an attach with ``process.error``: the client stops waiting."""
+    connection.offer(process_error(execution_id, reason, name), droppable=False)
+
+
 class Attacher:
     """Runs the replays of ``attach``; one per connection and execution at a time."""
 
@@ -174,6 +184,7 @@ class Attacher:
         self._start(
             key,
             self._replay_live(connection, execution, holder, since_seq, seam, finished),
+            connection,
         )
         logger.info(
             "attached",
@@ -196,7 +207,7 @@ class Attacher:
             raise NotFound(f"execution not found: {execution_id}", {"execution_id": execution_id})
         if key in self._active:
             raise InvalidState("this connection is already attaching to this execution")
-        self._start(key, self._replay_stored(connection, record, since_seq))
+        self._start(key, self._replay_stored(connection, record, since_seq), connection)
         return {
             "status": "attached",
             "execution_id": execution_id,
@@ -208,12 +219,27 @@ class Attacher:
             "replay": True,
         }
 
-    def _start(self, key: tuple[str, str], coro: Awaitable[None]) -> None:
+    def _start(self, key: tuple[str, str], coro: Awaitable[None], connection: Subscriber) -> None:
+        execution_id = key[1]
+
         async def run() -> None:
             try:
                 await coro
             except OutboxClosed:
                 pass  # the client went away; nothing to send to
+            except StoreError as exc:
+                logger.warning(
+                    "replay failed: store error: %s",
+                    exc,
+                    extra={"execution_id": execution_id, "connection_id": connection.id},
+                )
+                send_error(connection, execution_id, f"store error: {exc}", "STORE_ERROR")
+            except Exception:
+                logger.exception(
+                    "replay failed",
+                    extra={"execution_id": execution_id, "connection_id": connection.id},
+                )
+                send_error(connection, execution_id, "internal error during replay", "INTERNAL")
             finally:
                 self._active.pop(key, None)
 
@@ -307,6 +333,14 @@ class Attacher:
         execution_id = record["execution_id"]
         await self._send_range(connection, execution_id, since_seq, None)
         if record["state"] in ("starting", "running", "paused"):
-            # Live in the store but not in this server: only recovery can say more.
+            # Live in the store but not in this server (recovery marks such
+            # rows lost at start): there is no live stream to join.
+            send_error(
+                connection,
+                execution_id,
+                f"the execution is {record['state']} in the store but not running "
+                "in this server; no further output will come",
+                "NOT_LIVE",
+            )
             return
         await connection.put(completed_frame(execution_id, record))

@@ -10,7 +10,9 @@ connection in a worker thread) and writes with :meth:`Store.write` or
 At open, the data directory is locked for this server (``NAME.lock``), and a
 file that is not an SQLite database, or that fails ``PRAGMA quick_check``, is
 moved aside as ``NAME.corrupt-TIMESTAMP``, logged as an error, and replaced by
-a fresh database (:mod:`service.store.files`).
+a fresh database (:mod:`service.store.files`) into which every readable row
+of the damaged one is copied (:mod:`service.store.salvage`; ``/health`` shows
+what in ``store.salvage``).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any, TextIO, TypeVar
 from service.settings import Settings
 from service.store.files import DataDirInUse, check_file, move_aside, take_lock
 from service.store.migrations import apply_migrations, validate_namespace
+from service.store.salvage import SalvageReport, salvage_into
 from service.store.writer import Entry, Job, Writer
 
 logger = logging.getLogger(__name__)
@@ -38,10 +41,18 @@ T = TypeVar("T")
 DB_NAME = "cc-executor.sqlite3"
 #: Reader threads; SQLite in WAL mode lets them read while the writer writes.
 READER_THREADS = 2
-#: Pages in the WAL past which SQLite checkpoints by itself (64 MiB of 4 KiB
-#: pages); the writer checkpoints sooner when idle. The WAL file is then cut back.
+#: Pages in the WAL past which SQLite checkpoints by itself (at most 64 MiB of
+#: 4 KiB pages, less for a small cap: see :func:`wal_pages_for`); the writer
+#: checkpoints sooner when idle. The WAL file is then cut back to that size.
 WAL_AUTOCHECKPOINT_PAGES = 16384
-WAL_SIZE_LIMIT_BYTES = 64 * 1024 * 1024
+WAL_MIN_PAGES = 256
+PAGE_BYTES = 4096
+
+
+def wal_pages_for(max_store_bytes: int) -> int:
+    """The WAL checkpoint threshold for a cap: a quarter of it, between 1 MiB
+    and 64 MiB, so that the database and its WAL stay within 2 x cap + 8 MiB."""
+    return max(WAL_MIN_PAGES, min(WAL_AUTOCHECKPOINT_PAGES, max_store_bytes // 4 // PAGE_BYTES))
 
 
 class StoreError(Exception):
@@ -50,6 +61,11 @@ class StoreError(Exception):
 
 class StoreClosed(StoreError):
     """The store is closed; nothing can be read or written."""
+
+
+class StoreDamaged(StoreError):
+    """A read failed inside SQLite: a damaged page, an I/O error. The wire
+    answers -32007 ``STORE_ERROR`` (:mod:`service.dispatch`)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:
@@ -69,6 +85,12 @@ class Store:
         #: Where a damaged file found at open was moved, and why.
         self.corrupt_moved_to: Path | None = None
         self.corrupt_reason: str | None = None
+        #: What was copied out of that file into the fresh database.
+        self.salvage: SalvageReport | None = None
+        #: Set by retention: the cap cannot be met without deleting what is
+        #: live or younger than ``retention_min_age_s``.
+        self.over_cap = False
+        self.over_cap_used_bytes: int | None = None
         self._schemas: dict[str, list[str]] = {}
         self._versions: dict[str, int] = {}
         self._writer = Writer(settings.store_queue_chunks)
@@ -150,6 +172,20 @@ class Store:
                 raise StoreError(f"cannot open a fresh store at {self.path}: {exc}") from exc
             self._move_aside(f"cannot open: {exc}")
             self._write_conn = self._prepare()
+        if self.corrupt_moved_to is not None:
+            self._salvage(self.corrupt_moved_to, self._write_conn)
+
+    def _salvage(self, damaged: Path, conn: sqlite3.Connection) -> None:
+        report = salvage_into(damaged, conn)
+        self.salvage = report
+        summary = report.as_dict()
+        log = logger.warning if report.error is None else logger.error
+        log(
+            "store salvage: %d rows copied from the damaged file (%d reads failed)",
+            summary["salvaged_rows"],
+            summary["failed_reads"],
+            extra={"salvage": summary},
+        )
 
     def _move_aside(self, reason: str) -> None:
         self.corrupt_moved_to = move_aside(self.path, reason)
@@ -171,8 +207,9 @@ class Store:
             # WAL makes NORMAL durable against application crashes; only a power
             # loss may cost the last commits.
             conn.execute("PRAGMA synchronous = NORMAL")
-            conn.execute(f"PRAGMA wal_autocheckpoint = {WAL_AUTOCHECKPOINT_PAGES}")
-            conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
+            wal_pages = wal_pages_for(self.settings.max_store_bytes)
+            conn.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
+            conn.execute(f"PRAGMA journal_size_limit = {wal_pages * PAGE_BYTES}")
             self._versions = apply_migrations(conn, self._schemas)
         except BaseException:
             conn.close()
@@ -221,7 +258,15 @@ class Store:
             conn.execute("PRAGMA query_only = ON")
             self._local.conn = conn
             self._reader_conns.append(conn)
-        return fn(conn)
+        try:
+            return fn(conn)
+        except sqlite3.DatabaseError as exc:
+            # quick_check at open does not read every record: a damaged page
+            # shows up here, on the first read that touches it.
+            # The message of a decoding failure quotes the damaged bytes: not for the wire.
+            reason = str(exc).split(" with text ", 1)[0][:200]
+            logger.error("store read failed: %s", reason, extra={"path": str(self.path)})
+            raise StoreDamaged(reason) from exc
 
     # --- writing -------------------------------------------------------------------
 
@@ -283,8 +328,14 @@ class Store:
             "backlog": self._writer.backlog,
             "backlog_bytes": self._writer.backlog_bytes,
             "schema_versions": dict(self._versions),
+            "max_store_bytes": self.settings.max_store_bytes,
+            "over_cap": self.over_cap,
         }
+        if self.over_cap:
+            info["used_bytes"] = self.over_cap_used_bytes
         if self.corrupt_moved_to is not None:
             info["corrupt_moved_to"] = str(self.corrupt_moved_to)
             info["corrupt_reason"] = self.corrupt_reason
+        if self.salvage is not None:
+            info["salvage"] = self.salvage.as_dict()
         return info

@@ -1,11 +1,26 @@
 """The periodic task that keeps the store within its age and size limits.
 
-Every ``retention_interval_s``: finished executions that ended more than
-``retention_days`` ago are deleted with their transcripts; then, while the
-pages in use exceed ``max_store_bytes``, the oldest finished executions are
-deleted too. An execution that is live in this server, or that the store
-still marks live, is never deleted. Freed pages go back to the file system
-(``PRAGMA incremental_vacuum``).
+What retention may delete comes from :class:`Trimmer` s, one per kind of row
+(finished executions with their transcripts; a project's history entries),
+registered by the features that own them. Each pass:
+
+- deletes every candidate older than ``retention_days``;
+- then, while the pages in use exceed ``max_store_bytes``, deletes the oldest
+  candidates of *all* trimmers together, oldest first, only as many as the
+  excess needs; every namespace's pages count toward the cap;
+- returns the freed pages to the file system (``PRAGMA incremental_vacuum``;
+  the WAL is kept small by a checkpoint threshold sized from the cap, see
+  :func:`wal_pages_for`).
+
+Never deleted: a live execution (in this server or marked live in the store),
+history of a live execution, and anything younger than ``retention_min_age_s``.
+When the cap cannot be met without those, the store says so
+(``Store.over_cap``: ``/health`` ``store.over_cap`` with the bytes, and one
+WARNING line when it becomes true) instead of emptying itself.
+
+A full pass runs every ``retention_interval_s``; in between, the file size is
+checked every second (a ``stat``) and a pass runs as soon as it passes the cap,
+so a flood cannot grow the files far past it between two passes.
 """
 
 from __future__ import annotations
@@ -15,7 +30,8 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 from service.process.state import ExecutionState
 from service.store.database import Store
@@ -23,15 +39,60 @@ from service.store.database import Store
 logger = logging.getLogger(__name__)
 
 FINAL_STATES = tuple(state.value for state in ExecutionState if state.is_final)
-#: Executions deleted per write job, so one pass never holds the writer long.
-DELETE_BATCH = 50
+#: Rows deleted per write job, so one pass never holds the writer long.
+DELETE_BATCH = 200
+#: How often the file size is compared with the cap between full passes.
+SIZE_CHECK_S = 1.0
+#: Free pages given back per write job (about 40 MiB; a few ms of the writer).
+VACUUM_PAGES = 10000
+#: Bytes counted for a row besides its data (its cells and index entries).
+ROW_OVERHEAD_BYTES = 256
+
+#: ``(timestamp, key, approximate bytes)`` of one row retention may delete.
+Candidate = tuple[float, Any, int]
+CandidatesFn = Callable[[sqlite3.Connection, float, Collection[str], int], list[Candidate]]
+DeleteFn = Callable[[list[Any]], Callable[[sqlite3.Connection], int]]
 
 
-@dataclass
-class RetentionReport:
-    by_age: int = 0
-    by_size: int = 0
-    used_bytes: int = 0
+@dataclass(frozen=True)
+class Trimmer:
+    """One kind of row that retention may delete, oldest first.
+
+    ``candidates(conn, before_ts, live_execution_ids, limit)`` lists up to
+    ``limit`` deletable rows older than ``before_ts``, oldest first, never one
+    of (or belonging to) a live execution; ``delete(keys)`` is the write job
+    deleting them, returning how many went."""
+
+    name: str
+    candidates: CandidatesFn
+    delete: DeleteFn
+
+
+def _execution_candidates(
+    conn: sqlite3.Connection, before: float, live: Collection[str], limit: int
+) -> list[Candidate]:
+    marks = ",".join("?" * len(FINAL_STATES))
+    rows = conn.execute(
+        "SELECT COALESCE(ended_at, created_at) AS ts, id, stored_bytes FROM executions "
+        f"WHERE state IN ({marks}) AND COALESCE(ended_at, created_at) < ? "
+        "ORDER BY ts, n LIMIT ?",
+        (*FINAL_STATES, before, limit + len(live)),
+    ).fetchall()
+    found = [(float(ts), key, int(size or 0) + ROW_OVERHEAD_BYTES) for ts, key, size in rows]
+    return [c for c in found if c[1] not in live][:limit]
+
+
+def _delete_executions(ids: list[Any]) -> Callable[[sqlite3.Connection], int]:
+    def job(conn: sqlite3.Connection) -> int:
+        conn.executemany("DELETE FROM chunks WHERE execution_id = ?", [(i,) for i in ids])
+        conn.executemany("DELETE FROM executions WHERE id = ?", [(i,) for i in ids])
+        return len(ids)
+
+    return job
+
+
+#: Finished executions and their transcripts (namespace ``core``).
+EXECUTIONS = Trimmer("executions", _execution_candidates, _delete_executions)
 
 
 def used_bytes(conn: sqlite3.Connection) -> int:
@@ -42,95 +103,151 @@ def used_bytes(conn: sqlite3.Connection) -> int:
     return int((pages - free) * page_size)
 
 
-def _delete(ids: list[str]) -> Callable[[sqlite3.Connection], int]:
-    def job(conn: sqlite3.Connection) -> int:
-        conn.executemany("DELETE FROM chunks WHERE execution_id = ?", [(i,) for i in ids])
-        conn.executemany("DELETE FROM executions WHERE id = ?", [(i,) for i in ids])
-        return len(ids)
+def _vacuum(conn: sqlite3.Connection) -> int:
+    """Give up to ``VACUUM_PAGES`` free pages back to the file system; how many.
 
-    return job
-
-
-def _sizes(ids: list[str]) -> Callable[[sqlite3.Connection], dict[str, int]]:
-    def read(conn: sqlite3.Connection) -> dict[str, int]:
-        marks = ",".join("?" * len(ids))
-        query = f"SELECT id, stored_bytes FROM executions WHERE id IN ({marks})"
-        return dict(conn.execute(query, ids).fetchall())
-
-    return read
+    ``PRAGMA incremental_vacuum`` frees one page per step and reports each as
+    a row without columns, which Python's sqlite3 does not step through: one
+    execute frees one page, whatever N says. Hence one execute per page."""
+    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
+    pages = min(free, VACUUM_PAGES)
+    for _ in range(pages):
+        conn.execute("PRAGMA incremental_vacuum(1)")
+    return pages
 
 
-def _vacuum(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA incremental_vacuum").fetchall()
+@dataclass
+class RetentionReport:
+    by_age: int = 0
+    by_size: int = 0
+    #: Rows deleted per trimmer.
+    deleted: dict[str, int] = field(default_factory=dict)
+    used_bytes: int = 0
+    over_cap: bool = False
 
 
 class Retention:
-    def __init__(self, store: Store, live_ids: Callable[[], Collection[str]]) -> None:
+    def __init__(
+        self,
+        store: Store,
+        live_ids: Callable[[], Collection[str]],
+        trimmers: list[Trimmer] | None = None,
+    ) -> None:
         self.store = store
         self.settings = store.settings
         self._live_ids = live_ids
+        #: What may be deleted; features append theirs before the first pass.
+        self.trimmers: list[Trimmer] = list(trimmers) if trimmers is not None else [EXECUTIONS]
 
     async def run_forever(self) -> None:
-        """Run a pass every ``retention_interval_s`` until cancelled."""
+        """A full pass every ``retention_interval_s``, and a size pass whenever
+        the files pass the cap, until cancelled."""
+        next_full = 0.0
         while True:
+            now = time.monotonic()
             try:
-                await self.run_once()
+                if now >= next_full:
+                    next_full = now + self.settings.retention_interval_s
+                    await self.run_once()
+                elif self.store.size_bytes() > self.settings.max_store_bytes:
+                    await self.run_once(by_age=False)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 logger.exception("retention pass failed")
-            await asyncio.sleep(self.settings.retention_interval_s)
+            await asyncio.sleep(min(self.settings.retention_interval_s, SIZE_CHECK_S))
 
-    async def _finished_oldest(self, where: str, args: tuple[object, ...]) -> list[str]:
+    async def _oldest(self, before: float, limit: int) -> list[tuple[Trimmer, Candidate]]:
         live = set(self._live_ids())
-        marks = ",".join("?" * len(FINAL_STATES))
 
-        def load(conn: sqlite3.Connection) -> list[str]:
-            rows = conn.execute(
-                f"SELECT id FROM executions WHERE state IN ({marks}) AND {where} "
-                "ORDER BY n LIMIT ?",
-                (*FINAL_STATES, *args, DELETE_BATCH + len(live)),
-            ).fetchall()
-            return [row[0] for row in rows]
+        def load(conn: sqlite3.Connection) -> list[tuple[Trimmer, Candidate]]:
+            found = [
+                (trimmer, candidate)
+                for trimmer in self.trimmers
+                for candidate in trimmer.candidates(conn, before, live, limit)
+            ]
+            found.sort(key=lambda item: item[1][0])
+            return found
 
-        return [i for i in await self.store.read(load) if i not in live][:DELETE_BATCH]
+        return await self.store.read(load)
 
-    async def run_once(self) -> RetentionReport:
-        """One pass; what it deleted."""
+    async def _delete(
+        self, chosen: list[tuple[Trimmer, Candidate]], report: RetentionReport
+    ) -> int:
+        by_trimmer: dict[str, tuple[Trimmer, list[Any]]] = {}
+        for trimmer, candidate in chosen:
+            by_trimmer.setdefault(trimmer.name, (trimmer, []))[1].append(candidate[1])
+        total = 0
+        for name, (trimmer, keys) in by_trimmer.items():
+            deleted = await self.store.write(trimmer.delete(keys))
+            report.deleted[name] = report.deleted.get(name, 0) + deleted
+            total += deleted
+        return total
+
+    async def run_once(self, *, by_age: bool = True) -> RetentionReport:
+        """One pass (``by_age`` False: the size part only); what it deleted."""
+        settings = self.settings
         report = RetentionReport()
-        cutoff = time.time() - self.settings.retention_days * 86400
-        while True:
-            ids = await self._finished_oldest("COALESCE(ended_at, created_at) < ?", (cutoff,))
-            if not ids:
-                break
-            report.by_age += await self.store.write(_delete(ids))
-        limit = self.settings.max_store_bytes
+        now = time.time()
+        youngest = now - settings.retention_min_age_s
+        if by_age:
+            cutoff = min(now - settings.retention_days * 86400, youngest)
+            while aged := await self._oldest(cutoff, DELETE_BATCH):
+                deleted = await self._delete(aged[:DELETE_BATCH], report)
+                report.by_age += deleted
+                if not deleted:
+                    break
+        limit = settings.max_store_bytes
         while True:
             report.used_bytes = await self.store.read(used_bytes)
             if report.used_bytes <= limit:
                 break
-            ids = await self._finished_oldest("1", ())
-            if not ids:
+            candidates = await self._oldest(youngest, DELETE_BATCH)
+            if not candidates:
+                report.over_cap = True
                 break
-            # Delete only as many as the excess needs, judged by their transcripts.
+            # Delete only as many as the excess needs, judged by their sizes.
             excess = report.used_bytes - limit
-            sizes = await self.store.read(_sizes(ids))
-            chosen: list[str] = []
+            chosen: list[tuple[Trimmer, Candidate]] = []
             freed = 0
-            for execution_id in ids:
-                chosen.append(execution_id)
-                freed += int(sizes.get(execution_id) or 0) + 512
+            for item in candidates[:DELETE_BATCH]:
+                chosen.append(item)
+                freed += item[1][2]
                 if freed >= excess:
                     break
-            report.by_size += await self.store.write(_delete(chosen))
+            deleted = await self._delete(chosen, report)
+            report.by_size += deleted
+            if not deleted:
+                break
+        while await self.store.write(_vacuum) == VACUUM_PAGES:
+            pass
         if report.by_age or report.by_size:
-            await self.store.write(_vacuum)
             logger.info(
                 "retention deleted executions",
                 extra={
                     "by_age": report.by_age,
                     "by_size": report.by_size,
+                    "deleted": report.deleted,
                     "used_bytes": report.used_bytes,
                 },
             )
+        self._set_over_cap(report)
         return report
+
+    def _set_over_cap(self, report: RetentionReport) -> None:
+        store = self.store
+        was = store.over_cap
+        store.over_cap = report.over_cap
+        store.over_cap_used_bytes = report.used_bytes if report.over_cap else None
+        if report.over_cap and not was:
+            logger.warning(
+                "store over its cap: what is left is live or younger than "
+                "retention_min_age_s, so nothing more is deleted",
+                extra={
+                    "used_bytes": report.used_bytes,
+                    "max_store_bytes": self.settings.max_store_bytes,
+                    "retention_min_age_s": self.settings.retention_min_age_s,
+                },
+            )
+        elif was and not report.over_cap:
+            logger.info("store back under its cap", extra={"used_bytes": report.used_bytes})
