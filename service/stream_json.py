@@ -1,14 +1,46 @@
-"""Reading Claude Code's ``--output-format stream-json`` as it streams by, for
-people: the assistant's text, the tools it calls, and a one-line summary of
-the ``result`` event. Used by ``cc-executor agent`` and the MCP ``agent`` tool;
-pure functions plus one small line buffer, no I/O.
+"""Claude Code's ``--output-format stream-json``, parsed: pure functions and
+one small line buffer, no I/O. The one parser of it, for both sides.
+
+Each stdout line is one JSON object with a ``type``: ``system`` (subtype
+``init`` carries the ``session_id``), ``assistant``, ``user``,
+``stream_event`` and finally ``result``. Lines that are not JSON objects (a
+crash's half line, a warning) are not events.
+
+- The server (:mod:`service.projects.agent`) gets whole lines (its chunks are
+  line-batched) and keeps each raw line: :func:`parse_lines`,
+  :func:`session_of`, :class:`AgentResult`.
+- People (``cc-executor agent``, the MCP ``agent`` tool) read text as it
+  streams by, cut anywhere: :class:`EventLines`, :func:`assistant_text`,
+  :func:`tool_calls`, :func:`result_summary`.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
+
+
+def parse_event(line: str) -> dict[str, Any] | None:
+    """The JSON object of one line; None for anything else."""
+    stripped = line.strip()
+    if not stripped.startswith("{"):
+        return None
+    try:
+        event = orjson.loads(stripped)
+    except orjson.JSONDecodeError:
+        return None
+    return event if isinstance(event, dict) else None
+
+
+def parse_lines(text: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each JSON object line of ``text`` (whole lines) as ``(raw_line, event)``."""
+    for line in text.split("\n"):
+        event = parse_event(line)
+        if event is not None:
+            yield line.strip(), event
 
 
 class EventLines:
@@ -47,12 +79,10 @@ class EventLines:
     def _parse(self, line: str) -> dict[str, Any] | None:
         if not line.strip():
             return None
-        try:
-            event = orjson.loads(line)
-        except orjson.JSONDecodeError:
+        event = parse_event(line)
+        if event is None:
             self.skipped_lines += 1
-            return None
-        return event if isinstance(event, dict) else None
+        return event
 
 
 def assistant_text(event: dict[str, Any]) -> str:
@@ -94,3 +124,60 @@ def result_summary(result: dict[str, Any]) -> str:
     if result.get("session_id"):
         parts.append(f"session {result['session_id']}")
     return ", ".join(parts)
+
+
+def session_of(event: dict[str, Any]) -> str | None:
+    """The Claude session id an ``init`` or ``result`` event announces."""
+    kind = event.get("type")
+    if kind == "result" or (kind == "system" and event.get("subtype") == "init"):
+        value = event.get("session_id")
+        return value if isinstance(value, str) and value else None
+    return None
+
+
+def _number(value: Any, default: float = 0.0) -> float:
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AgentResult:
+    """The ``result`` event, as ``agent.result`` carries it."""
+
+    session_id: str | None
+    subtype: str
+    is_error: bool
+    cost_usd: float
+    duration_ms: int
+    num_turns: int
+    result: str | None
+    errors: list[str]
+
+    @classmethod
+    def from_event(cls, event: dict[str, Any]) -> AgentResult:
+        subtype = str(event.get("subtype") or "unknown")
+        result = event.get("result")
+        errors = event.get("errors")
+        return cls(
+            session_id=session_of(event),
+            subtype=subtype,
+            is_error=bool(event.get("is_error", subtype != "success")),
+            cost_usd=_number(event.get("total_cost_usd", event.get("cost_usd"))),
+            duration_ms=int(_number(event.get("duration_ms"))),
+            num_turns=int(_number(event.get("num_turns"))),
+            result=result if isinstance(result, str) else None,
+            errors=[str(e) for e in errors] if isinstance(errors, list) else [],
+        )
+
+    def params(self) -> dict[str, Any]:
+        return {
+            "session_id": self.session_id,
+            "subtype": self.subtype,
+            "is_error": self.is_error,
+            "cost_usd": self.cost_usd,
+            "duration_ms": self.duration_ms,
+            "num_turns": self.num_turns,
+            "result": self.result,
+            "errors": self.errors,
+        }

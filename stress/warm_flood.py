@@ -24,16 +24,16 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.client import connect
+
+from service.launch import run_server
 
 MB = 1024 * 1024
 
@@ -51,40 +51,22 @@ class Server:
         full = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
         full.update({"CC_EXECUTOR_DATA_DIR": str(data_dir), "CC_EXECUTOR_LOG_LEVEL": "INFO"})
         full.update(env)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "service", "serve", "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=full,
-        )
-        self.port = 0
         self.lines: list[dict[str, Any]] = []
-        ready = threading.Event()
 
-        def read() -> None:
-            assert self.proc.stdout is not None
-            for raw in self.proc.stdout:
-                try:
-                    entry = json.loads(raw)
-                except ValueError:
-                    continue
+        def keep(line: str) -> None:
+            try:
+                entry = json.loads(line)
+            except ValueError:
+                return
+            if isinstance(entry, dict):
                 self.lines.append(entry)
-                if entry.get("message") == "listening":
-                    self.port = int(entry["port"])
-                    ready.set()
 
-        threading.Thread(target=read, daemon=True).start()
-        if not ready.wait(60):
-            self.proc.kill()
-            raise RuntimeError("the server did not start")
+        self._server = run_server(full, on_line=keep, timeout_s=60)
+        self.proc = self._server.proc
+        self.port = self._server.port
 
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        self._server.stop(timeout_s=30)
 
 
 def health(port: int) -> dict[str, Any]:

@@ -14,8 +14,8 @@ import pytest
 from service import errors
 from service.client import Execution, ExecutionResult, ExecutorClient
 from service.projects.argv import AgentOptions, agent_argv
-from service.projects.events import AgentResult, parse_lines, session_of
 from service.projects.paths import check_not_nested, resolve_project_path
+from service.stream_json import AgentResult, parse_lines, session_of
 from tests.utils import RunningServer, start_server
 
 FAKE_CLAUDE = str(Path(sys.executable).with_name("fake-claude"))

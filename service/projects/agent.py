@@ -24,7 +24,7 @@ import orjson
 from service.process.execution import Execution
 from service.process.sinks import Chunk
 from service.process.state import ExecutionState
-from service.projects.events import AgentResult, parse_lines, session_of
+from service.stream_json import AgentResult, parse_lines, session_of
 
 if TYPE_CHECKING:
     from service.projects.project import Project

@@ -36,7 +36,6 @@ from service.process.supervisor import Supervisor
 from service.projects import storage
 from service.projects.agent import AgentRun
 from service.projects.argv import AgentOptions, agent_argv
-from service.projects.events import AgentResult
 from service.projects.paths import (
     check_not_nested,
     recheck_project_path,
@@ -46,6 +45,7 @@ from service.projects.project import Project, ProjectState
 from service.protocol import encode
 from service.settings import Settings
 from service.store import StoreError
+from service.stream_json import AgentResult
 
 logger = logging.getLogger(__name__)
 
