@@ -38,7 +38,7 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from service.launch import run_server
+from service.client.launch import run_server
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "s3cret-token"

@@ -17,14 +17,14 @@ from service import __version__
 
 #: subcommand -> module providing ``add_parser(subparsers)`` and ``run(args) -> int``.
 SUBCOMMANDS: dict[str, str] = {
-    "run": "service.commands.run",
-    "attach": "service.commands.run",
-    "ps": "service.commands.control",
-    "pause": "service.commands.control",
-    "resume": "service.commands.control",
-    "cancel": "service.commands.control",
-    "logs": "service.commands.logs",
-    "agent": "service.commands.agent",
+    "run": "service.client.commands.run",
+    "attach": "service.client.commands.run",
+    "ps": "service.client.commands.control",
+    "pause": "service.client.commands.control",
+    "resume": "service.client.commands.control",
+    "cancel": "service.client.commands.control",
+    "logs": "service.client.commands.logs",
+    "agent": "service.client.commands.agent",
     "prompts": "service.prompts.cli",
 }
 

@@ -31,7 +31,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.launch import run_server
+from service.client.launch import run_server
 from stress import orphans
 from stress.settings import DEFAULT_USERS, new_marker
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from websockets.asyncio.client import connect
 
-from service.launch import run_server
+from service.client.launch import run_server
 
 MB = 1024 * 1024
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from service.launch import run_server
+from service.client.launch import run_server
 from service.process import procfs
 
 MARKER_NAME = "CCX_TEST_MARKER"

@@ -14,7 +14,7 @@ import signal
 import subprocess
 from pathlib import Path
 
-from service.launch import ServerStartError, run_server
+from service.client.launch import ServerStartError, run_server
 
 LOG_NAME = "prompts-executor.log"
 

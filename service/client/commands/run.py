@@ -1,7 +1,7 @@
 """``cc-executor run -- CMD ARGS...`` and ``cc-executor attach ID``.
 
 ``run`` starts the command through the service and behaves like running it
-here (see :mod:`service.commands.terminal`); ``attach`` follows an execution
+here (see :mod:`service.client.commands.terminal`); ``attach`` follows an execution
 that is already running (or replays a finished one), from ``--since SEQ``.
 """
 
@@ -15,7 +15,7 @@ import sys
 from typing import Any
 
 from service import errors
-from service.commands import (
+from service.client.commands import (
     EXIT_USAGE,
     CommandError,
     add_connection_options,
@@ -24,7 +24,7 @@ from service.commands import (
     registered,
     run_command,
 )
-from service.commands.terminal import InputPump, Mode, TerminalSession
+from service.client.commands.terminal import InputPump, Mode, TerminalSession
 
 EXIT_NOT_ALLOWED = 126
 EXIT_CANNOT_EXECUTE = 127

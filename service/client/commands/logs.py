@@ -13,7 +13,7 @@ from typing import Any
 
 from service import errors
 from service.client import ExecutorClient
-from service.commands import (
+from service.client.commands import (
     CommandError,
     add_connection_options,
     build_client,

@@ -19,7 +19,7 @@ from typing import Any, TextIO
 
 from service import errors
 from service.client import ConnectionLost, Execution, ExecutorClient
-from service.commands import (
+from service.client.commands import (
     CommandError,
     add_connection_options,
     build_client,
@@ -28,8 +28,8 @@ from service.commands import (
     report,
     run_command,
 )
-from service.commands.run import parse_env
-from service.commands.terminal import EXIT_INTERRUPTED, exit_status
+from service.client.commands.run import parse_env
+from service.client.commands.terminal import EXIT_INTERRUPTED, exit_status
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 
 

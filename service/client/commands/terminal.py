@@ -35,7 +35,7 @@ from typing import Any, BinaryIO
 
 from service import errors
 from service.client import ConnectionLost, Execution, ExecutorClient
-from service.commands import EXIT_BROKEN_PIPE, EXIT_NO_SERVER, CommandError, connect, report
+from service.client.commands import EXIT_BROKEN_PIPE, EXIT_NO_SERVER, CommandError, connect, report
 
 EXIT_TIMED_OUT = 124
 

@@ -9,7 +9,7 @@ import time
 from typing import Any, TextIO
 
 from service import errors
-from service.commands import (
+from service.client.commands import (
     CommandError,
     add_connection_options,
     build_client,

@@ -1,0 +1,32 @@
+"""The client side: the asyncio client (:mod:`service.client.api`), the
+``cc-executor`` client commands (:mod:`service.client.commands`) and the
+launcher that starts a server of one's own (:mod:`service.client.launch`).
+It speaks the wire only and imports nothing of the server.
+
+The client's names are handed on here: ``from service.client import
+ExecutorClient``.
+"""
+
+from service.client.api import (
+    DEFAULT_URL,
+    TOKEN_ENV,
+    URL_ENV,
+    ConnectionLost,
+    Execution,
+    ExecutionError,
+    ExecutionResult,
+    ExecutorClient,
+    resolve_url,
+)
+
+__all__ = [
+    "DEFAULT_URL",
+    "TOKEN_ENV",
+    "URL_ENV",
+    "ConnectionLost",
+    "Execution",
+    "ExecutionError",
+    "ExecutionResult",
+    "ExecutorClient",
+    "resolve_url",
+]
