@@ -101,7 +101,10 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         try:
-            judged = await store.read(lambda conn: records.judge(conn, claim))
+            finished = await store.read(lambda conn: records.read_finished(conn, claim))
+            # The client's patterns run in a thread of their own, GIL released,
+            # within a time budget: neither the loop nor the store's readers wait.
+            judged = await asyncio.to_thread(records.judge, finished, claim)
             stored: dict[str, Any] = await store.write(
                 functools.partial(records.insert, record=judged)
             )
