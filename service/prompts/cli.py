@@ -237,7 +237,7 @@ class ProgressLine:
         if outcome is not None:
             verdict = outcome.record.verdict
             reasons = "; ".join(outcome.record.reasons)
-            detail = f"run {outcome.record.id} {verdict} in {outcome.elapsed_s:.1f}s"
+            detail = f"run {outcome.evidence_run} {verdict} in {outcome.elapsed_s:.1f}s"
             if reasons:
                 detail += f" ({reasons})"
         else:

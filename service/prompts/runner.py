@@ -68,6 +68,8 @@ class RunOutcome:
     elapsed_s: float
     #: The placeholder values the command was built with (kept with the evidence).
     placeholders: dict[str, str]
+    #: Its run number in the evidence, once exported (the store's id is ``record.id``).
+    evidence_run: int | None = None
 
 
 async def _project_for(client: ExecutorClient, name: str, path: str) -> str:
@@ -160,7 +162,8 @@ def _export_and_rewrite(
     path: Path, outcome: RunOutcome, transcript: str
 ) -> document.PromptDocument:
     doc = document.load(path)
-    evidence.export(path.parent, doc, outcome.record, transcript, outcome.placeholders)
+    entry = evidence.export(path.parent, doc, outcome.record, transcript, outcome.placeholders)
+    outcome.evidence_run = entry.record.id
     return rewrite(path)
 
 
