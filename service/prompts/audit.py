@@ -274,7 +274,15 @@ def audit_directory(directory: Path) -> list[PromptAudit]:
     """Audit every prompt file of ``directory`` against ``directory/evidence``."""
     where = evidence.directory_of(directory)
     manifest = manifest_by_prompt(where)
-    results = [audit_file(path, manifest) for path in prompt_files(directory)]
+    results = []
+    for path in prompt_files(directory):
+        try:
+            results.append(audit_file(path, manifest))
+        except (TypeError, ValueError, AttributeError, KeyError) as exc:
+            # A record or snapshot whose JSON has the wrong shape: named, not a traceback.
+            malformed = PromptAudit(path.stem)
+            malformed.add(f"malformed evidence: {exc!r}")
+            results.append(malformed)
     known = {result.name for result in results}
     for prompt in evidence.prompts_with_evidence(where):
         if prompt not in known:

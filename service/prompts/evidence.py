@@ -38,6 +38,7 @@ import json
 import os
 import tempfile
 import time
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -198,9 +199,9 @@ def read_transcript(evidence: Path, name: str) -> str:
     """The kept transcript text of ``transcripts/<sha>.txt.gz``."""
     try:
         data = gzip.decompress((evidence / name).read_bytes())
-    except (OSError, EOFError, gzip.BadGzipFile) as exc:
+        return data.decode("utf-8", "surrogatepass")
+    except (OSError, EOFError, gzip.BadGzipFile, zlib.error, UnicodeDecodeError) as exc:
         raise EvidenceError(f"{name}: cannot read: {exc}") from None
-    return data.decode("utf-8", "surrogatepass")
 
 
 def _entry(path: Path, data: dict[str, Any]) -> Entry:

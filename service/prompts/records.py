@@ -2,9 +2,10 @@
 
 Only the server writes here: :func:`read_finished` reads the finished
 execution and its transcript as the store recorded them (the ``core``
-tables), :func:`judge` judges the run with :func:`service.prompts.verdict.judge`; :func:`insert` then stores the
-record in one job of the store's single writer thread. The client never
-states a verdict. ``UNIQUE`` on the
+tables), :func:`judge` judges the run with
+:func:`service.prompts.verdict.judge`, and :func:`insert` stores the record in
+one job of the store's single writer thread. The client never states a
+verdict. ``UNIQUE`` on the
 execution id and on the marker means a run is counted at most once and a
 marker is never reused; concurrent runs of one prompt are serialised by the
 writer and each gets its own row, so the counts (a fold over the rows, see
