@@ -17,7 +17,8 @@ import pytest
 
 from service import errors
 from service.client import ExecutorClient
-from service.prompts import audit, document, evidence, restart, runner, verdict
+from service.prompts import audit, crosscheck, document, evidence, restart, runner, verdict
+from service.prompts.source import ServerSource
 from tests.test_prompts_runs import run_times, unique, write_prompt
 from tests.utils import RunningServer
 
@@ -317,3 +318,24 @@ def test_rerun_re_executes_recorded_runs_through_a_private_executor(tmp_path: Pa
     assert "rerun: 2 runs re-executed, 0 failed" in result.stdout
     assert "rerun C01 run" in result.stdout and "rerun T05 run" in result.stdout
     assert not (tmp_path / "data").exists()
+
+
+def test_a_store_run_missing_from_the_evidence_is_named_by_the_cross_check(
+    server: RunningServer, marker: dict[str, str], tmp_path: Path
+) -> None:
+    directory = tmp_path / "prompts"
+    path = write_prompt(directory, unique("unexported"))
+    run_times(server.url, path, 1, marker)
+
+    async def main() -> list[str]:
+        async with ExecutorClient(server.url) as client:
+            # Recorded by the server, never exported (the tool died before it could).
+            lost = await runner.run_once(client, document.load(path), extra_env=marker)
+            (result,) = audit.audit_directory(directory)
+            assert result.ok  # the repository alone is consistent...
+            await crosscheck.crosscheck(result, ServerSource(client))
+            assert lost.record.verdict == "pass"
+            return [p.message for p in result.problems]
+
+    found = asyncio.run(main())
+    assert len(found) == 1 and found[0].endswith("is not in the evidence"), found
