@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -264,7 +265,9 @@ def test_the_shipped_prompts_audit_from_the_repository_alone(tmp_path: Path) -> 
         cwd=REPO,
     )
     assert lint.returncode == 0, lint.stdout + lint.stderr
-    assert "](prompts/evidence/T01/runs/000001.json)" in (clone / "review.md").read_text()
+    review = (clone / "review.md").read_text()
+    assert re.search(r"\]\(prompts/evidence/T01/runs/\d{6}\.json\)", review), review[:2000]
+    assert "- Runs through: an agent, `fake-claude`" in review
 
 
 def test_an_edited_count_in_the_shipped_tables_is_caught(tmp_path: Path) -> None:
