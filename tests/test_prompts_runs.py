@@ -18,7 +18,7 @@ import pytest
 from service import errors
 from service.client import ExecutorClient
 from service.process import procfs
-from service.prompts import audit, document, runner
+from service.prompts import audit, crosscheck, document, runner
 from service.prompts.source import FileSource, ServerSource
 from service.store.database import DB_NAME
 from tests.utils import RunningServer
@@ -97,17 +97,23 @@ def run_times(url: str, path: Path, times: int, env: dict[str, str]) -> list[run
         async with ExecutorClient(url) as client:
             for _ in range(times):
                 doc = document.load(path)
-                outcomes.append(await runner.run_once(client, doc, extra_env=env))
-                await runner.sync_file(client, path, doc.header.name)
+                outcome = await runner.run_once(client, doc, extra_env=env)
+                outcomes.append(outcome)
+                await runner.sync_file(client, path, outcome)
         return outcomes
 
     return asyncio.run(main())
 
 
 def audit_dir(url: str, directory: Path) -> list[audit.PromptAudit]:
+    """The evidence audit plus the cross-check against the server's store."""
+
     async def main() -> list[audit.PromptAudit]:
+        results = audit.audit_directory(directory)
         async with ExecutorClient(url) as client:
-            return await audit.audit_directory(directory, ServerSource(client))
+            for result in results:
+                await crosscheck.crosscheck(result, ServerSource(client))
+        return results
 
     return asyncio.run(main())
 
@@ -202,9 +208,11 @@ def test_graduation_then_reset_then_hand_edit_caught(
     (result,) = audit_dir(server.url, directory)
     assert not result.ok
     assert "table says Success 14, the records give 10" in [p.message for p in result.problems]
-    # The read-only file source agrees with the server.
-    file_source = FileSource(server.data_dir / DB_NAME)
-    (offline,) = asyncio.run(audit.audit_directory(directory, file_source))
+    # The repository alone catches it, and so does the read-only file source.
+    (alone,) = audit.audit_directory(directory)
+    assert [p.message for p in alone.problems] == [p.message for p in result.problems]
+    (offline,) = audit.audit_directory(directory)
+    asyncio.run(crosscheck.crosscheck(offline, FileSource(server.data_dir / DB_NAME)))
     assert [p.message for p in offline.problems] == [p.message for p in result.problems]
     # A forged graduation row is caught too.
     path.write_text(text + "")
@@ -303,7 +311,7 @@ def test_cli_list_new_report_and_audit_exit_codes(server: RunningServer, tmp_pat
     out, _ = listing.communicate(timeout=30)
     assert listing.returncode == 0
     assert out.splitlines()[1].split()[:7] == [name, "1", "0", "0", "0", "0:0", "active"]
-    report = cli("--dir", str(directory), "report", "--url", server.url)
+    report = cli("--dir", str(directory), "report")
     out, err = report.communicate(timeout=30)
     assert report.returncode == 0, err
     assert f"## {name} (version 1)" in out and "**keep**: 10 more successes" in out
@@ -339,7 +347,12 @@ def test_agent_prompt_runs_through_fake_claude(
     assert outcome.record.verdict == "pass", outcome.record.reasons
     assert outcome.record.argv[0] == FAKE_CLAUDE
     # An agent that errors: the run fails on its result, whatever it printed.
-    (directory / "C01.md").write_text(text.replace("Do not change any file.", "fake:error"))
+    # A changed prompt is a new version (the evidence refuses a changed header otherwise).
+    version = document.load(directory / "C01.md").header.version
+    changed = text.replace("Do not change any file.", "fake:error").replace(
+        f"version = {version}", f"version = {version + 1}"
+    )
+    (directory / "C01.md").write_text(changed)
     (outcome,) = run_times(running.url, directory / "C01.md", 1, marker)
     assert outcome.record.verdict == "fail"
     doc = document.load(directory / "C01.md")
@@ -363,13 +376,10 @@ def test_a_record_forged_in_the_database_is_caught_by_the_audit(
         )
     conn.close()
 
-    async def resync() -> None:
-        async with ExecutorClient(server.url) as client:
-            await runner.sync_file(client, path, document.load(path).header.name)
-
-    asyncio.run(resync())
-    assert document.load(path).metrics.success == 1  # the table follows the records...
-    (result,) = audit_dir(server.url, path.parent)  # ...and the audit checks the store
+    # The evidence still holds the failure: the store and the evidence disagree.
+    (result,) = audit_dir(server.url, path.parent)
     messages = [p.message for p in result.problems]
-    assert any("marker missing from the stored transcript" in m for m in messages), messages
-    assert any("the store says it ended failed, the record completed" in m for m in messages)
+    assert any("the store says verdict 'pass', evidence run 1 'fail'" in m for m in messages)
+    assert any("the store says status 'completed', evidence run 1 'failed'" in m for m in messages)
+    (alone,) = audit.audit_directory(path.parent)
+    assert alone.ok  # the repository alone cannot see the store, by design

@@ -8,9 +8,12 @@ Where the commands find them:
   server configured by the settings (``CC_EXECUTOR_HOST``/``PORT``) when one
   answers, else through a private executor started on a free loopback port
   with the data directory (``--data-dir`` always starts a private one).
-- ``audit`` and ``report``: through ``--url`` when given, else the store file
-  in the data directory, opened read-only.
-- ``list`` and ``new`` read and write prompt files only.
+- ``audit`` and ``report`` read the repository alone (``prompts/evidence/``);
+  ``audit --url`` (or ``--data-dir``, the store file opened read-only) also
+  checks that store against the evidence, and ``audit --rerun K`` re-executes
+  runs through a private executor.
+- ``list``, ``new`` and ``restart`` read and write prompt files (and the
+  evidence) only.
 
 Exit codes: 0 success; 1 a run failed or the audit found discrepancies;
 2 bad usage, an invalid prompt file, or no executor.
@@ -25,22 +28,25 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import websockets
-
-from service.client import ConnectionLost, ExecutorClient
 from service.errors import RpcError
-from service.prompts import audit, document, report, runner
-from service.prompts.executor import ExecutorStartError, LocalExecutor
+from service.prompts import (
+    audit,
+    connect,
+    crosscheck,
+    document,
+    evidence,
+    report,
+    rerun,
+    restart,
+    runner,
+)
+from service.prompts.connect import CommandError
+from service.prompts.executor import ExecutorStartError
 from service.prompts.ledger import day
-from service.prompts.source import FileSource, RecordSource, ServerSource, SourceError
-
-
-class CommandError(Exception):
-    """Bad usage or an unusable prompt file: printed, exit 2."""
+from service.prompts.source import SourceError
 
 
 def add_parser(subparsers: Any) -> None:
@@ -67,12 +73,34 @@ def add_parser(subparsers: Any) -> None:
     run.add_argument("--times", type=int, default=1, help="how many runs, one after another")
     server_options(run)
 
-    audit_parser = actions.add_parser("audit", help="check every table against the records")
+    audit_parser = actions.add_parser(
+        "audit",
+        help="check every table against the evidence in the repository "
+        "(and, with --url or --data-dir, against that store)",
+    )
+    audit_parser.add_argument("names", nargs="*", help="only these prompts (default: all)")
+    audit_parser.add_argument(
+        "--rerun",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also re-execute K random recorded runs of each prompt's current version "
+        "through a private executor",
+    )
     server_options(audit_parser)
 
-    report_parser = actions.add_parser("report", help="a Markdown graduation review")
+    report_parser = actions.add_parser(
+        "report", help="a Markdown graduation review from the evidence"
+    )
     report_parser.add_argument("--output", type=Path, help="write it here instead of stdout")
-    server_options(report_parser)
+
+    restart_parser = actions.add_parser(
+        "restart", help="restart a prompt's counts at a new version, with a history row"
+    )
+    restart_parser.add_argument("name", help="the prompt's name or file")
+    restart_parser.add_argument(
+        "--reason", default=restart.DEFAULT_REASON, help="why (the Evolution History row)"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,6 +109,10 @@ def run(args: argparse.Namespace) -> int:
             return list_prompts(args.dir)
         if args.prompts_command == "new":
             return new_prompt(args.dir, args.name)
+        if args.prompts_command == "restart":
+            return restart_prompt(args.dir, args.name, args.reason)
+        if args.prompts_command == "report":
+            return report_prompts(args)
         return asyncio.run(_run_async(args))
     except CommandError as exc:
         print(f"cc-executor prompts: {exc}", file=sys.stderr)
@@ -165,119 +197,6 @@ def new_prompt(directory: Path, name: str) -> int:
     return 0
 
 
-# --- connecting ----------------------------------------------------------------
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from pydantic import ValidationError
-
-    from service.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        raise CommandError(f"invalid settings:\n{exc}") from None
-
-
-def _data_dir(args: argparse.Namespace) -> Path:
-    if args.data_dir is not None:
-        return Path(args.data_dir)
-    return Path(_settings(args).data_dir)
-
-
-def _token(args: argparse.Namespace) -> str | None:
-    """``--token``, else the settings' token (``CC_EXECUTOR_TOKEN`` or ``_TOKEN_FILE``)."""
-    if args.token:
-        return str(args.token)
-    try:
-        token: str | None = _settings(args).resolved_token()
-    except OSError as exc:
-        raise CommandError(f"cannot read the token file: {exc}") from None
-    return token
-
-
-def live_executions(data_dir: Path) -> int:
-    """Executions the store in ``data_dir`` marks live (read-only; 0 when none or no store)."""
-    import sqlite3
-
-    from service.store.database import DB_NAME
-
-    path = data_dir / DB_NAME
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM executions WHERE state IN ('starting', 'running', 'paused')"
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0  # no executions table yet, or a damaged file the server will move aside
-    return int(row[0])
-
-
-@contextlib.asynccontextmanager
-async def executor_client(args: argparse.Namespace) -> AsyncIterator[ExecutorClient]:
-    """A connected client: ``--url``, else the configured server if it answers,
-    else a private executor (stopped on exit)."""
-    if args.url:
-        urls = [args.url]
-    elif args.data_dir is None:
-        settings = _settings(args)
-        urls = [f"ws://{settings.host}:{settings.port}/ws/mcp"]
-    else:
-        urls = []
-    for url in urls:
-        client = ExecutorClient(url, _token(args), open_timeout_s=10.0, max_frame_bytes=None)
-        try:
-            await client.connect()
-        except OSError as exc:
-            if args.url:
-                raise CommandError(f"cannot connect to {url}: {exc}") from None
-            continue  # nothing listens there: start a private executor below
-        except (ConnectionLost, TimeoutError, websockets.InvalidHandshake) as exc:
-            # Something answers but refuses us (a token, an Origin): never start a
-            # second server beside it on what may be the same data directory.
-            raise CommandError(f"the executor at {url} refused the connection: {exc}") from None
-        try:
-            yield client
-        finally:
-            await client.close()
-        return
-    data_dir = _data_dir(args)
-    live = await asyncio.to_thread(live_executions, data_dir)
-    if live:
-        raise CommandError(
-            f"the store in {data_dir} has {live} live executions: a server is using it. "
-            "Pass its --url, or another --data-dir (a second server would treat them as "
-            "leftovers of a crash and end them)"
-        )
-    local = LocalExecutor(data_dir)
-    try:
-        url = await asyncio.to_thread(local.start)
-    except ExecutorStartError as exc:
-        raise CommandError(str(exc)) from None
-    print(f"started a private executor at {url} (data dir {local.data_dir})", file=sys.stderr)
-    try:
-        async with ExecutorClient(url, _token(args), max_frame_bytes=None) as client:
-            yield client
-    finally:
-        await asyncio.to_thread(local.stop)
-
-
-@contextlib.asynccontextmanager
-async def record_source(args: argparse.Namespace) -> AsyncIterator[RecordSource]:
-    if args.url:
-        async with executor_client(args) as client:
-            yield ServerSource(client)
-        return
-    from service.store.database import DB_NAME
-
-    yield FileSource(_data_dir(args) / DB_NAME)
-
-
 # --- run, audit, report ----------------------------------------------------------
 
 
@@ -318,7 +237,7 @@ class ProgressLine:
         if outcome is not None:
             verdict = outcome.record.verdict
             reasons = "; ".join(outcome.record.reasons)
-            detail = f"run {outcome.record.id} {verdict} in {outcome.elapsed_s:.1f}s"
+            detail = f"run {outcome.evidence_run} {verdict} in {outcome.elapsed_s:.1f}s"
             if reasons:
                 detail += f" ({reasons})"
         else:
@@ -343,7 +262,8 @@ async def run_prompt(args: argparse.Namespace) -> int:
     except document.PromptFormatError as exc:
         raise CommandError(str(exc)) from None
     progress = ProgressLine(doc.header.name)
-    async with executor_client(args) as client:
+    # An agent prompt naming its CLI (fake-claude for C01) gets it in a private executor.
+    async with connect.executor_client(args, rerun.executor_env(doc)) as client:
         try:
             outcomes = await runner.run_many(client, path, args.times, progress)
         except runner.RunError as exc:
@@ -359,45 +279,96 @@ async def run_prompt(args: argparse.Namespace) -> int:
     return 0 if all(o.record.passed for o in outcomes) else 1
 
 
+def restart_prompt(directory: Path, name: str, reason: str) -> int:
+    path = find_prompt(directory, name)
+    if not reason.strip():
+        raise CommandError("--reason must say why")
+    fd = document.lock_directory(path.parent)
+    try:
+        doc = document.load(path)
+        done = restart.restart(doc, reason.strip())
+    except (document.PromptFormatError, evidence.EvidenceError) as exc:
+        raise CommandError(str(exc)) from None
+    finally:
+        document.unlock_directory(fd)
+    print(
+        f"{done.header.name}: counts restarted at version {done.header.version} "
+        f"(was version {doc.header.version}, {doc.metrics.success}:{doc.metrics.failure}); "
+        f"commit {path} and {evidence.directory_of(directory) / done.header.name}"
+    )
+    return 0
+
+
+def _print_audit(result: audit.PromptAudit) -> None:
+    if result.ok:
+        m = result.metrics
+        counts = f"{m.success}:{m.failure} {m.status}" if m else ""
+        print(
+            f"ok    {result.name}: {counts}; {result.records} records, "
+            f"{result.rechecked} counted successes re-judged from their evidence"
+        )
+    else:
+        print(f"FAIL  {result.name}: {len(result.problems)} discrepancies")
+        for problem in result.problems:
+            print(f"      - {problem.message}")
+
+
+def _print_rerun(done: rerun.Rerun) -> None:
+    verdict = "pass" if done.passed else "FAIL"
+    why = f" ({'; '.join(done.reasons)})" if done.reasons else ""
+    print(
+        f"rerun {done.prompt} run {done.original_run}: {verdict} in {done.elapsed_s:.1f}s "
+        f"as execution {done.execution_id}{why}",
+        flush=True,
+    )
+
+
 async def audit_prompts(args: argparse.Namespace) -> int:
+    """The repository alone by default; a store only with ``--url``/``--data-dir``."""
     if not args.dir.is_dir():
         raise CommandError(f"no prompts directory at {args.dir}")
-    async with record_source(args) as source:
-        try:
-            results = await audit.audit_directory(args.dir, source)
-            everything = await source.records(None)
-        except SourceError as exc:
-            raise CommandError(str(exc)) from None
-    known = {result.name for result in results}
-    unfiled = Counter(record.prompt for record in everything if record.prompt not in known)
-    for name, count in sorted(unfiled.items()):
-        print(f"note  {name}: {count} records in the store, no prompt file in {args.dir}")
+    if args.rerun < 0:
+        raise CommandError("--rerun must be at least 0")
+    results = await asyncio.to_thread(audit.audit_directory, args.dir)
+    if args.names:
+        wanted = {name.lower() for name in args.names}
+        results = [r for r in results if r.name.lower() in wanted]
+        missing = wanted - {r.name.lower() for r in results}
+        if missing:
+            raise CommandError(f"no prompt {', '.join(sorted(missing))} in {args.dir}")
+    if args.url or args.data_dir is not None:
+        async with connect.record_source(args) as source:
+            try:
+                for result in results:
+                    await crosscheck.crosscheck(result, source)
+                everything = await source.records(None)
+            except SourceError as exc:
+                raise CommandError(str(exc)) from None
+        known = {result.name for result in results}
+        unfiled = Counter(r.prompt for r in everything if r.prompt not in known)
+        for name, count in sorted(unfiled.items()):
+            print(f"note  {name}: {count} records in the store, no prompt file audited")
     problems = 0
     for result in results:
-        if result.ok:
-            m = result.metrics
-            counts = f"{m.success}:{m.failure} {m.status}" if m else ""
-            print(
-                f"ok    {result.name}: {counts}; {result.records} records, "
-                f"{result.rechecked} counted successes re-checked against their transcripts"
-            )
-        else:
-            print(f"FAIL  {result.name}: {len(result.problems)} discrepancies")
-            for problem in result.problems:
-                print(f"      - {problem.message}")
-            problems += len(result.problems)
-    print(f"audit: {len(results)} prompts, {problems} discrepancies")
-    return 1 if problems else 0
+        _print_audit(result)
+        problems += len(result.problems)
+    print(f"audit: {len(results)} prompts, {problems} discrepancies", flush=True)
+    failed_reruns = 0
+    if args.rerun:
+        try:
+            done = await rerun.rerun(results, args.rerun, _print_rerun, connect.token(args))
+        except ExecutorStartError as exc:
+            raise CommandError(str(exc)) from None
+        failed_reruns = sum(1 for d in done if not d.passed)
+        print(f"rerun: {len(done)} runs re-executed, {failed_reruns} failed")
+    return 1 if problems or failed_reruns else 0
 
 
-async def report_prompts(args: argparse.Namespace) -> int:
+def report_prompts(args: argparse.Namespace) -> int:
     if not args.dir.is_dir():
         raise CommandError(f"no prompts directory at {args.dir}")
-    async with record_source(args) as source:
-        try:
-            text = await report.render(args.dir, source)
-        except SourceError as exc:
-            raise CommandError(str(exc)) from None
+    base = args.output.parent if args.output else Path.cwd()
+    text = report.render(args.dir, base)
     if args.output:
         args.output.write_text(text, encoding="utf-8")
     else:
@@ -408,6 +379,4 @@ async def report_prompts(args: argparse.Namespace) -> int:
 async def _run_async(args: argparse.Namespace) -> int:
     if args.prompts_command == "run":
         return await run_prompt(args)
-    if args.prompts_command == "audit":
-        return await audit_prompts(args)
-    return await report_prompts(args)
+    return await audit_prompts(args)

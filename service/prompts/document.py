@@ -6,8 +6,10 @@ tool reads, found by their headings:
 - ``## Header``: one fenced ``toml`` block with ``name``, ``version``,
   ``command`` (a list of argv words, or a string split like a shell would),
   ``timeout_s``, ``expect`` (regular expressions), and optionally ``kind``
-  (``command`` or ``agent``) and ``cwd``. Placeholders in ``command`` and
-  ``cwd``: ``{marker}``, ``{prompt_file}``, ``{repo}``, ``{python}``.
+  (``command`` or ``agent``), ``cwd`` and, for an agent, ``claude_bin`` (the
+  CLI its runs must go through: ``fake-claude`` says so in the file).
+  Placeholders in ``command`` and ``cwd``: ``{marker}``, ``{prompt_file}``,
+  ``{repo}``, ``{python}``.
 - ``## Prompt``: the prompt text (free Markdown).
 - ``## Gamification Metrics``: one table, rewritten by the tool.
 - ``## Evolution History``: one table; the tool rewrites the ``Result`` of
@@ -31,6 +33,8 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from service.prompts.verdict import PatternError, compile_pattern
 
 METRICS_HEADING = "Gamification Metrics"
 HISTORY_HEADING = "Evolution History"
@@ -63,6 +67,7 @@ class Header:
     expect: tuple[str, ...]
     kind: str = "command"
     cwd: str | None = None
+    claude_bin: str | None = None
 
 
 @dataclass(frozen=True)
@@ -191,7 +196,8 @@ def parse_header(block: str) -> Header:
     missing = [key for key in required if key not in data]
     if missing:
         raise PromptFormatError(f"the Header lacks {', '.join(missing)}")
-    unknown = set(data) - {"name", "version", "command", "timeout_s", "expect", "kind", "cwd"}
+    known = {"name", "version", "command", "timeout_s", "expect", "kind", "cwd", "claude_bin"}
+    unknown = set(data) - known
     if unknown:
         raise PromptFormatError(f"unknown Header keys: {', '.join(sorted(unknown))}")
     name, version, command = data["name"], data["version"], data.get("command", [])
@@ -218,15 +224,20 @@ def parse_header(block: str) -> Header:
         raise PromptFormatError("expect must be a list of regular expressions")
     for pattern in expect:
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise PromptFormatError(f"expect pattern {pattern!r} is invalid: {exc}") from None
+            compile_pattern(pattern)
+        except PatternError as exc:
+            raise PromptFormatError(f"expect {exc}") from None
     kind = data.get("kind", "command")
     if kind not in KINDS:
         raise PromptFormatError(f"kind must be one of {', '.join(KINDS)}: {kind!r}")
     cwd = data.get("cwd")
     if cwd is not None and not isinstance(cwd, str):
         raise PromptFormatError("cwd must be a string")
+    claude_bin = data.get("claude_bin")
+    if claude_bin is not None and (
+        kind != "agent" or not isinstance(claude_bin, str) or not claude_bin or "/" in claude_bin
+    ):
+        raise PromptFormatError("claude_bin is an agent prompt's CLI name (no '/')")
     for word in [*argv, cwd or ""]:
         for placeholder in re.findall(r"\{([a-z_]+)\}", word):
             if placeholder not in PLACEHOLDERS:
@@ -238,7 +249,7 @@ def parse_header(block: str) -> Header:
         raise PromptFormatError(
             "command must pass {marker} to the run (the anti-hallucination rule)"
         )
-    return Header(name, version, tuple(argv), float(timeout), tuple(expect), kind, cwd)
+    return Header(name, version, tuple(argv), float(timeout), tuple(expect), kind, cwd, claude_bin)
 
 
 def parse(text: str, path: Path) -> PromptDocument:

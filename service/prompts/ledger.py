@@ -174,14 +174,24 @@ def fold(records: Iterable[Record]) -> Ledger:
 
 
 def history(
-    authored: Sequence[HistoryRow], ledger: Ledger, current_version: int, today: str
+    authored: Sequence[HistoryRow],
+    ledger: Ledger,
+    current_version: int,
+    today: str,
+    counts_from: int = 1,
 ) -> list[HistoryRow]:
     """The Evolution History table: the authored rows (one per version, their
     Result recomputed from the records), a placeholder row for any version
-    that has none, and the generated graduation and reset rows."""
+    that has none, and the generated graduation and reset rows. Rows of
+    versions before ``counts_from`` (counts restarted) are history without
+    counts: kept as they are."""
     rows: list[HistoryRow] = []
     seen: set[int] = set()
     for row in authored:
+        if row.version < counts_from:
+            rows.append(row)
+            seen.add(row.version)
+            continue
         if row.generated:
             continue
         tally = ledger.by_version.get(row.version, Tally())

@@ -9,13 +9,17 @@ for the store, the server waits (up to :data:`SETTLE_TIMEOUT_S`, then -32004).
 
 ``prompts.records {prompt?, after_id?, limit?}`` pages through the records,
 oldest first (``after_id`` is the last id seen).
+
+The client's patterns are compiled and run by :mod:`service.prompts.verdict`
+(the ``regex`` package, in a store reader thread, GIL released, within a time
+budget): an invalid pattern, or one that runs past the budget on the
+transcript, is -32602 naming the pattern, and nothing is recorded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -23,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, TimedOut
-from service.prompts import records
+from service.prompts import records, verdict
 
 if TYPE_CHECKING:
     from service.store import Store
@@ -71,9 +75,9 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
     store = _store(ctx)
     for pattern in params.patterns:
         try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise InvalidParams(f"pattern {pattern!r} is invalid: {exc}") from None
+            verdict.compile_pattern(pattern)
+        except verdict.PatternError as exc:
+            raise InvalidParams(str(exc), {"pattern": pattern}) from None
     claim = records.RunClaim(
         params.prompt,
         params.version,
@@ -93,7 +97,10 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:
         try:
-            judged = await store.read(lambda conn: records.judge(conn, claim))
+            finished = await store.read(lambda conn: records.read_finished(conn, claim))
+            # The client's patterns run in a thread of their own, GIL released,
+            # within a time budget: neither the loop nor the store's readers wait.
+            judged = await asyncio.to_thread(records.judge, finished, claim)
             stored: dict[str, Any] = await store.write(
                 functools.partial(records.insert, record=judged)
             )
@@ -102,6 +109,9 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
             if time.monotonic() > deadline:
                 raise TimedOut(f"{exc} after {SETTLE_TIMEOUT_S:g} s") from None
             await asyncio.sleep(SETTLE_POLL_S)
+        except verdict.PatternTimeout as exc:
+            # Bounded (regex's timeout, off the loop): refused, never judged.
+            raise InvalidParams(str(exc), {"pattern": exc.pattern}) from None
         except records.UnknownExecution as exc:
             raise NotFound(str(exc), {"execution_id": params.execution_id}) from None
         except records.Refused as exc:

@@ -1,10 +1,11 @@
 """The ``prompts`` namespace of the store: one row per verified run.
 
-Only the server writes here: :func:`judge` reads the finished execution and
-its transcript as the store recorded them (the ``core`` tables) and judges the
-run with :func:`service.prompts.verdict.judge`; :func:`insert` then stores the
-record in one job of the store's single writer thread. The client never
-states a verdict. ``UNIQUE`` on the
+Only the server writes here: :func:`read_finished` reads the finished
+execution and its transcript as the store recorded them (the ``core``
+tables), :func:`judge` judges the run with
+:func:`service.prompts.verdict.judge`, and :func:`insert` stores the record in
+one job of the store's single writer thread. The client never states a
+verdict. ``UNIQUE`` on the
 execution id and on the marker means a run is counted at most once and a
 marker is never reused; concurrent runs of one prompt are serialised by the
 writer and each gets its own row, so the counts (a fold over the rows, see
@@ -112,14 +113,26 @@ def stored_transcript(conn: sqlite3.Connection, execution_id: str) -> str:
     return transcript_text({"seq": seq, "data": data} for seq, data in rows)
 
 
-def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
-    """Judge the run from the ``core`` tables; the record to insert (no id yet).
+@dataclass(frozen=True)
+class FinishedRun:
+    """What the store holds about a finished execution, read for judging."""
+
+    state: str
+    exit_code: int | None
+    argv: list[str]
+    unstored: int
+    started_at: float | None
+    ended_at: float | None
+    transcript: str
+
+
+def read_finished(conn: sqlite3.Connection, claim: RunClaim) -> FinishedRun:
+    """Read the finished execution and its transcript from the ``core`` tables.
 
     Runs on a reader connection: the execution is finished, so what it reads
-    no longer changes, and the writer thread is not held while a long
-    transcript is searched. Raises :class:`NotSettled` while the execution
-    runs or its chunks are still queued for the writer, :class:`UnknownExecution`
-    when the store has no such execution."""
+    no longer changes. Raises :class:`NotSettled` while the execution runs or
+    its chunks are still queued for the writer, :class:`UnknownExecution` when
+    the store has no such execution."""
     row = conn.execute(
         "SELECT state, exit_code, argv, last_seq, stored_chunks, unstored_chunks, "
         "started_at, ended_at FROM executions WHERE id = ?",
@@ -132,8 +145,24 @@ def judge(conn: sqlite3.Connection, claim: RunClaim) -> dict[str, Any]:
         raise NotSettled(f"execution {claim.execution_id} is still {state}")
     if int(stored) + int(unstored) < int(last_seq):
         raise NotSettled(f"execution {claim.execution_id}'s transcript is still being stored")
-    argv = json.loads(argv_json)
-    transcript = stored_transcript(conn, claim.execution_id)
+    return FinishedRun(
+        state,
+        exit_code,
+        json.loads(argv_json),
+        int(unstored),
+        started_at,
+        ended_at,
+        stored_transcript(conn, claim.execution_id),
+    )
+
+
+def judge(run: FinishedRun, claim: RunClaim) -> dict[str, Any]:
+    """Judge the run; the record to insert (no id yet). Pure, but it runs the
+    claim's patterns: call it off the event loop and off the store's readers
+    (it may take up to the pattern budget, then raises
+    :class:`~service.prompts.verdict.PatternTimeout`)."""
+    state, exit_code, unstored = run.state, run.exit_code, run.unstored
+    started_at, ended_at, argv, transcript = run.started_at, run.ended_at, run.argv, run.transcript
     verdict = judge_transcript(
         state=state,
         exit_code=exit_code,

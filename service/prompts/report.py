@@ -1,8 +1,9 @@
 """``prompts report``: a Markdown review for graduation reviews.
 
-Per prompt: the counts recomputed from the records (not the file's claims),
-the last runs with their verdicts and reasons, the versions with what changed
-and how each fared, and a recommendation:
+It reads the repository alone (``prompts/evidence/``). Per prompt: the counts
+recomputed from the evidence (not the file's claims), the last runs with
+their verdicts and reasons and a link to each run's evidence file, the
+versions with what changed and how each fared, and a recommendation:
 
 - ``graduate``: at least 10 successes and a ratio of at least 10:1;
 - ``reset``: the prompt fails too often to get there (more failures than
@@ -13,13 +14,14 @@ and how each fared, and a recommendation:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from service.prompts import document, ledger
+from service.prompts import document, evidence, ledger
 from service.prompts.audit import prompt_files
 from service.prompts.document import PromptFormatError
+from service.prompts.evidence import EvidenceError
 from service.prompts.ledger import GRADUATION_RATIO, GRADUATION_SUCCESSES, Record
-from service.prompts.source import RecordSource
 
 LAST_RUNS = 10
 
@@ -43,47 +45,63 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|").replace("\n", " ")
 
 
-async def render(directory: Path, source: RecordSource) -> str:
+def _link(path: Path, base: Path) -> str:
+    """A Markdown link target to ``path`` from a file in ``base``."""
+    return os.path.relpath(path.resolve(), base.resolve()).replace(os.sep, "/")
+
+
+def render(directory: Path, base: Path) -> str:
+    """The review of every prompt in ``directory``; links are relative to ``base``
+    (the directory the review is written to)."""
     lines = ["# Prompt graduation review", ""]
     lines += [
-        "Counts are recomputed from the store's records, not taken from the files;",
-        f"graduation needs at least {GRADUATION_SUCCESSES} successes and a ratio of at least "
-        f"{GRADUATION_RATIO}:1.",
+        "Counts are recomputed from the evidence in the repository (`prompts/evidence/`),",
+        "not taken from the files; graduation needs at least "
+        f"{GRADUATION_SUCCESSES} successes and a ratio of at least {GRADUATION_RATIO}:1.",
         "",
     ]
+    where = evidence.directory_of(directory)
     for path in prompt_files(directory):
         try:
             doc = document.load(path)
-        except PromptFormatError as exc:
-            lines += [f"## {path.stem}", "", f"Not a valid prompt file: {exc}", ""]
+            start = evidence.counts_from(where, doc.header.name)
+            entries = [
+                e for e in evidence.entries(where, doc.header.name) if e.record.version >= start
+            ]
+        except (PromptFormatError, EvidenceError) as exc:
+            lines += [f"## {path.stem}", "", f"Not a valid prompt or evidence: {exc}", ""]
             continue
-        records = await source.records(doc.header.name)
+        records = [entry.record for entry in entries]
         folded = ledger.fold(records)
         m = folded.metrics()
+        lines += [f"## {doc.header.name} (version {doc.header.version})", ""]
+        if doc.header.kind == "agent":
+            agent = doc.header.claude_bin or "the server's claude_bin"
+            lines += [f"- Runs through: an agent, `{agent}`"]
         lines += [
-            f"## {doc.header.name} (version {doc.header.version})",
-            "",
             f"- Counts: {m.success} successes, {m.failure} failures, ratio {m.ratio}, "
             f"status {m.status}, last run {m.last_updated}",
+            f"- Counted since: version {start}",
             f"- Recommendation: {recommendation(folded, records)}",
             "",
         ]
-        last = sorted(records, key=lambda r: r.id)[-LAST_RUNS:]
+        last = entries[-LAST_RUNS:]
         if last:
             lines += [
-                "| Run | Time | Version | Verdict | Reasons | Execution |",
+                "| Run | Time | Version | Verdict | Reasons | Evidence |",
                 "| --- | --- | --- | --- | --- | --- |",
             ]
-            for r in reversed(last):
+            for entry in reversed(last):
+                r = entry.record
                 reasons = "; ".join(r.reasons) or "-"
                 lines.append(
                     f"| {r.id} | {ledger.minute(r.created_at)} | {r.version} | {r.verdict} | "
-                    f"{_cell(reasons)} | `{r.execution_id}` |"
+                    f"{_cell(reasons)} | [{entry.path.name}]({_link(entry.path, base)}) |"
                 )
             lines.append("")
         else:
             lines += ["No runs recorded yet.", ""]
-        rows = ledger.history(doc.history, folded, doc.header.version, ledger.day(0))
+        rows = ledger.history(doc.history, folded, doc.header.version, ledger.day(0), start)
         lines += ["| Version | Change and reason | Result |", "| --- | --- | --- |"]
         for row in rows:
             lines.append(f"| {row.version} | {_cell(row.change)} | {_cell(row.result)} |")

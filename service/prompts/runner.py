@@ -6,8 +6,10 @@ for an agent prompt) with the prompt's timeout; once ``process.completed``
 arrives, ``prompts.record`` asks the server to judge the run from the
 transcript its store recorded and to keep the record. The live stream is
 only shown, never judged. Then, holding the prompts directory's lock, the
-prompt's tables are recomputed from *all* its records and the file is
-replaced atomically, so concurrent runs leave the file matching the records.
+record and the stored transcript are exported to ``prompts/evidence/``
+(:mod:`service.prompts.evidence`), the prompt's tables are recomputed from
+*all* its evidence and the file is replaced atomically, so concurrent runs
+leave the file matching the evidence.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import Any
 
 from service.client import ConnectionLost, Execution, ExecutorClient
 from service.errors import RpcError
-from service.prompts import document, ledger
+from service.prompts import document, evidence, ledger
 from service.prompts.ledger import Record
 from service.prompts.source import ServerSource
 
@@ -64,6 +66,10 @@ class RunOutcome:
     record: Record
     execution_id: str
     elapsed_s: float
+    #: The placeholder values the command was built with (kept with the evidence).
+    placeholders: dict[str, str]
+    #: Its run number in the evidence, once exported (the store's id is ``record.id``).
+    evidence_run: int | None = None
 
 
 async def _project_for(client: ExecutorClient, name: str, path: str) -> str:
@@ -133,29 +139,50 @@ async def run_once(
         },
         timeout=120.0,
     )
-    return RunOutcome(Record.from_wire(stored), execution.id, time.monotonic() - started)
+    return RunOutcome(Record.from_wire(stored), execution.id, time.monotonic() - started, values)
 
 
-def rewrite(path: Path, records: list[Record]) -> document.PromptDocument:
-    """Recompute ``path``'s tables from ``records`` and replace it atomically.
+def rewrite(path: Path) -> document.PromptDocument:
+    """Recompute ``path``'s tables from its evidence and replace it atomically.
     The caller holds the directory lock."""
     doc = document.load(path)
-    folded = ledger.fold(records)
+    where = evidence.directory_of(path.parent)
+    start = evidence.counts_from(where, doc.header.name)
+    entries = evidence.entries(where, doc.header.name)
+    folded = ledger.fold(e.record for e in entries if e.record.version >= start)
     today = ledger.day(time.time())
-    rows = ledger.history(doc.history, folded, doc.header.version, today)
+    rows = ledger.history(doc.history, folded, doc.header.version, today, start)
     text = document.render(doc, folded.metrics(), rows)
     if text != doc.text:
         document.write_atomic(path, text)
     return document.parse(text, path)
 
 
-async def sync_file(client: ExecutorClient, path: Path, name: str) -> document.PromptDocument:
-    """Under the prompts directory's lock, rewrite one prompt file from the
-    server's records (the lock is taken in a thread: it may wait)."""
+def _export_and_rewrite(
+    path: Path, outcome: RunOutcome, transcript: str
+) -> document.PromptDocument:
+    doc = document.load(path)
+    entry = evidence.export(path.parent, doc, outcome.record, transcript, outcome.placeholders)
+    outcome.evidence_run = entry.record.id
+    return rewrite(path)
+
+
+async def sync_file(
+    client: ExecutorClient, path: Path, outcome: RunOutcome
+) -> document.PromptDocument:
+    """Export one recorded run (with the transcript the server's store holds)
+    to the evidence and rewrite the prompt file from it, under the prompts
+    directory's lock (taken in a thread: it may wait)."""
+    stored = await ServerSource(client).stored_run(outcome.execution_id)
+    if stored is None:
+        raise RunError(
+            f"{outcome.record.prompt}: the store no longer has execution {outcome.execution_id}"
+        )
     fd = await asyncio.to_thread(document.lock_directory, path.parent)
     try:
-        records = await ServerSource(client).records(name)
-        return await asyncio.to_thread(rewrite, path, records)
+        return await asyncio.to_thread(_export_and_rewrite, path, outcome, stored.transcript)
+    except evidence.EvidenceError as exc:
+        raise RunError(str(exc)) from None
     finally:
         document.unlock_directory(fd)
 
@@ -175,12 +202,16 @@ async def run_many(
     for index in range(times):
         doc = document.load(path)  # re-read: a human may bump the version meanwhile
         try:
+            evidence.check_version(path.parent, doc)
+        except evidence.EvidenceError as exc:
+            raise RunError(str(exc)) from None
+        try:
             outcome = await run_once(client, doc)
         except RunError as exc:
             progress(index + 1, times, None, str(exc))
             raise
         outcomes.append(outcome)
-        await sync_file(client, path, doc.header.name)
+        await sync_file(client, path, outcome)
         progress(index + 1, times, outcome, None)
     return outcomes
 

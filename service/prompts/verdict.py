@@ -9,14 +9,71 @@ reason in the record:
   anti-hallucination rule: output that was not produced by this very run,
   or a claim of success without running, cannot carry it);
 - every expected pattern matches somewhere in that transcript.
+
+Patterns may come from a client (``prompts.record``) or from a file someone
+else wrote (an evidence record), so they are run with the ``regex`` package:
+with ``concurrent=True`` (the GIL is released while matching, so a pattern
+searched in a store reader thread does not stall the event loop) and a time
+budget for the whole judgement (:data:`PATTERN_BUDGET_S`). A pattern that runs
+past it raises :class:`PatternTimeout`: it is refused, never judged either way.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+import regex
+
+#: Seconds all the patterns of one judgement may take together.
+PATTERN_BUDGET_S = 2.0
+
+
+class PatternError(ValueError):
+    """A pattern is not a valid regular expression; the message says which and why."""
+
+
+class PatternTimeout(Exception):
+    """A pattern ran past the time budget (catastrophic backtracking, usually)."""
+
+    def __init__(self, pattern: str, budget_s: float) -> None:
+        super().__init__(
+            f"pattern {pattern!r} ran past the {budget_s:g} s budget for matching "
+            "(catastrophic backtracking?): rewrite it"
+        )
+        self.pattern = pattern
+
+
+def compile_pattern(pattern: str) -> regex.Pattern[str]:
+    """Compile one expected pattern (multiline, like the judgement uses it)."""
+    try:
+        return regex.compile(pattern, regex.MULTILINE)
+    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+        raise PatternError(f"pattern {pattern!r} is invalid: {exc}") from None
+
+
+def missing_patterns(
+    patterns: Sequence[str], transcript: str, budget_s: float = PATTERN_BUDGET_S
+) -> list[str]:
+    """The patterns that match nowhere in ``transcript``. Raises
+    :class:`PatternError` for an invalid one and :class:`PatternTimeout` when
+    they take more than ``budget_s`` seconds together."""
+    deadline = time.monotonic() + budget_s
+    missing = []
+    for pattern in patterns:
+        compiled = compile_pattern(pattern)
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise PatternTimeout(pattern, budget_s)
+        try:
+            found = compiled.search(transcript, concurrent=True, timeout=left)
+        except TimeoutError:
+            raise PatternTimeout(pattern, budget_s) from None
+        if found is None:
+            missing.append(pattern)
+    return missing
 
 
 @dataclass(frozen=True)
@@ -50,7 +107,10 @@ def judge(
     marker: str,
     patterns: Sequence[str],
     timeout_s: float | None = None,
+    budget_s: float = PATTERN_BUDGET_S,
 ) -> Verdict:
+    """Judge one run. Raises :class:`PatternError` or :class:`PatternTimeout`
+    when a pattern cannot be run (see :func:`missing_patterns`)."""
     reasons: list[str] = []
     if state == "timed_out":
         limit = f" after {timeout_s:g} s" if timeout_s is not None else ""
@@ -59,9 +119,8 @@ def judge(
         reasons.append(f"ended {state} with exit code {exit_code}")
     if marker not in transcript:
         reasons.append("marker missing from the stored transcript")
-    for pattern in patterns:
-        if not re.search(pattern, transcript, re.MULTILINE):
-            reasons.append(f"expected pattern not found: {pattern}")
+    for pattern in missing_patterns(patterns, transcript, budget_s):
+        reasons.append(f"expected pattern not found: {pattern}")
     return Verdict(
         "fail" if reasons else "pass",
         tuple(reasons),
