@@ -142,7 +142,7 @@ class CgroupTree:
         return await self._wait_until(lambda events: events.get("populated", 0) == 0, timeout_s)
 
     async def stop(self, timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
+        wait = procfs.StopWait(timeout_s, "the members")
         try:
             _write(self.path, "cgroup.freeze", "1")
             try:
@@ -161,18 +161,13 @@ class CgroupTree:
             finally:
                 with contextlib.suppress(FileNotFoundError):
                     _write(self.path, "cgroup.freeze", "0")
-            delay = 0.0005
             while True:
-                stats = [procfs.read_stat(pid) for pid in self.members()]
-                live = [s for s in stats if s is not None and s.state not in procfs.GONE_STATES]
+                live = procfs.live_stats(self.members())
                 if not live:
                     raise TreeGone
                 if all(procfs.is_stopped(s) for s in live):
                     return
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the members did not stop in time")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
+                await wait.next()
         except BaseException:
             self.signal(signal.SIGCONT)
             raise

@@ -154,16 +154,14 @@ class ProcessGroupTree:
         """SIGSTOP the group and the escapees, then confirm by reading only the
         members' own ``stat``; one fresh ``/proc`` pass at the end catches a
         member forked between the signal and the stop (stopped in turn)."""
-        deadline = time.monotonic() + timeout_s
-        delay = 0.0005
+        wait = procfs.StopWait(timeout_s, "the process group")
         try:
             self.signal(signal.SIGSTOP)
             members = self._members(self._manager.scan(fresh=True))
             while True:
                 if not members:
                     raise TreeGone
-                stats = [procfs.read_stat(pid) for pid in members]
-                live = [s for s in stats if s is not None and s.state not in procfs.GONE_STATES]
+                live = procfs.live_stats(members)
                 if all(procfs.is_stopped(s) for s in live):
                     everyone = self._members(self._manager.scan(fresh=True))
                     if set(everyone) <= set(members):
@@ -173,10 +171,7 @@ class ProcessGroupTree:
                     members = everyone
                     self.signal(signal.SIGSTOP)
                     continue
-                if time.monotonic() > deadline:
-                    raise TimeoutError("the process group did not stop in time")
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.01)
+                await wait.next()
         except BaseException:
             self.signal(signal.SIGCONT)
             raise

@@ -7,8 +7,11 @@ time), and to find escaped descendants by their environment marker.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 PROC = "/proc"
@@ -93,6 +96,29 @@ def stop_pending(pid: int) -> bool:
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         pass
     return False
+
+
+def live_stats(pids: Iterable[int]) -> list[ProcStat]:
+    """The stats of those of ``pids`` that still live (not gone, not zombies)."""
+    stats = (read_stat(pid) for pid in pids)
+    return [s for s in stats if s is not None and s.state not in GONE_STATES]
+
+
+class StopWait:
+    """Polling for a stop to be confirmed: each :meth:`next` sleeps a little
+    longer (0.5 ms doubling up to 10 ms), and raises TimeoutError naming
+    ``what`` once ``timeout_s`` has passed."""
+
+    def __init__(self, timeout_s: float, what: str) -> None:
+        self.deadline = time.monotonic() + timeout_s
+        self.what = what
+        self.delay = 0.0005
+
+    async def next(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TimeoutError(f"{self.what} did not stop in time")
+        await asyncio.sleep(self.delay)
+        self.delay = min(self.delay * 2, 0.01)
 
 
 def is_stopped(stat: ProcStat) -> bool:
