@@ -38,6 +38,7 @@ from service.prompts import (
     crosscheck,
     document,
     evidence,
+    files,
     report,
     rerun,
     restart,
@@ -283,14 +284,14 @@ def restart_prompt(directory: Path, name: str, reason: str) -> int:
     path = find_prompt(directory, name)
     if not reason.strip():
         raise CommandError("--reason must say why")
-    fd = document.lock_directory(path.parent)
+    fd = files.lock_directory(path.parent)
     try:
         doc = document.load(path)
         done = restart.restart(doc, reason.strip())
     except (document.PromptFormatError, evidence.EvidenceError) as exc:
         raise CommandError(str(exc)) from None
     finally:
-        document.unlock_directory(fd)
+        files.unlock_directory(fd)
     print(
         f"{done.header.name}: counts restarted at version {done.header.version} "
         f"(was version {doc.header.version}, {doc.metrics.success}:{doc.metrics.failure}); "

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import time
 
-from service.prompts import document, evidence, ledger
+from service.prompts import document, evidence, files, ledger
 from service.prompts.document import HistoryRow, PromptDocument, PromptFormatError
 
 DEFAULT_REASON = "counts restarted: earlier records were not kept as evidence"
@@ -48,5 +48,5 @@ def restart(doc: PromptDocument, reason: str = DEFAULT_REASON) -> PromptDocument
     rows = ledger.history(authored, empty, version, today, version)
     evidence.write_restart(doc.path.parent, doc.header.name, version, reason, before)
     out = document.render(bumped, empty.metrics(), rows)
-    document.write_atomic(doc.path, out)
+    files.write_atomic(doc.path, out)
     return document.parse(out, doc.path)

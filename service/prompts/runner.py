@@ -27,7 +27,7 @@ from typing import Any
 
 from service.client import ConnectionLost, Execution, ExecutorClient
 from service.errors import RpcError
-from service.prompts import document, evidence, ledger
+from service.prompts import document, evidence, files, ledger
 from service.prompts.ledger import Record
 from service.prompts.source import ServerSource
 
@@ -154,7 +154,7 @@ def rewrite(path: Path) -> document.PromptDocument:
     rows = ledger.history(doc.history, folded, doc.header.version, today, start)
     text = document.render(doc, folded.metrics(), rows)
     if text != doc.text:
-        document.write_atomic(path, text)
+        files.write_atomic(path, text)
     return document.parse(text, path)
 
 
@@ -178,13 +178,13 @@ async def sync_file(
         raise RunError(
             f"{outcome.record.prompt}: the store no longer has execution {outcome.execution_id}"
         )
-    fd = await asyncio.to_thread(document.lock_directory, path.parent)
+    fd = await asyncio.to_thread(files.lock_directory, path.parent)
     try:
         return await asyncio.to_thread(_export_and_rewrite, path, outcome, stored.transcript)
     except evidence.EvidenceError as exc:
         raise RunError(str(exc)) from None
     finally:
-        document.unlock_directory(fd)
+        files.unlock_directory(fd)
 
 
 Progress = Callable[[int, int, RunOutcome | None, str | None], None]
