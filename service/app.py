@@ -49,6 +49,10 @@ def create_app(services: Services) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    def run_credential_ok(token: str) -> bool:
+        projects = services.projects
+        return projects is not None and projects.approvals.grants.find(token) is not None
+
     routes = [
         WebSocketRoute("/ws/mcp", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
@@ -64,6 +68,7 @@ def create_app(services: Services) -> Starlette:
             token=services.token,
             allowed_origins=services.settings.allowed_origins,
             bind_host=services.settings.host,
+            run_credential_ok=run_credential_ok,
         )
     ]
     app = Starlette(routes=routes, middleware=middleware)

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "cancel": "service.commands.control",
     "logs": "service.commands.logs",
     "agent": "service.commands.agent",
+    "approvals": "service.commands.approvals",
     "prompts": "service.prompts.cli",
 }
 

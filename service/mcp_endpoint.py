@@ -22,7 +22,10 @@ Tools:
   the kill ladder.
 - ``control`` (PAUSE, RESUME, CANCEL), ``status``, ``transcript`` (a page of a
   stored transcript) and ``agent`` (a Claude Code agent run in a project,
-  streamed like ``execute``).
+  streamed like ``execute``; with ``approvals: "clients"`` each tool permission
+  is asked of the caller by elicitation, :mod:`service.mcp_approvals`).
+- ``approve``: Claude Code's permission prompt tool, for the per-run
+  credential of an agent run only (:mod:`service.mcp_approvals`).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ from starlette.routing import BaseRoute
 from service import __version__, errors
 from service.auth import is_loopback_host
 from service.local_connection import LocalConnection
+from service.mcp_approvals import DESCRIPTION as APPROVE_DESCRIPTION
+from service.mcp_approvals import ApproveTool, Elicitor, refuse_run_credential
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 
 if TYPE_CHECKING:
@@ -279,8 +284,15 @@ class McpEndpoint:
             "returns its final result.",
             annotations=ToolAnnotations(destructive_hint=True, open_world_hint=True),
         )
+        server.add_tool(
+            ApproveTool(self.services).__call__,
+            name="approve",
+            description=APPROVE_DESCRIPTION,
+            annotations=ToolAnnotations(read_only_hint=True),
+        )
 
     def _connection(self, ctx: Context, tool: str) -> LocalConnection:
+        refuse_run_credential(self.services, ctx, tool)
         peer = "mcp"
         with contextlib.suppress(Exception):
             request = ctx.request_context.request
@@ -371,10 +383,12 @@ class McpEndpoint:
         connection: LocalConnection,
         execution_id: str,
         on_output: Callable[[str, str, ProgressRelay], None],
+        on_other: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         """Relay the execution's output as progress until ``process.completed``
-        (returned). Leaving any other way (the call cancelled, the stream gone)
-        cancels the execution with the kill ladder."""
+        (returned); other notifications of the execution go to ``on_other``.
+        Leaving any other way (the call cancelled, the stream gone) cancels the
+        execution with the kill ladder."""
         relay = ProgressRelay(
             ctx, self.progress_interval_s, self.heartbeat_s, self.progress_message_chars
         )
@@ -397,6 +411,8 @@ class McpEndpoint:
                         finished = True
                         await relay.pump(final=True)
                         return dict(params)
+                    elif on_other is not None:
+                        on_other(str(message["method"]), dict(params))
                 await relay.pump()
         finally:
             if not finished:
@@ -523,12 +539,20 @@ class McpEndpoint:
         env: Annotated[
             dict[str, str] | None, Field(description="extra environment variables")
         ] = None,
+        approvals: Annotated[
+            Literal["none", "clients"] | None,
+            Field(
+                description="clients: ask you (by elicitation) before each tool needing "
+                "permission; none: such tools are denied. Default: the server's setting."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, AgentOutput]:
         async with self._connection(ctx, "agent") as connection:
             try:
                 project_id = await self._project_id(connection, project)
                 params: dict[str, Any] = {"project_id": project_id, "prompt": prompt}
                 params.update(model=model, max_turns=max_turns, timeout=timeout, env=env)
+                params.update(approvals=approvals)
                 params = {key: value for key, value in params.items() if value is not None}
                 if new_session:
                     params["resume"] = False
@@ -554,7 +578,15 @@ class McpEndpoint:
                     if event.get("type") == "result":
                         results.append(event)
 
-            completed = await self._follow(ctx, connection, execution_id, on_output)
+            elicitor = Elicitor(ctx, connection)
+            async with anyio.create_task_group() as asking:
+
+                def on_other(method: str, params: dict[str, Any]) -> None:
+                    if method == "agent.permission":
+                        asking.start_soon(elicitor.answer, params)
+
+                completed = await self._follow(ctx, connection, execution_id, on_output, on_other)
+                asking.cancel_scope.cancel()  # the run ended: its requests are resolved
             results += [e for e in lines.finish() if e.get("type") == "result"]
         result = results[-1] if results else {}
         output = AgentOutput(

@@ -137,7 +137,10 @@ class Services:
         logger.info("services started", extra={"version": __version__})
 
     async def shutdown(self) -> None:
-        """Cancel every execution with the ladder, then close every socket with 1001."""
+        """Deny pending tool permissions, cancel every execution with the ladder,
+        then close every socket with 1001."""
+        if self.projects is not None:
+            self.projects.approvals.shutdown()
         await self.supervisor.shutdown()
         if self.projects is not None:
             await self.projects.stop()

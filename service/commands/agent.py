@@ -28,6 +28,7 @@ from service.commands import (
     report,
     run_command,
 )
+from service.commands.approvals import Approver, StdinLines
 from service.commands.run import parse_env
 from service.commands.terminal import EXIT_INTERRUPTED, exit_status
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
@@ -57,6 +58,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         default=[],
         metavar="NAME=VALUE",
         help="environment variable for the agent (repeatable)",
+    )
+    agent.add_argument(
+        "--approve",
+        action="store_true",
+        help="ask in this terminal (y/n) before each tool use that needs permission",
     )
     add_connection_options(agent)
 
@@ -117,10 +123,23 @@ async def agent_main(args: argparse.Namespace) -> int:
         env = parse_env(args.env)
         if env:
             params["env"] = env
+        if args.approve:
+            params["approvals"] = "clients"
+            lines = await StdinLines().open()
         started = await client.call("agent.execute", params)
         execution = Execution(client, started["execution_id"], started)
         printer = AgentPrinter(sys.stdout, sys.stderr)
-        completed = await follow_agent(client, execution, printer)
+        approving: asyncio.Task[int] | None = None
+        if args.approve:
+            approver = Approver(client, lines, sys.stderr, sys.stderr, execution.id)
+            approving = asyncio.create_task(approver.run())
+        try:
+            completed = await follow_agent(client, execution, printer)
+        finally:
+            if approving is not None:
+                approving.cancel()
+                await asyncio.gather(approving, return_exceptions=True)
+                lines.close()
     if completed is None:
         return EXIT_INTERRUPTED
     if printer.result is not None:

@@ -19,4 +19,7 @@ def build_router() -> Router:
     from service.methods import projects
 
     router.include(projects.router)
+    from service.methods import approvals
+
+    router.include(approvals.router)
     return router
