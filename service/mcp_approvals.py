@@ -130,7 +130,12 @@ class Elicitor:
 
     def supported(self) -> bool:
         capabilities = self.ctx.client_capabilities
-        return capabilities is not None and capabilities.elicitation is not None
+        if capabilities is None or capabilities.elicitation is None:
+            return False
+        # elicitation/create is a server-initiated request: it needs a session
+        # with a back-channel (the handshake-era protocol; 2026-07-28 clients
+        # have none and get the denial).
+        return bool(self.ctx.session.can_send_request)
 
     async def answer(self, params: dict[str, Any]) -> None:
         """Ask, then decide; a request decided meanwhile by another client is left."""

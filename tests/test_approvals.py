@@ -10,7 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import select
 import signal
+import subprocess
+import sys
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,6 +24,7 @@ import httpx2
 import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
+from mcp_types import ElicitRequestParams, ElicitResult
 
 from service import errors
 from service.client import Execution, ExecutionResult, ExecutorClient
@@ -27,7 +32,9 @@ from tests.test_projects import agent_events, agent_settings, all_messages
 from tests.utils import RunningServer, start_server
 
 TOKEN = "operator-secret-token"
-TIMEOUT_S = 3
+#: Long enough for a CLI to start and answer on a loaded machine.
+TIMEOUT_S = 120
+SHORT_TIMEOUT_S = 1
 PROMPT = "fake:permission=Bash"
 
 
@@ -207,17 +214,26 @@ def test_deny_message_reaches_the_result(
 
 
 def test_no_answer_denies_after_the_timeout(
-    approvals_server: RunningServer, agent_env: dict[str, str]
+    make_server: Callable[..., RunningServer], tmp_path: Path, agent_env: dict[str, str]
 ) -> None:
+    (tmp_path / "root" / "p").mkdir(parents=True)
+    server = make_server(
+        agent_settings(tmp_path / "root", kill_grace_s=1, permission_timeout_s=SHORT_TIMEOUT_S)
+    )
+
     async def main() -> None:
-        async with client(approvals_server) as owner:
-            project_id = await project(owner, approvals_server, "timeout")
-            execution = await start(owner, project_id, agent_env)
+        async with ExecutorClient(server.url) as owner:
+            created = await owner.call(
+                "project.create", {"name": "p", "path": str(tmp_path / "root" / "p")}
+            )
+            execution = await start(owner, created["project_id"], agent_env)
             asked = await next_note(owner, "agent.permission")
-            resolved = await next_note(owner, "agent.permission_resolved", wait_s=TIMEOUT_S + 10)
+            resolved = await next_note(
+                owner, "agent.permission_resolved", wait_s=SHORT_TIMEOUT_S + 10
+            )
             assert resolved["request_id"] == asked["request_id"]
             assert (resolved["behavior"], resolved["by"]) == ("deny", "timeout")
-            expected = f"denied: no decision within {TIMEOUT_S} s"
+            expected = f"denied: no decision within {SHORT_TIMEOUT_S} s"
             assert resolved["message"] == expected
             assert "connection_id" not in resolved
             result = await execution.wait(30)
@@ -421,3 +437,147 @@ def test_shutdown_denies_pending(
 
     run(main())
     assert server.proc.wait(15) == 0
+
+
+def test_mcp_agent_asks_by_elicitation(
+    approvals_server: RunningServer, agent_env: dict[str, str]
+) -> None:
+    """The MCP ``agent`` caller is asked with elicitation/create; its answer decides."""
+    asked: list[str] = []
+
+    async def elicit(context: Any, params: ElicitRequestParams) -> ElicitResult:
+        asked.append(params.message)
+        return ElicitResult(action="accept", content={"allow": False, "message": "via MCP"})
+
+    async def main() -> None:
+        async with client(approvals_server) as owner, client(approvals_server) as watcher:
+            project_id = await project(owner, approvals_server, "mcp-elicit")
+            await watcher.call("project.subscribe", {"project_id": project_id})
+            http = httpx2.AsyncClient(
+                headers={"Authorization": f"Bearer {TOKEN}"}, timeout=httpx2.Timeout(60)
+            )
+            transport = streamable_http_client(f"{approvals_server.http_url}/mcp", http_client=http)
+            async with Client(transport, mode="legacy", elicitation_callback=elicit) as mcp:
+                result = await mcp.call_tool(
+                    "agent",
+                    {
+                        "project": "mcp-elicit",
+                        "prompt": PROMPT,
+                        "env": agent_env,
+                        "approvals": "clients",
+                    },
+                )
+            text = result.content[0].text  # type: ignore[union-attr]
+            assert "denied" in text and "via MCP" in text, text
+            assert len(asked) == 1 and "Bash" in asked[0] and '"ls"' in asked[0]
+            resolved = await next_note(watcher, "agent.permission_resolved")
+            assert (resolved["by"], resolved["message"]) == ("client", "via MCP")
+            assert resolved["connection_id"].startswith("mcp-agent-")
+
+    run(main())
+
+
+def test_mcp_agent_without_elicitation_is_denied(
+    approvals_server: RunningServer, agent_env: dict[str, str]
+) -> None:
+    async def main() -> None:
+        async with client(approvals_server) as owner:
+            project_id = await project(owner, approvals_server, "mcp-plain")
+            async with mcp_client(approvals_server, TOKEN) as mcp:
+                result = await mcp.call_tool(
+                    "agent",
+                    {
+                        "project": project_id,
+                        "prompt": PROMPT,
+                        "env": agent_env,
+                        "approvals": "clients",
+                    },
+                )
+            text = result.content[0].text  # type: ignore[union-attr]
+            assert "denied: the MCP client does not support elicitation" in text, text
+
+    run(main())
+
+
+def cli(server: RunningServer, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "CC_EXECUTOR_URL": server.url, "CC_EXECUTOR_TOKEN": TOKEN}
+    return subprocess.Popen(
+        [sys.executable, "-m", "service", *args],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def wait_line(stream: Any, needle: str, wait_s: float = 30) -> str:
+    """Read ``stream`` until a line containing ``needle`` (blocking, with a deadline)."""
+    deadline = time.monotonic() + wait_s
+    seen = []
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([stream], [], [], 0.2)
+        if not ready:
+            continue
+        line = stream.readline()
+        if not line:
+            break
+        seen.append(line)
+        if needle in line:
+            return str(line)
+    raise AssertionError(f"no line with {needle!r}; saw {seen}")
+
+
+def test_cli_approvals_follows_a_project(
+    approvals_server: RunningServer, agent_env: dict[str, str]
+) -> None:
+    """``cc-executor approvals`` in one terminal answers a run started elsewhere,
+    including a request that was pending before it attached."""
+
+    async def main() -> None:
+        async with client(approvals_server) as owner:
+            project_id = await project(owner, approvals_server, "cli-follow")
+            execution = await start(owner, project_id, agent_env)
+            await next_note(owner, "agent.permission")
+            follower = cli(approvals_server, "approvals", "cli-follow", "--count", "1")
+            try:
+                assert follower.stdin is not None and follower.stderr is not None
+                line = await asyncio.to_thread(wait_line, follower.stderr, "[permission]")
+                assert 'Bash {"command": "ls"' in line
+                follower.stdin.write("y\n")
+                follower.stdin.flush()
+                out, err = await asyncio.to_thread(follower.communicate, None, 30)
+            finally:
+                if follower.poll() is None:
+                    follower.kill()
+                    follower.wait()
+            assert follower.returncode == 0, err
+            assert out.startswith("allow Bash"), err
+            resolved = await next_note(owner, "agent.permission_resolved")
+            assert resolved["behavior"] == "allow"
+            result = await execution.wait(30)
+            assert "allowed" in final(result)["result"]
+
+    run(main())
+
+
+def test_cli_agent_approve_asks_in_the_terminal(approvals_server: RunningServer) -> None:
+    async def main() -> None:
+        async with client(approvals_server) as owner:
+            await project(owner, approvals_server, "cli-agent")
+
+    run(main())
+    agent = cli(approvals_server, "agent", "cli-agent", PROMPT, "--approve")
+    try:
+        assert agent.stdin is not None and agent.stderr is not None
+        line = wait_line(agent.stderr, "[permission]")
+        assert "Bash" in line
+        agent.stdin.write("n not on my machine\n")
+        agent.stdin.flush()
+        out, err = agent.communicate(timeout=30)
+    finally:
+        if agent.poll() is None:
+            agent.kill()
+            agent.wait()
+    assert agent.returncode == 0, err
+    assert "denied" in out and "not on my machine" in out

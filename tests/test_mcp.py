@@ -248,7 +248,7 @@ def test_token_and_origin_guard_mcp_and_cli(
 
     async def main_() -> None:
         async with client_for(server, BEARER) as client:
-            assert len((await client.list_tools()).tools) == 5
+            assert len((await client.list_tools()).tools) == 6
 
     run(main_())
 
