@@ -4,7 +4,9 @@ PROJECT is a project id or name. The agent's stream-json stdout is read line by
 line: assistant text goes to stdout as it arrives, tool calls are noted on
 stderr, and the ``result`` event (or the ``agent.result`` notification) ends
 with a one-line summary on stderr. Ctrl-C cancels the agent (the kill ladder);
-a second Ctrl-C disconnects. The exit status is 0 for a successful result, 1
+a second Ctrl-C disconnects. With ``--approve`` the run asks its tool
+permissions of this terminal (y/n on stdin; :mod:`service.commands.approvals`).
+The exit status is 0 for a successful result, 1
 for an error result, else the process's own status (as ``run``).
 """
 
@@ -125,18 +127,20 @@ async def agent_main(args: argparse.Namespace) -> int:
             params["env"] = env
         if args.approve:
             params["approvals"] = "clients"
-            lines = await StdinLines().open()
         started = await client.call("agent.execute", params)
         execution = Execution(client, started["execution_id"], started)
         printer = AgentPrinter(sys.stdout, sys.stderr)
-        approving: asyncio.Task[int] | None = None
-        if args.approve:
+        if not args.approve:
+            completed = await follow_agent(client, execution, printer)
+        else:
+            # Requests of this run are asked on stderr, answered on stdin, while
+            # the agent's text goes on printing to stdout.
+            lines = await StdinLines().open()
             approver = Approver(client, lines, sys.stderr, sys.stderr, execution.id)
             approving = asyncio.create_task(approver.run())
-        try:
-            completed = await follow_agent(client, execution, printer)
-        finally:
-            if approving is not None:
+            try:
+                completed = await follow_agent(client, execution, printer)
+            finally:
                 approving.cancel()
                 await asyncio.gather(approving, return_exceptions=True)
                 lines.close()
