@@ -13,7 +13,6 @@ import time
 import uuid
 from typing import Any, NoReturn
 
-from service.fake_claude import permission
 from service.fake_claude.events import Printer, assistant, tool_result, usage
 
 VERSION = "2.0.0 (Claude Code; fake-claude test double)"
@@ -191,6 +190,10 @@ class Run:
     def ask_permission(self, tool: str, prompt: str) -> int:
         """A tool use that needs permission, decided by the permission prompt
         tool (or denied without one, as the real CLI does in ``-p`` mode)."""
+        # Imported here: the MCP SDK takes about a second to import, which every
+        # other scenario would pay for nothing.
+        from service.fake_claude import permission
+
         tool_id = f"toolu_{uuid.uuid4().hex[:24]}"
         tool_input = permission.plausible_input(tool, self.cwd)
         self.say(
