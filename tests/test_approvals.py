@@ -28,6 +28,7 @@ from mcp_types import ElicitRequestParams, ElicitResult
 
 from service import errors
 from service.client import Execution, ExecutionResult, ExecutorClient
+from service.projects.approvals import MAX_PENDING_PER_RUN
 from tests.test_projects import agent_events, agent_settings, all_messages
 from tests.utils import RunningServer, start_server
 
@@ -57,7 +58,7 @@ def agent_env(marker: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake-claude-state")}
 
 
-def run(coro: Any, timeout: float = 60) -> Any:
+def run(coro: Any, timeout: float = 180) -> Any:
     return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
@@ -66,8 +67,9 @@ def client(server: RunningServer) -> ExecutorClient:
 
 
 def mcp_client(server: RunningServer, token: str) -> Client:
+    # No read timeout: an approve call waits for its decision.
     http = httpx2.AsyncClient(
-        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(30)
+        headers={"Authorization": f"Bearer {token}"}, timeout=httpx2.Timeout(60, read=None)
     )
     return Client(streamable_http_client(f"{server.http_url}/mcp", http_client=http))
 
@@ -89,7 +91,7 @@ async def start(
     return Execution(owner, started["execution_id"], started)
 
 
-async def next_note(client: ExecutorClient, method: str, wait_s: float = 15) -> dict[str, Any]:
+async def next_note(client: ExecutorClient, method: str, wait_s: float = 60) -> dict[str, Any]:
     while True:
         message = await asyncio.wait_for(client.notifications.get(), wait_s)
         if message["method"] == method:
@@ -152,8 +154,10 @@ def test_allow_reaches_the_tool_and_is_recorded(
             resolved = await next_note(owner, "agent.permission_resolved")
             assert resolved["behavior"] == "allow" and resolved["by"] == "client"
             assert resolved["connection_id"] == watcher.session_id
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             assert result.status == "completed"
+            init = agent_events(result)[0]
+            assert init["mcp_servers"] == [{"name": "cc_executor", "status": "connected"}]
             [shown] = tool_results(result)
             assert not shown["is_error"] and '"ls -a"' in shown["content"]
             assert final(result)["is_error"] is False
@@ -203,7 +207,7 @@ def test_deny_message_reaches_the_result(
             resolved = await next_note(owner, "agent.permission_resolved")
             assert (resolved["behavior"], resolved["by"]) == ("deny", "client")
             assert resolved["message"] == "not today"
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             [shown] = tool_results(result)
             assert shown["is_error"] and shown["content"] == "not today"
             answer = final(result)["result"]
@@ -236,7 +240,7 @@ def test_no_answer_denies_after_the_timeout(
             expected = f"denied: no decision within {SHORT_TIMEOUT_S} s"
             assert resolved["message"] == expected
             assert "connection_id" not in resolved
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             assert expected in final(result)["result"]
             with pytest.raises(errors.InvalidState):
                 await owner.call(
@@ -258,7 +262,7 @@ def test_cancel_while_pending_denies_and_ends_the_run(
             resolved = await next_note(owner, "agent.permission_resolved")
             assert resolved["request_id"] == asked["request_id"]
             assert (resolved["behavior"], resolved["by"]) == ("deny", "cancel")
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             assert result.status == "cancelled"
             listed = await owner.call("agent.permissions", {"project_id": project_id})
             assert listed == {"requests": []}
@@ -304,7 +308,7 @@ def test_two_clients_race_and_exactly_one_wins(
             assert all(s == seen[0] for s in seen)
             assert seen[0]["behavior"] == wins[0]["behavior"]
             assert seen[0]["connection_id"] == winner.session_id
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             assert result.status == "completed"
             [shown] = tool_results(result)
             assert shown["is_error"] is (wins[0]["behavior"] == "deny")
@@ -360,8 +364,38 @@ def test_per_run_credential(approvals_server: RunningServer, agent_env: dict[str
                 refused = await mcp.call_tool("approve", {"tool_name": "Bash", "input": {}})
                 assert refused.is_error and "per-run credential" in refused.content[0].text  # type: ignore[union-attr]
 
-            await owner.call("agent.kill", {"project_id": project_id})
-            await execution.wait(30)
+            # The credential does open approve, for its own run: the answers of
+            # requests pending when the run ends are denials; a run holds at
+            # most MAX_PENDING_PER_RUN at once.
+            async with mcp_client(approvals_server, token) as mcp:
+                # Listed now: the SDK validates results against the tool list,
+                # which this credential cannot fetch once its run has ended.
+                await mcp.list_tools()
+                extra = MAX_PENDING_PER_RUN - 1  # fake-claude's own request is pending
+                calls = [
+                    asyncio.create_task(
+                        mcp.call_tool("approve", {"tool_name": "Read", "input": {"n": n}})
+                    )
+                    for n in range(extra)
+                ]
+                for _ in range(1200):
+                    listed = await owner.call("agent.permissions", {"project_id": project_id})
+                    if len(listed["requests"]) == MAX_PENDING_PER_RUN:
+                        break
+                    await asyncio.sleep(0.05)
+                assert len(listed["requests"]) == MAX_PENDING_PER_RUN
+                assert {r["execution_id"] for r in listed["requests"]} == {execution.id}
+                over = await mcp.call_tool("approve", {"tool_name": "Read", "input": {}})
+                assert over.is_error and "pending permission requests" in over.content[0].text  # type: ignore[union-attr]
+                await owner.call("agent.kill", {"project_id": project_id})
+                answers = await asyncio.gather(*calls)
+            for answer in answers:
+                decision = json.loads(answer.content[0].text)  # type: ignore[union-attr]
+                assert decision == {
+                    "behavior": "deny",
+                    "message": "denied: the run ended (cancelled)",
+                }
+            await execution.wait(90)
             assert not exists(path)
             # After the run, the credential opens nothing.
             init = {
@@ -396,7 +430,7 @@ def test_default_is_none_and_the_cli_denies(
             started = await owner.call(
                 "agent.execute", {"project_id": project_id, "prompt": PROMPT, "env": agent_env}
             )
-            result = await Execution(owner, started["execution_id"], started).wait(30)
+            result = await Execution(owner, started["execution_id"], started).wait(90)
             status = await owner.call("status", {"execution_id": started["execution_id"]})
             assert not any(a.startswith("--mcp-config") for a in status["argv"])
             [shown] = tool_results(result)
@@ -432,7 +466,7 @@ def test_shutdown_denies_pending(
             resolved = await next_note(owner, "agent.permission_resolved")
             assert resolved["request_id"] == asked["request_id"]
             assert (resolved["behavior"], resolved["by"]) == ("deny", "shutdown")
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             assert result.completed["status"] in ("cancelled", "completed")
 
     run(main())
@@ -511,7 +545,7 @@ def cli(server: RunningServer, *args: str) -> subprocess.Popen[str]:
     )
 
 
-def wait_line(stream: Any, needle: str, wait_s: float = 30) -> str:
+def wait_line(stream: Any, needle: str, wait_s: float = 90) -> str:
     """Read ``stream`` until a line containing ``needle`` (blocking, with a deadline)."""
     deadline = time.monotonic() + wait_s
     seen = []
@@ -546,7 +580,7 @@ def test_cli_approvals_follows_a_project(
                 assert 'Bash {"command": "ls"' in line
                 follower.stdin.write("y\n")
                 follower.stdin.flush()
-                out, err = await asyncio.to_thread(follower.communicate, None, 30)
+                out, err = await asyncio.to_thread(follower.communicate, None, 90)
             finally:
                 if follower.poll() is None:
                     follower.kill()
@@ -555,7 +589,7 @@ def test_cli_approvals_follows_a_project(
             assert out.startswith("allow Bash"), err
             resolved = await next_note(owner, "agent.permission_resolved")
             assert resolved["behavior"] == "allow"
-            result = await execution.wait(30)
+            result = await execution.wait(90)
             assert "allowed" in final(result)["result"]
 
     run(main())
@@ -574,7 +608,7 @@ def test_cli_agent_approve_asks_in_the_terminal(approvals_server: RunningServer)
         assert "Bash" in line
         agent.stdin.write("n not on my machine\n")
         agent.stdin.flush()
-        out, err = agent.communicate(timeout=30)
+        out, err = agent.communicate(timeout=90)
     finally:
         if agent.poll() is None:
             agent.kill()

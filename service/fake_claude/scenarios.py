@@ -11,6 +11,7 @@ import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, NoReturn
 
 from service.fake_claude.events import Printer, assistant, tool_result, usage
@@ -75,7 +76,7 @@ class Run:
                 "cwd": self.cwd,
                 "session_id": self.session_id,
                 "tools": [t for item in tools for t in item.replace(",", " ").split()],
-                "mcp_servers": [],
+                "mcp_servers": self.mcp_servers(),
                 "model": self.model,
                 "permissionMode": mode,
                 "slash_commands": ["compact", "context", "cost", "init", "review"],
@@ -86,6 +87,18 @@ class Run:
                 "uuid": str(uuid.uuid4()),
             }
         )
+
+    def mcp_servers(self) -> list[dict[str, str]]:
+        """The servers of ``--mcp-config`` files, as the real init lists them."""
+        names: list[str] = []
+        for value in self.args.mcp_config:
+            try:
+                inline = value.lstrip().startswith("{")
+                text = value if inline else Path(value).read_text(encoding="utf-8")
+                names += list(json.loads(text).get("mcpServers", {}))
+            except (OSError, ValueError, AttributeError):
+                continue  # the permission scenario reports a bad config
+        return [{"name": name, "status": "connected"} for name in names]
 
     def say(self, content: list[dict[str, Any]]) -> None:
         self.turns += 1

@@ -51,9 +51,29 @@ logger = logging.getLogger(__name__)
 Behavior = Literal["allow", "deny"]
 #: Decided requests remembered, so that a late decision gets -32005, not -32003.
 RESOLVED_KEPT = 1000
+#: Requests one run may have pending at once (the CLI asks one at a time; this
+#: bounds what a misbehaving child can make the server hold).
+MAX_PENDING_PER_RUN = 16
+#: An input value larger than this (encoded) is shown as a size in
+#: ``agent.permission`` when the whole input would not fit a client's queue.
+SHOWN_VALUE_BYTES = 1024
 #: How long a tool call may wait for its run to be bound (the child calls only
 #: once it runs, which is bound synchronously; this is a safety margin).
 BIND_WAIT_S = 5.0
+
+
+def shown_input(tool_input: dict[str, Any], limit_bytes: int) -> tuple[dict[str, Any], bool]:
+    """The input as clients see it, and whether it was shortened: an input
+    larger than ``limit_bytes`` has its large values replaced by their size
+    (the full input is kept, and is what an allow without ``updated_input``
+    runs with)."""
+    if len(encode(tool_input)) <= limit_bytes:
+        return tool_input, False
+    shown: dict[str, Any] = {}
+    for key, value in tool_input.items():
+        size = len(encode(value))
+        shown[key] = value if size <= SHOWN_VALUE_BYTES else f"[{size} bytes not shown]"
+    return shown, True
 
 
 def iso_utc(timestamp: float) -> str:
@@ -83,18 +103,24 @@ class PermissionRequest:
     expires_at: float
     decision: Decision | None = None
     decided: asyncio.Event = field(default_factory=asyncio.Event)
+    #: Bytes above which the input is shown shortened (see :func:`shown_input`).
+    shown_limit_bytes: int = 1 << 62
 
     def params(self) -> dict[str, Any]:
         """The ``agent.permission`` params (also what ``agent.permissions`` lists)."""
-        return {
+        shown, shortened = shown_input(self.input, self.shown_limit_bytes)
+        params: dict[str, Any] = {
             "request_id": self.id,
             "execution_id": self.execution.id,
             "project_id": self.project_id,
             "tool_name": self.tool_name,
-            "input": self.input,
+            "input": shown,
             "tool_use_id": self.tool_use_id,
             "expires_at": iso_utc(self.expires_at),
         }
+        if shortened:
+            params["input_truncated"] = True
+        return params
 
     def tool_answer(self) -> dict[str, Any]:
         """The decision as the permission prompt tool returns it to Claude Code."""
@@ -210,6 +236,12 @@ class Approvals:
         execution = self._executions.get(grant)
         if execution is None or grant.revoked or not execution.state.is_live:
             raise NotAllowed("this credential's run has ended")
+        waiting = sum(1 for r in self.pending.values() if r.execution is execution)
+        if waiting >= MAX_PENDING_PER_RUN:
+            raise LimitReached(
+                f"this run already has {waiting} pending permission requests "
+                f"(max {MAX_PENDING_PER_RUN})"
+            )
         now = time.time()
         timeout_s = self.settings.permission_timeout_s
         request = PermissionRequest(
@@ -221,11 +253,15 @@ class Approvals:
             tool_use_id=tool_use_id,
             created_at=now,
             expires_at=now + timeout_s,
+            shown_limit_bytes=self.registry.max_event_frame_bytes,
         )
         self.pending[request.id] = request
         params = request.params()
         execution.broadcast("agent.permission", params)
-        self._record(request, "permission", {**params, "asked_at": iso_utc(now)})
+        # The history keeps the whole input (messages.get pages by size).
+        entry = {**params, "input": tool_input, "asked_at": iso_utc(now)}
+        entry.pop("input_truncated", None)
+        self._record(request, "permission", entry)
         execution.log.info(
             "permission requested",
             extra={
