@@ -546,19 +546,27 @@ def cli(server: RunningServer, *args: str) -> subprocess.Popen[str]:
 
 
 def wait_line(stream: Any, needle: str, wait_s: float = 90) -> str:
-    """Read ``stream`` until a line containing ``needle`` (blocking, with a deadline)."""
+    """Read ``stream`` until a line containing ``needle`` (blocking, with a
+    deadline). Reads the file descriptor itself: a buffered ``readline`` after
+    ``select`` could leave the wanted line in Python's buffer, unseen."""
     deadline = time.monotonic() + wait_s
-    seen = []
+    fd = stream.fileno()
+    pending = b""
+    seen: list[str] = []
     while time.monotonic() < deadline:
-        ready, _, _ = select.select([stream], [], [], 0.2)
+        ready, _, _ = select.select([fd], [], [], 0.2)
         if not ready:
             continue
-        line = stream.readline()
-        if not line:
+        data = os.read(fd, 65536)
+        if not data:
             break
-        seen.append(line)
-        if needle in line:
-            return str(line)
+        pending += data
+        *lines, pending = pending.split(b"\n")
+        for raw in lines:
+            line = raw.decode(errors="replace")
+            seen.append(line)
+            if needle in line:
+                return line
     raise AssertionError(f"no line with {needle!r}; saw {seen}")
 
 
@@ -576,7 +584,12 @@ def test_cli_approvals_follows_a_project(
             follower = cli(approvals_server, "approvals", "cli-follow", "--count", "1")
             try:
                 assert follower.stdin is not None and follower.stderr is not None
-                line = await asyncio.to_thread(wait_line, follower.stderr, "[permission]")
+                try:
+                    line = await asyncio.to_thread(wait_line, follower.stderr, "[permission]")
+                except AssertionError as exc:
+                    listed = await owner.call("agent.permissions", {"project_id": project_id})
+                    logs = [e for e in approvals_server.logs if "permission" in str(e)]
+                    raise AssertionError(f"{exc}; pending {listed}; log {logs[-5:]}") from None
                 assert 'Bash {"command": "ls"' in line
                 follower.stdin.write("y\n")
                 follower.stdin.flush()

@@ -132,6 +132,16 @@ class PermissionRequest:
         return {"behavior": "deny", "message": decision.message or "denied"}
 
 
+@dataclass(frozen=True, slots=True)
+class Settled:
+    """What is kept of a decided request: enough to refuse a late decision
+    (-32005) to those who may decide, without holding its input or execution."""
+
+    execution_id: str
+    project_id: str
+    decision: Decision
+
+
 class GrantObserver:
     """Binds a grant to its execution when the child runs; ends it with the run."""
 
@@ -158,7 +168,7 @@ class Approvals:
         #: Where the child reaches our ``/mcp`` (set by the server once it listens).
         self.mcp_url: str | None = None
         self.pending: dict[str, PermissionRequest] = {}
-        self.resolved: OrderedDict[str, PermissionRequest] = OrderedDict()
+        self.resolved: OrderedDict[str, Settled] = OrderedDict()
         self._executions: dict[Grant, Execution] = {}
         self._bound: dict[Grant, asyncio.Event] = {}
         self._closing = False
@@ -295,18 +305,24 @@ class Approvals:
         message: str | None,
     ) -> PermissionRequest:
         """Record a client's decision; the first one wins, later ones -32005."""
-        request = self.pending.get(request_id) or self.resolved.get(request_id)
-        if request is None:
+        request = self.pending.get(request_id)
+        settled = self.resolved.get(request_id)
+        if request is not None:
+            execution_id, project_id = request.execution.id, request.project_id
+        elif settled is not None:
+            execution_id, project_id = settled.execution_id, settled.project_id
+        else:
             raise NotFound(
                 f"permission request not found: {request_id}", {"request_id": request_id}
             )
-        if not self._may_decide(request, sink):
+        if not self._may_decide(execution_id, project_id, sink):
             raise NotAllowed(
                 "only the run's owner or a subscriber of its project may decide",
-                {"request_id": request_id, "project_id": request.project_id},
+                {"request_id": request_id, "project_id": project_id},
             )
-        if request.decision is not None:
-            earlier = request.decision
+        if request is None:  # a decided request leaves ``pending`` at once
+            assert settled is not None
+            earlier = settled.decision
             raise InvalidState(
                 f"permission request {request_id} was already decided: {earlier.behavior} "
                 f"by {earlier.by}",
@@ -329,10 +345,10 @@ class Approvals:
         requests = [r for r in self.pending.values() if r.project_id == project_id]
         return [r.params() for r in sorted(requests, key=lambda r: r.created_at)]
 
-    def _may_decide(self, request: PermissionRequest, sink: Sink) -> bool:
-        if sink in self.supervisor.owners.get(request.execution.id, ()):
+    def _may_decide(self, execution_id: str, project_id: str, sink: Sink) -> bool:
+        if sink in self.supervisor.owners.get(execution_id, ()):
             return True
-        project = self.registry.projects.get(request.project_id)
+        project = self.registry.projects.get(project_id)
         return project is not None and sink in project.subscribers
 
     # --- resolution --------------------------------------------------------------------
@@ -343,7 +359,7 @@ class Approvals:
         request.decision = decision
         request.decided.set()
         self.pending.pop(request.id, None)
-        self.resolved[request.id] = request
+        self.resolved[request.id] = Settled(request.execution.id, request.project_id, decision)
         while len(self.resolved) > RESOLVED_KEPT:
             self.resolved.popitem(last=False)
         params: dict[str, Any] = {
