@@ -628,3 +628,36 @@ def test_cli_agent_approve_asks_in_the_terminal(approvals_server: RunningServer)
             agent.wait()
     assert agent.returncode == 0, err
     assert "denied" in out and "not on my machine" in out
+
+
+def test_cli_agent_without_approve_says_why_it_waits(
+    make_server: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """On a server whose default is ``clients``, ``cc-executor agent`` without
+    ``--approve`` tells why the run waits; here nobody answers: the timeout."""
+    (tmp_path / "root" / "waits").mkdir(parents=True)
+    settings = agent_settings(
+        tmp_path / "root", agent_approvals="clients", permission_timeout_s=SHORT_TIMEOUT_S
+    )
+    server = make_server(settings)
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as owner:
+            await owner.call(
+                "project.create", {"name": "waits", "path": str(tmp_path / "root" / "waits")}
+            )
+
+    run(main())
+    env = {**os.environ, "CC_EXECUTOR_URL": server.url}
+    done = subprocess.run(
+        [sys.executable, "-m", "service", "agent", "waits", PROMPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "asks to use Bash" in done.stderr and "waiting for a client" in done.stderr
+    assert "permission deny by timeout" in done.stderr
+    assert f"denied: no decision within {SHORT_TIMEOUT_S} s" in done.stdout

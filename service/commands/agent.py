@@ -30,7 +30,7 @@ from service.commands import (
     report,
     run_command,
 )
-from service.commands.approvals import Approver, StdinLines
+from service.commands.approvals import Approver, StdinLines, describe
 from service.commands.run import parse_env
 from service.commands.terminal import EXIT_INTERRUPTED, exit_status
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
@@ -131,7 +131,12 @@ async def agent_main(args: argparse.Namespace) -> int:
         execution = Execution(client, started["execution_id"], started)
         printer = AgentPrinter(sys.stdout, sys.stderr)
         if not args.approve:
-            completed = await follow_agent(client, execution, printer)
+            noting = asyncio.create_task(note_permissions(client, execution.id))
+            try:
+                completed = await follow_agent(client, execution, printer)
+            finally:
+                noting.cancel()
+                await asyncio.gather(noting, return_exceptions=True)
         else:
             # Requests of this run are asked on stderr, answered on stdin, while
             # the agent's text goes on printing to stdout.
@@ -156,6 +161,23 @@ async def agent_main(args: argparse.Namespace) -> int:
         report("agent: the run ended without a result event")
         return 1
     return status
+
+
+async def note_permissions(client: ExecutorClient, execution_id: str) -> None:
+    """Without ``--approve`` (the server asks clients by default): say why the
+    run waits, and who answered."""
+    while True:
+        message = await client.notifications.get()
+        params = message.get("params") or {}
+        if params.get("execution_id") != execution_id:
+            continue
+        if message.get("method") == "agent.permission":
+            report(
+                f"the agent asks to use {describe(params)}; waiting for a client to decide "
+                "(run with --approve to answer here)"
+            )
+        elif message.get("method") == "agent.permission_resolved":
+            report(f"permission {params.get('behavior')} by {params.get('by')}")
 
 
 async def follow_agent(
