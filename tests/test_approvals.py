@@ -435,10 +435,12 @@ def test_default_is_none_and_the_cli_denies(
             assert not any(a.startswith("--mcp-config") for a in status["argv"])
             [shown] = tool_results(result)
             assert shown["is_error"] and "haven't granted" in shown["content"]
-            assert owner.notifications.empty() or all(
-                m["method"] != "agent.permission"
-                for m in list(owner.notifications._queue)  # type: ignore[attr-defined]
-            )
+            assert not any(a.startswith("--permission-prompt-tool") for a in status["argv"])
+            seen = []
+            while not owner.notifications.empty():
+                seen.append(owner.notifications.get_nowait()["method"])
+            assert "agent.permission" not in seen
+            assert "denied" in final(result)["result"]
 
     run(main())
 
