@@ -589,6 +589,29 @@ async def _agent_session(server: Server) -> list[str]:
         return s.lines
 
 
+@scenario("approvals")
+async def _approvals(server: Server) -> list[str]:
+    async with session(server) as s:
+        s.note("fake:permission=Bash makes fake-claude call the approve tool on /mcp")
+        project_id = await _new_project(s, "approvals-demo")
+        result = await s.call(
+            "agent.execute",
+            {"project_id": project_id, "prompt": "fake:permission=Bash", "approvals": "clients"},
+        )
+        execution_id = result["execution_id"]
+        [asked] = await s.expect(notified("agent.permission", execution_id=execution_id))
+        request_id = asked["params"]["request_id"]
+        await s.call("agent.permissions", {"project_id": project_id})
+        await s.call(
+            "agent.decide",
+            {"request_id": request_id, "behavior": "allow", "updated_input": {"command": "ls -a"}},
+            notified("agent.permission_resolved", request_id=request_id),
+        )
+        await s.call("agent.decide", {"request_id": request_id, "behavior": "deny"}, error=-32005)
+        await completed(s, execution_id)
+        return s.lines
+
+
 @scenario("messages.get")
 async def _messages_get(server: Server) -> list[str]:
     async with session(server) as s:

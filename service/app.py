@@ -49,6 +49,9 @@ def create_app(root: Root) -> Starlette:
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
 
+    def run_credential_ok(token: str) -> bool:
+        return root.services.projects.approvals.grants.find(token) is not None
+
     routes = [
         WebSocketRoute("/ws/mcp", websocket_endpoint),
         WebSocketRoute("/ws", websocket_endpoint),
@@ -64,6 +67,7 @@ def create_app(root: Root) -> Starlette:
             token=root.services.token,
             allowed_origins=root.settings.allowed_origins,
             bind_host=root.settings.host,
+            run_credential_ok=run_credential_ok,
         )
     ]
     app = Starlette(routes=routes, middleware=middleware)

@@ -21,7 +21,7 @@ import hmac
 import ipaddress
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from urllib.parse import parse_qs, urlsplit
 
 import orjson
@@ -30,6 +30,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 OPEN_PATHS = frozenset({"/healthz"})
+#: Where an agent's per-run credential is accepted (the MCP endpoint, whose
+#: tools then allow it ``approve`` alone).
+RUN_CREDENTIAL_PATHS = frozenset({"/mcp", "/mcp/"})
 DEFAULT_PORTS = {"http": 80, "ws": 80, "https": 443, "wss": 443}
 
 
@@ -136,16 +139,32 @@ class AccessMiddleware:
         token: str | None,
         allowed_origins: Sequence[str],
         bind_host: str | None = None,
+        run_credential_ok: Callable[[str], bool] | None = None,
     ) -> None:
         self.app = app
         self.token = token
         self.policy = AccessPolicy(allowed_origins, bind_host)
+        #: Whether a bearer is the live credential of an agent run
+        #: (:mod:`service.projects.grants`); it opens ``/mcp`` only.
+        self.run_credential_ok = run_credential_ok
+
+    def _run_credential(self, scope: Scope) -> bool:
+        if self.run_credential_ok is None or scope["type"] != "http":
+            return False
+        if scope["path"] not in RUN_CREDENTIAL_PATHS:
+            return False
+        given = presented_token(scope)
+        return given is not None and self.run_credential_ok(given)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket") or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
             return
-        if self.token is not None and not token_ok(self.token, scope):
+        if (
+            self.token is not None
+            and not token_ok(self.token, scope)
+            and not self._run_credential(scope)
+        ):
             await self._refuse(scope, send, 401, "missing or invalid token")
             return
         if not self.policy.origin_ok(scope):

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, str] = {
     "cancel": "service.client.commands.control",
     "logs": "service.client.commands.logs",
     "agent": "service.client.commands.agent",
+    "approvals": "service.client.commands.approvals",
     "prompts": "service.prompts.cli",
 }
 

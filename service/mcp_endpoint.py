@@ -22,7 +22,10 @@ Tools:
   the kill ladder.
 - ``control`` (PAUSE, RESUME, CANCEL), ``status``, ``transcript`` (a page of a
   stored transcript) and ``agent`` (a Claude Code agent run in a project,
-  streamed like ``execute``).
+  streamed like ``execute``; with ``approvals: "clients"`` each tool permission
+  is asked of the caller by elicitation, :mod:`service.mcp_approvals`).
+- ``approve``: Claude Code's permission prompt tool, for the per-run
+  credential of an agent run only (:mod:`service.mcp_approvals`).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
+import anyio
 from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
@@ -41,6 +45,8 @@ from starlette.routing import BaseRoute
 from service import __version__, errors
 from service.auth import is_loopback_host
 from service.local_connection import LocalConnection
+from service.mcp_approvals import DESCRIPTION as APPROVE_DESCRIPTION
+from service.mcp_approvals import ApproveTool, Elicitor, refuse_run_credential
 from service.mcp_relay import (
     AgentOutput,
     ExecuteOutput,
@@ -49,7 +55,9 @@ from service.mcp_relay import (
     agent_result,
     execute_result,
     follow,
+    project_id_of,
     tool,
+    transcript_result,
 )
 from service.stream_json import EventLines, assistant_text, tool_calls
 
@@ -166,8 +174,15 @@ class McpEndpoint:
             "returns its final result.",
             annotations=ToolAnnotations(destructive_hint=True, open_world_hint=True),
         )
+        server.add_tool(
+            ApproveTool(self.services).__call__,
+            name="approve",
+            description=APPROVE_DESCRIPTION,
+            annotations=ToolAnnotations(read_only_hint=True),
+        )
 
     def _connection(self, ctx: Context, tool: str) -> LocalConnection:
+        refuse_run_credential(self.services, ctx, tool)
         peer = "mcp"
         with contextlib.suppress(Exception):
             request = ctx.request_context.request
@@ -231,11 +246,12 @@ class McpEndpoint:
         connection: LocalConnection,
         execution_id: str,
         on_output: Callable[[str, str, ProgressRelay], None],
+        on_other: Callable[[str, dict[str, Any]], None] | None = None,
     ) -> dict[str, Any]:
         relay = ProgressRelay(
             ctx, self.progress_interval_s, self.heartbeat_s, self.progress_message_chars
         )
-        return await follow(connection, execution_id, on_output, relay)
+        return await follow(connection, execution_id, on_output, relay, on_other)
 
     @tool
     async def control(
@@ -310,16 +326,7 @@ class McpEndpoint:
                 "transcript.get",
                 {"execution_id": execution_id, "since_seq": since_seq, "limit": limit},
             )
-        chunks = page.get("chunks") or []
-        text = "".join(
-            (f"[stderr] {chunk['data']}" if chunk.get("type") == "stderr" else chunk["data"])
-            for chunk in chunks
-        )
-        note = f"\n[state {page.get('state')}; next since_seq {page.get('next_since_seq')}"
-        note += "; more follows]" if page.get("more") else "; end of transcript]"
-        return CallToolResult(
-            content=[TextContent(type="text", text=text + note)], structured_content=page
-        )
+        return transcript_result(page)
 
     @tool
     async def agent(
@@ -338,11 +345,19 @@ class McpEndpoint:
         env: Annotated[
             dict[str, str] | None, Field(description="extra environment variables")
         ] = None,
+        approvals: Annotated[
+            Literal["none", "clients"] | None,
+            Field(
+                description="clients: ask you (by elicitation) before each tool needing "
+                "permission; none: such tools are denied. Default: the server's setting."
+            ),
+        ] = None,
     ) -> Annotated[CallToolResult, AgentOutput]:
         async with self._connection(ctx, "agent") as connection:
-            project_id = await self._project_id(connection, project)
+            project_id = await project_id_of(connection, project)
             params: dict[str, Any] = {"project_id": project_id, "prompt": prompt}
             params.update(model=model, max_turns=max_turns, timeout=timeout, env=env)
+            params.update(approvals=approvals)
             params = {key: value for key, value in params.items() if value is not None}
             if new_session:
                 params["resume"] = False
@@ -366,18 +381,14 @@ class McpEndpoint:
                     if event.get("type") == "result":
                         results.append(event)
 
-            completed = await self._follow(ctx, connection, execution_id, on_output)
+            elicitor = Elicitor(ctx, connection)
+            async with anyio.create_task_group() as asking:
+
+                def on_other(method: str, params: dict[str, Any]) -> None:
+                    if method == "agent.permission":
+                        asking.start_soon(elicitor.answer, params)
+
+                completed = await self._follow(ctx, connection, execution_id, on_output, on_other)
+                asking.cancel_scope.cancel()  # the run ended: its requests are resolved
             results += [e for e in lines.finish() if e.get("type") == "result"]
         return agent_result(execution_id, completed, results, texts)
-
-    async def _project_id(self, connection: LocalConnection, project: str) -> str:
-        try:
-            found = await connection.request("project.get", {"project_id": project})
-            return str(found["project_id"])
-        except errors.NotFound:
-            pass
-        listing = await connection.request("project.list", {})
-        for record in listing.get("projects", []):
-            if record.get("name") == project:
-                return str(record["project_id"])
-        raise errors.NotFound(f"no project with id or name {project!r}")

@@ -174,10 +174,12 @@ async def follow(
     execution_id: str,
     on_output: Callable[[str, str, ProgressRelay], None],
     relay: ProgressRelay,
+    on_other: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
     """Relay the execution's output as progress until ``process.completed``
-    (returned). Leaving any other way (the call cancelled, the stream gone)
-    cancels the execution with the kill ladder."""
+    (returned); other notifications of the execution go to ``on_other``.
+    Leaving any other way (the call cancelled, the stream gone) cancels the
+    execution with the kill ladder."""
     finished = False
     try:
         while True:
@@ -195,6 +197,8 @@ async def follow(
                     finished = True
                     await relay.pump(final=True)
                     return dict(params)
+                elif on_other is not None:
+                    on_other(frame.method, dict(params))
             await relay.pump()
     finally:
         if not finished:
@@ -275,3 +279,31 @@ def agent_result(
         structured_content=output.model_dump(mode="json"),
         is_error=bool(result.get("is_error")) or completed["status"] != "completed",
     )
+
+
+def transcript_result(page: dict[str, Any]) -> CallToolResult:
+    """The answer of ``transcript``: the chunks' text and where the page ends."""
+    chunks = page.get("chunks") or []
+    text = "".join(
+        (f"[stderr] {chunk['data']}" if chunk.get("type") == "stderr" else chunk["data"])
+        for chunk in chunks
+    )
+    note = f"\n[state {page.get('state')}; next since_seq {page.get('next_since_seq')}"
+    note += "; more follows]" if page.get("more") else "; end of transcript]"
+    return CallToolResult(
+        content=[TextContent(type="text", text=text + note)], structured_content=page
+    )
+
+
+async def project_id_of(connection: LocalConnection, project: str) -> str:
+    """The id of the project with id or name ``project``; NotFound otherwise."""
+    try:
+        found = await connection.request("project.get", {"project_id": project})
+        return str(found["project_id"])
+    except errors.NotFound:
+        pass
+    listing = await connection.request("project.list", {})
+    for record in listing.get("projects", []):
+        if record.get("name") == project:
+            return str(record["project_id"])
+    raise errors.NotFound(f"no project with id or name {project!r}")

@@ -110,8 +110,10 @@ class Root:
         logger.info("services started", extra={"version": __version__})
 
     async def shutdown(self) -> None:
-        """Cancel every execution with the ladder, then close every socket with 1001."""
+        """Deny pending tool permissions, cancel every execution with the ladder,
+        then close every socket with 1001."""
         services = self.services
+        services.projects.approvals.shutdown()
         await services.supervisor.shutdown()
         await services.projects.stop()
         await self._exit_stack.aclose()

@@ -21,6 +21,7 @@ from service.app import create_app
 from service.auth import TokenRedactor, is_loopback_host
 from service.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
 from service.process.reaper import Reaper
+from service.projects.grants import own_mcp_url
 from service.root import Root, compose
 from service.settings import Settings
 
@@ -41,6 +42,9 @@ class ExecutorServer(uvicorn.Server):
         for server in self.servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
+                projects = self.root.services.projects
+                if projects.approvals.mcp_url is None:
+                    projects.approvals.mcp_url = own_mcp_url(host, port, self.config.is_ssl)
                 logger.info(
                     "listening",
                     extra={

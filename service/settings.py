@@ -246,6 +246,14 @@ class Settings(BaseSettings):
     max_agent_line_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="Longest stream-json line an agent may print."
     )
+    agent_approvals: Literal["none", "clients"] = Field(
+        "none",
+        description="Default of agent.execute's approvals: none (tools needing permission are "
+        "denied) or clients (each permission is asked of the run's clients).",
+    )
+    permission_timeout_s: float = Field(
+        300.0, ge=1, description="A permission request no client answers is denied after this."
+    )
 
     # --- logging -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(

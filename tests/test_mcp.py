@@ -60,7 +60,7 @@ def test_list_tools_and_execute_streams_progress(
     async def main_() -> None:
         async with client_for(server) as client:
             tools = {tool.name: tool for tool in (await client.list_tools()).tools}
-            assert set(tools) == {"execute", "control", "status", "transcript", "agent"}
+            assert set(tools) == {"execute", "control", "status", "transcript", "agent", "approve"}
             assert "argv" in tools["execute"].input_schema["properties"]
             assert tools["execute"].output_schema is not None
             progress = Progress()
@@ -248,7 +248,7 @@ def test_token_and_origin_guard_mcp_and_cli(
 
     async def main_() -> None:
         async with client_for(server, BEARER) as client:
-            assert len((await client.list_tools()).tools) == 5
+            assert len((await client.list_tools()).tools) == 6
 
     run(main_())
 

@@ -43,6 +43,7 @@ async def session(
     env: dict[str, str],
     rng: random.Random,
     started: asyncio.Barrier,
+    go: asyncio.Event,
     tally: Counter[str],
 ) -> None:
     client = ExecutorClient(url)
@@ -54,6 +55,7 @@ async def session(
     action = rng.choice(ACTIONS)
     tally[f"session:{action}"] += 1
     await started.wait()
+    await go.wait()
     await asyncio.sleep(rng.random() * 0.3)
     if action in ("cancel", "pause_cancel"):
         for execution in runs:
@@ -108,16 +110,21 @@ def test_storm_of_sixty_clients_leaves_nothing(
 
     async def storm() -> None:
         started = asyncio.Barrier(SESSIONS + 1)
+        go = asyncio.Event()
         tasks = [
             asyncio.create_task(
-                session(running.url, marker, random.Random(rng.random()), started, tally)
+                session(running.url, marker, random.Random(rng.random()), started, go, tally)
             )
             for i in range(SESSIONS)
         ]
         await asyncio.wait_for(started.wait(), 60)
-        # Every tree is up (the daemons have forked by now or within a moment).
-        await asyncio.sleep(0.3)
-        seen.update(marked_pids(value))
+        # Act only once every tree has forked (each has at least two processes
+        # that live), so "nothing left" is about real trees even on a loaded machine.
+        deadline = time.monotonic() + 20
+        while len(seen) < 2 * tally["executions"] and time.monotonic() < deadline:
+            seen.update(marked_pids(value))
+            await asyncio.sleep(0.05)
+        go.set()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         seen.update(marked_pids(value))
         failures = [o for o in outcomes if isinstance(o, BaseException)]

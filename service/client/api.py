@@ -14,7 +14,8 @@ form is accepted: ``ws://host:port/ws/mcp``, ``http://host:port`` or just
 One reader task receives every frame: responses resolve the future of their
 request id; notifications that name an ``execution_id`` go to that
 execution's queue (created on first sight, so nothing is lost between the
-``execute`` response and the caller asking for events); the rest go to
+``execute`` response and the caller asking for events); the rest, and the
+permission prompts ``agent.permission``/``agent.permission_resolved``, go to
 :attr:`ExecutorClient.notifications`. Errors come back as the typed
 :class:`~service.errors.RpcError` family, with the server's code.
 """
@@ -37,6 +38,10 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from service.protocol import error_from_wire
+
+#: Notifications that ask for (or settle) an answer: they go to
+#: ``notifications``, where whoever answers is listening, not to their execution.
+PROMPTS = frozenset({"agent.permission", "agent.permission_resolved"})
 
 DEFAULT_URL = "ws://127.0.0.1:8003/ws/mcp"
 URL_ENV = "CC_EXECUTOR_URL"
@@ -298,7 +303,9 @@ class ExecutorClient:
             self._connected.set()
             return
         execution_id = params.get("execution_id")
-        if execution_id is not None and message["method"].startswith(("process.", "agent.")):
+        if message["method"] in PROMPTS:
+            self.notifications.put_nowait(message)
+        elif execution_id is not None and message["method"].startswith(("process.", "agent.")):
             self._queues[execution_id].put_nowait(message)
         else:
             self.notifications.put_nowait(message)

@@ -44,6 +44,14 @@ by ``$FAKE_CLAUDE_SCENARIO`` (``NAME`` or ``NAME=VALUE``):
     SIGTERM is ignored; waits forever after ``init``.
 ``hang``
     waits forever after ``init`` (SIGTERM ends it).
+``permission=TOOL``
+    a ``tool_use`` of TOOL (default ``Bash``, input ``{"command": "ls"}``) that
+    needs permission: the tool named by ``--permission-prompt-tool`` is called
+    on its server from ``--mcp-config`` (Streamable HTTP, the official MCP
+    client). Allowed: a ``tool_result`` showing the input it ran with.
+    Denied (or no prompt tool): a ``tool_result`` error with the message, an
+    answer containing "denied" and the message, and ``permission_denials`` in
+    the result. A failed prompt tool call ends with an error result.
 """
 
 from service.fake_claude.cli import main, run

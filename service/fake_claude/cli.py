@@ -49,6 +49,7 @@ def build_parser() -> Parser:
     add("--append-system-prompt", default=None)
     add("--include-partial-messages", action="store_true")
     add("--strict-mcp-config", action="store_true")
+    add("--permission-prompt-tool", default=None)
     add("-v", "--version", action="store_true")
     for option in LIST_OPTIONS:
         add(option, nargs="+", default=[])

@@ -74,7 +74,9 @@ def assistant(session_id: str, model: str, content: list[dict[str, Any]]) -> dic
     }
 
 
-def tool_result(session_id: str, tool_use_id: str, content: str) -> dict[str, Any]:
+def tool_result(
+    session_id: str, tool_use_id: str, content: str, *, is_error: bool = False
+) -> dict[str, Any]:
     return {
         "type": "user",
         "message": {
@@ -84,7 +86,7 @@ def tool_result(session_id: str, tool_use_id: str, content: str) -> dict[str, An
                     "tool_use_id": tool_use_id,
                     "type": "tool_result",
                     "content": content,
-                    "is_error": False,
+                    "is_error": is_error,
                 }
             ],
         },

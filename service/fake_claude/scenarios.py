@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
 import signal
 import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any, NoReturn
 
 from service.fake_claude.events import Printer, assistant, tool_result, usage
@@ -28,6 +30,7 @@ SCENARIOS = (
     "noresult",
     "ignore-term",
     "hang",
+    "permission",
 )
 
 
@@ -73,7 +76,7 @@ class Run:
                 "cwd": self.cwd,
                 "session_id": self.session_id,
                 "tools": [t for item in tools for t in item.replace(",", " ").split()],
-                "mcp_servers": [],
+                "mcp_servers": self.mcp_servers(),
                 "model": self.model,
                 "permissionMode": mode,
                 "slash_commands": ["compact", "context", "cost", "init", "review"],
@@ -85,11 +88,29 @@ class Run:
             }
         )
 
+    def mcp_servers(self) -> list[dict[str, str]]:
+        """The servers of ``--mcp-config`` files, as the real init lists them."""
+        names: list[str] = []
+        for value in self.args.mcp_config:
+            try:
+                inline = value.lstrip().startswith("{")
+                text = value if inline else Path(value).read_text(encoding="utf-8")
+                names += list(json.loads(text).get("mcpServers", {}))
+            except (OSError, ValueError, AttributeError):
+                continue  # the permission scenario reports a bad config
+        return [{"name": name, "status": "connected"} for name in names]
+
     def say(self, content: list[dict[str, Any]]) -> None:
         self.turns += 1
         self.printer.event(assistant(self.session_id, self.model, content))
 
-    def finish(self, subtype: str, text: str | None, errors: list[str] | None = None) -> int:
+    def finish(
+        self,
+        subtype: str,
+        text: str | None,
+        errors: list[str] | None = None,
+        denials: list[dict[str, Any]] | None = None,
+    ) -> int:
         is_error = subtype != "success"
         event: dict[str, Any] = {
             "type": "result",
@@ -102,7 +123,7 @@ class Run:
             "total_cost_usd": round(0.0012 * max(self.turns, 1), 6),
             "usage": usage(8 * max(self.turns, 1)),
             "modelUsage": {},
-            "permission_denials": [],
+            "permission_denials": denials or [],
             "uuid": str(uuid.uuid4()),
         }
         if text is not None:
@@ -154,6 +175,8 @@ class Run:
                 self.say([{"type": "text", "text": f"{number:08d}" + "y" * (16 * 1024 - 8)}])
                 time.sleep(0.003)  # paced like a model, not a burst
             return self.finish("success", self.reply(prompt))
+        if name == "permission":
+            return self.ask_permission(value or "Bash", prompt)
         if name not in SCENARIOS:
             self.say([{"type": "text", "text": f"unknown fake scenario {name!r}"}])
             return self.finish("error_during_execution", None, [f"unknown scenario {name}"])
@@ -176,3 +199,48 @@ class Run:
         answer = self.reply(prompt)
         self.say([{"type": "text", "text": answer}])
         return self.finish("success", answer)
+
+    def ask_permission(self, tool: str, prompt: str) -> int:
+        """A tool use that needs permission, decided by the permission prompt
+        tool (or denied without one, as the real CLI does in ``-p`` mode)."""
+        # Imported here: the MCP SDK takes about a second to import, which every
+        # other scenario would pay for nothing.
+        from service.fake_claude import permission
+
+        tool_id = f"toolu_{uuid.uuid4().hex[:24]}"
+        tool_input = permission.plausible_input(tool, self.cwd)
+        self.say(
+            [
+                {"type": "text", "text": f"I need to use {tool}."},
+                {"type": "tool_use", "id": tool_id, "name": tool, "input": tool_input},
+            ]
+        )
+        prompt_tool = self.args.permission_prompt_tool
+        if prompt_tool is None:
+            answer = permission.Answer(
+                "deny",
+                {},
+                f"Claude requested permissions to use {tool}, but you haven't granted it yet.",
+            )
+        else:
+            try:
+                answer = permission.ask(
+                    prompt_tool, self.args.mcp_config, tool, tool_input, tool_id
+                )
+            except permission.PromptToolError as exc:
+                self.printer.event(tool_result(self.session_id, tool_id, str(exc), is_error=True))
+                return self.finish("error_during_execution", None, [str(exc)])
+        if answer.behavior == "allow":
+            used = json.dumps(answer.updated_input, sort_keys=True)
+            content = f"{tool} ran with {used}"
+            if tool == "Bash":
+                content += "\n" + "\n".join(sorted(os.listdir(self.cwd)))
+            self.printer.event(tool_result(self.session_id, tool_id, content))
+            text = f"{tool} was allowed and ran with {used}."
+            self.say([{"type": "text", "text": text}])
+            return self.finish("success", text)
+        self.printer.event(tool_result(self.session_id, tool_id, answer.message, is_error=True))
+        text = f"The {tool} tool use was denied: {answer.message}"
+        self.say([{"type": "text", "text": text}])
+        denial = {"tool_name": tool, "tool_use_id": tool_id, "tool_input": tool_input}
+        return self.finish("success", text, denials=[denial])

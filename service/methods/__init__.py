@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from service.dispatch import Router
-from service.methods import core, projects, store
+from service.methods import approvals, core, projects, store
 from service.prompts import methods as prompts
 
 
 def build_router() -> Router:
     """Every wire method, in one table (a name registered twice is a bug)."""
     router = Router()
-    for family in (core, store, prompts, projects):
+    for family in (core, store, prompts, projects, approvals):
         router.include(family.router)
     return router

@@ -50,6 +50,11 @@ class AgentExecuteParams(Params):
     resume: bool = Field(True, description="Resume the project's session (false: a new one).")
     timeout: float | None = Field(None, gt=0, description="Wall-clock seconds.")
     env: ChildEnv | None = None
+    approvals: Literal["none", "clients"] | None = Field(
+        None,
+        description="clients: tool permissions are asked of the run's clients "
+        "(agent.permission); default: the setting agent_approvals.",
+    )
 
     @field_validator("prompt", "append_system_prompt")
     @classmethod
@@ -131,6 +136,7 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
         resume=params.resume,
         timeout_s=params.timeout,
         env=params.env,
+        approvals=params.approvals,
     )
     logger.info(
         "agent started",

@@ -1,7 +1,8 @@
 """The Claude Code command line of one agent run, built without a shell.
 
 ``claude -p --output-format stream-json --verbose [EXTRA...] [--resume=ID]
-[--model=M] [--max-turns=N] [...] -- PROMPT``.
+[--model=M] [--max-turns=N] [--mcp-config=FILE --permission-prompt-tool=TOOL]
+[...] -- PROMPT``.
 
 The real CLI parses options with commander.js: ``-p`` is a flag, the prompt is
 a positional argument, and any word starting with ``-`` before ``--`` is an
@@ -29,6 +30,10 @@ class AgentOptions:
     disallowed_tools: list[str] = field(default_factory=list)
     permission_mode: str | None = None
     append_system_prompt: str | None = None
+    #: Set by the server for ``approvals: "clients"`` (not by clients): the MCP
+    #: tool that decides permissions, and the path of the config naming it.
+    permission_prompt_tool: str | None = None
+    mcp_config: str | None = None
 
 
 def agent_argv(
@@ -49,6 +54,10 @@ def agent_argv(
         argv.append(f"--permission-mode={options.permission_mode}")
     if options.append_system_prompt is not None:
         argv.append(f"--append-system-prompt={options.append_system_prompt}")
+    if options.mcp_config is not None:
+        argv.append(f"--mcp-config={options.mcp_config}")
+    if options.permission_prompt_tool is not None:
+        argv.append(f"--permission-prompt-tool={options.permission_prompt_tool}")
     if options.allowed_tools:
         argv.append("--allowedTools=" + ",".join(options.allowed_tools))
     if options.disallowed_tools:

@@ -12,11 +12,11 @@ own bounded queue).
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import re
 import time
 import uuid
+from dataclasses import replace
 from typing import Any
 
 from service import protocol
@@ -28,14 +28,16 @@ from service.errors import (
     NotFound,
 )
 from service.params import ExecuteParams
-from service.process.execution import Execution
+from service.process.execution import Execution, ExecutionObserver
 from service.process.sinks import Sink
 from service.process.spawn import build_spec
 from service.process.state import ExecutionState
 from service.process.supervisor import Supervisor
 from service.projects import storage
 from service.projects.agent import AgentRun
+from service.projects.approvals import Approvals
 from service.projects.argv import AgentOptions, agent_argv
+from service.projects.grants import PROMPT_TOOL
 from service.projects.paths import (
     check_not_nested,
     recheck_project_path,
@@ -71,6 +73,8 @@ class Projects:
         #: Events above this size are sent as a summary: the event and its own
         #: output chunk must both fit a client's queue (max_pending_bytes).
         self.max_event_frame_bytes = settings.max_pending_bytes // 4
+        #: Tool permissions asked of clients (``approvals: "clients"``).
+        self.approvals = Approvals(settings, self, supervisor)
 
     # --- life ----------------------------------------------------------------------
 
@@ -203,8 +207,13 @@ class Projects:
         resume: bool = True,
         timeout_s: float | None = None,
         env: dict[str, str] | None = None,
+        approvals: str | None = None,
     ) -> Execution:
-        """Start the Claude CLI in the project; -32005 while one already runs."""
+        """Start the Claude CLI in the project; -32005 while one already runs.
+
+        ``approvals`` (default: the setting ``agent_approvals``) ``"clients"``
+        mints a per-run credential and points the CLI's permission prompt tool
+        at our ``/mcp`` (:mod:`service.projects.approvals`)."""
         project = self.get(project_id)
         if project.busy:
             running = project.execution.id if project.execution is not None else None
@@ -216,12 +225,18 @@ class Projects:
         # Resolved again now: the directory may have become a symlink out of the roots.
         cwd = recheck_project_path(project.path, settings.project_roots)
         session_id = project.session_id if resume else None
+        approvals = approvals or settings.agent_approvals
+        grant = self.approvals.mint(project.id) if approvals == "clients" else None
+        if grant is not None:
+            options = replace(
+                options, permission_prompt_tool=PROMPT_TOOL, mcp_config=grant.config_path
+            )
         argv = agent_argv(settings.claude_bin, settings.claude_extra_args, options, session_id)
         # The agent is a command like any other: the one spawn policy (the
         # environment, LD_* under an allow-list, the timeout ceiling, the
         # allow-list itself, which binds claude_bin) decides whether it runs.
         request = ExecuteParams(argv=argv, cwd=cwd, env=env, timeout=timeout_s)
-        spec = dataclasses.replace(
+        spec = replace(
             build_spec(request, settings),
             project_id=project.id,
             labels={"kind": "agent"},
@@ -232,12 +247,15 @@ class Projects:
             "model": options.model,
             "max_turns": options.max_turns,
             "resume": session_id,
+            "approvals": approvals,
         }
+        observers: list[ExecutionObserver] = [AgentRun(self, project, prompt)]
+        if grant is not None:
+            # First: pending requests are denied before the run's agent.result.
+            observers.insert(0, self.approvals.observer(grant))
         project.starting = True
         try:
-            return await self.supervisor.start(
-                spec, owner, observers=[AgentRun(self, project, prompt)]
-            )
+            return await self.supervisor.start(spec, owner, observers=observers)
         except OSError as exc:
             raise InternalError(
                 f"cannot run the Claude CLI {settings.claude_bin!r}: {exc.strerror or exc}",
@@ -245,6 +263,8 @@ class Projects:
             ) from None
         finally:
             project.starting = False
+            if grant is not None and grant.execution_id is None:
+                self.approvals.discard(grant)  # the run never started
 
     async def kill(self, project_id: str) -> Execution:
         project = self.get(project_id)

@@ -130,3 +130,20 @@ def registered(subparsers: Any, name: str) -> bool:
     """Whether ``name`` already has a parser (modules holding several subcommands
     are asked once per name)."""
     return name in subparsers.choices
+
+
+async def resolve_project(client: ExecutorClient, project: str) -> str:
+    """The id of the project named or identified by ``project``."""
+    try:
+        found = await client.call("project.get", {"project_id": project})
+        return str(found.get("project_id") or found.get("id") or project)
+    except errors.NotFound:
+        pass
+    except errors.InvalidParams:
+        pass  # not shaped like an id
+    listing = await client.call("project.list", {})
+    projects = listing.get("projects", []) if isinstance(listing, dict) else listing
+    for record in projects:
+        if record.get("name") == project:
+            return str(record.get("project_id") or record.get("id"))
+    raise CommandError(f"no project with id or name {project!r}")

@@ -4,7 +4,9 @@ PROJECT is a project id or name. The agent's stream-json stdout is read line by
 line: assistant text goes to stdout as it arrives, tool calls are noted on
 stderr, and the ``result`` event (or the ``agent.result`` notification) ends
 with a one-line summary on stderr. Ctrl-C cancels the agent (the kill ladder);
-a second Ctrl-C disconnects. The exit status is 0 for a successful result, 1
+a second Ctrl-C disconnects. With ``--approve`` the run asks its tool
+permissions of this terminal (y/n on stdin; :mod:`service.client.commands.approvals`).
+The exit status is 0 for a successful result, 1
 for an error result, else the process's own status (as ``run``).
 """
 
@@ -20,14 +22,15 @@ from typing import Any, TextIO
 from service import errors
 from service.client import ConnectionLost, Execution, ExecutorClient
 from service.client.commands import (
-    CommandError,
     add_connection_options,
     build_client,
     connect,
     registered,
     report,
+    resolve_project,
     run_command,
 )
+from service.client.commands.approvals import Approver, StdinLines, describe
 from service.client.commands.run import parse_env
 from service.client.commands.terminal import EXIT_INTERRUPTED, exit_status
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
@@ -58,28 +61,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
         metavar="NAME=VALUE",
         help="environment variable for the agent (repeatable)",
     )
+    agent.add_argument(
+        "--approve",
+        action="store_true",
+        help="ask in this terminal (y/n) before each tool use that needs permission",
+    )
     add_connection_options(agent)
 
 
 def run(args: argparse.Namespace) -> int:
     return run_command(lambda: agent_main(args))
-
-
-async def resolve_project(client: ExecutorClient, project: str) -> str:
-    """The id of the project named or identified by ``project``."""
-    try:
-        found = await client.call("project.get", {"project_id": project})
-        return str(found.get("project_id") or found.get("id") or project)
-    except errors.NotFound:
-        pass
-    except errors.InvalidParams:
-        pass  # not shaped like an id
-    listing = await client.call("project.list", {})
-    projects = listing.get("projects", []) if isinstance(listing, dict) else listing
-    for record in projects:
-        if record.get("name") == project:
-            return str(record.get("project_id") or record.get("id"))
-    raise CommandError(f"no project with id or name {project!r}")
 
 
 class AgentPrinter:
@@ -117,10 +108,30 @@ async def agent_main(args: argparse.Namespace) -> int:
         env = parse_env(args.env)
         if env:
             params["env"] = env
+        if args.approve:
+            params["approvals"] = "clients"
         started = await client.call("agent.execute", params)
         execution = Execution(client, started["execution_id"], started)
         printer = AgentPrinter(sys.stdout, sys.stderr)
-        completed = await follow_agent(client, execution, printer)
+        if not args.approve:
+            noting = asyncio.create_task(note_permissions(client, execution.id))
+            try:
+                completed = await follow_agent(client, execution, printer)
+            finally:
+                noting.cancel()
+                await asyncio.gather(noting, return_exceptions=True)
+        else:
+            # Requests of this run are asked on stderr, answered on stdin, while
+            # the agent's text goes on printing to stdout.
+            lines = await StdinLines().open()
+            approver = Approver(client, lines, sys.stderr, sys.stderr, execution.id)
+            approving = asyncio.create_task(approver.run())
+            try:
+                completed = await follow_agent(client, execution, printer)
+            finally:
+                approving.cancel()
+                await asyncio.gather(approving, return_exceptions=True)
+                lines.close()
     if completed is None:
         return EXIT_INTERRUPTED
     if printer.result is not None:
@@ -133,6 +144,23 @@ async def agent_main(args: argparse.Namespace) -> int:
         report("agent: the run ended without a result event")
         return 1
     return status
+
+
+async def note_permissions(client: ExecutorClient, execution_id: str) -> None:
+    """Without ``--approve`` (the server asks clients by default): say why the
+    run waits, and who answered."""
+    while True:
+        message = await client.notifications.get()
+        params = message.get("params") or {}
+        if params.get("execution_id") != execution_id:
+            continue
+        if message.get("method") == "agent.permission":
+            report(
+                f"the agent asks to use {describe(params)}; waiting for a client to decide "
+                "(run with --approve to answer here)"
+            )
+        elif message.get("method") == "agent.permission_resolved":
+            report(f"permission {params.get('behavior')} by {params.get('by')}")
 
 
 async def follow_agent(
