@@ -1,17 +1,19 @@
 """The Starlette application: the WebSocket endpoint, the MCP endpoint
-(``/mcp``, :mod:`service.mcp_endpoint`) and the health routes."""
+(``/mcp``, :mod:`service.mcp_endpoint`), the health routes and ``/metrics``."""
 
 from __future__ import annotations
 
 import logging
 
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from service import health as health_check
 from service.auth import AccessMiddleware
 from service.connection import CLOSE_TRY_AGAIN, Connection
 from service.errors import LimitReached
@@ -44,7 +46,13 @@ def create_app(services: Services) -> Starlette:
         await connection.serve()
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse(services.health())
+        status_code, document = await health_check.report(services)
+        return JSONResponse(document, status_code=status_code)
+
+    async def metrics(request: Request) -> Response:
+        registry = services.metrics.registry
+        assert registry is not None  # the route exists only with metrics enabled
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -59,6 +67,8 @@ def create_app(services: Services) -> Starlette:
         Route("/health", health),
         Route("/healthz", healthz),
     ]
+    if services.metrics.registry is not None:
+        routes.append(Route("/metrics", metrics))
     mcp = LazyMcp(services)
     routes.append(Route(MCP_PATH, mcp))
     services.lifespans.append(mcp.lifespan)

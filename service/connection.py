@@ -89,6 +89,8 @@ class Connection:
 
     def offer(self, frame: str, *, droppable: bool) -> bool:
         queued = self.outbox.offer(frame, droppable=droppable)
+        if not queued and droppable:
+            self.services.metrics.dropped_chunk()
         if not queued and self.outbox.overflowed and self.close_code != CLOSE_POLICY:
             self.close_code = CLOSE_POLICY
             self.close_reason = "client is not reading its responses"
@@ -194,6 +196,7 @@ class Connection:
                 continue
             if not self.bucket.take():
                 self.log.warning("rate limited", extra={"method": item.method})
+                self.services.metrics.request(item.method, RateLimited.code)
                 if not item.is_notification:
                     limited = RateLimited(
                         "rate limit reached",

@@ -61,7 +61,10 @@ class LocalConnection:
     # --- Sink ----------------------------------------------------------------
 
     def offer(self, frame: str, *, droppable: bool) -> bool:
-        return self.outbox.offer(frame, droppable=droppable)
+        queued = self.outbox.offer(frame, droppable=droppable)
+        if not queued and droppable:
+            self.services.metrics.dropped_chunk()
+        return queued
 
     def notify(self, method: str, params: dict[str, Any]) -> None:
         self.offer(encode(notification(method, params)), droppable=False)

@@ -19,10 +19,14 @@ from typing import TYPE_CHECKING, Any
 
 from service import __version__
 from service.dispatch import Router
+from service.health import ClaudeProbe, ProcessReader
+from service.metrics import LiveFigures, Metrics
 from service.process.backend import choose
 from service.process.child import Launcher
+from service.process.state import ExecutionState
 from service.process.supervisor import Supervisor
 from service.settings import Settings
+from service.stats import StatsHub
 from service.store import Store
 
 if TYPE_CHECKING:
@@ -40,6 +44,12 @@ class Services:
     settings: Settings
     router: Router
     supervisor: Supervisor
+    #: Counters and the Prometheus registry (``/metrics``), fed by the router,
+    #: the supervisor's executions, the connections and the projects.
+    metrics: Metrics
+    stats: StatsHub
+    process_reader: ProcessReader
+    claude_probe: ClaudeProbe
     token: str | None = None
     #: The SQLite store; None when ``store_enabled`` is false. Features register
     #: their schemas on it in ``build`` (before ``startup`` opens it).
@@ -66,13 +76,29 @@ class Services:
         from service.methods import build_router
         from service.store import lifecycle
 
+        supervisor = Supervisor(settings, choose(settings), Launcher(nice=settings.child_nice))
+        metrics = Metrics(settings.metrics_enabled)
+        process_reader = ProcessReader()
         services = cls(
             settings=settings,
             router=build_router(),
-            supervisor=Supervisor(settings, choose(settings), Launcher(nice=settings.child_nice)),
+            supervisor=supervisor,
+            metrics=metrics,
+            stats=StatsHub(metrics, supervisor, process_reader),
+            process_reader=process_reader,
+            claude_probe=ClaudeProbe(
+                settings.claude_bin,
+                settings.claude_check_timeout_s,
+                settings.claude_check_interval_s,
+            ),
             token=settings.resolved_token(),
             store=Store(settings) if settings.store_enabled else None,
         )
+        # Observability hooks: one call per event into the metrics.
+        metrics.live = services.live_figures
+        metrics.method_names = frozenset(services.router.names)
+        services.router.on_answer = metrics.request
+        supervisor.observers.append(metrics)
         lifecycle.install(services)
         from service.prompts import methods as prompts
 
@@ -87,6 +113,9 @@ class Services:
             retention.trimmers.append(MESSAGES_TRIMMER)
         services.busy_checks.append(lambda c: bool(services.supervisor.live_owned_by(c)))
         services.busy_checks.append(services.projects.follows)
+        services.projects.on_cost = metrics.agent_cost
+        # A stats subscriber watches the server: not idle.
+        services.busy_checks.append(services.stats.subscribed)
         return services
 
     def busy(self, connection: Connection) -> bool:
@@ -116,6 +145,7 @@ class Services:
         self.connections.pop(connection.id, None)
         self.supervisor.connections.discard(connection)
         self.supervisor.forget_connection(connection)
+        self.stats.unsubscribe(connection)
         if self.projects is not None:
             self.projects.forget_connection(connection)
         if not self.connections:
@@ -141,6 +171,7 @@ class Services:
         then close every socket with 1001."""
         if self.projects is not None:
             self.projects.approvals.shutdown()
+        await self.stats.stop()
         await self.supervisor.shutdown()
         if self.projects is not None:
             await self.projects.stop()
@@ -157,18 +188,13 @@ class Services:
 
         await lifecycle.stop(self)
 
-    def health(self) -> dict[str, Any]:
-        supervisor = self.supervisor
-        return {
-            "status": "ok",
-            "version": __version__,
-            "containment": supervisor.containment.name,
-            "uptime_s": round(time.monotonic() - self.started_mono, 3),
-            "connections": len(self.connections),
-            "executions": {
-                "live": len(supervisor.live),
-                "by_state": supervisor.counts_by_state(),
-            },
-            "limits": self.settings.limits(),
-            "store": self.store.health() if self.store is not None else {"enabled": False},
-        }
+    def live_figures(self) -> LiveFigures:
+        """Connections, live executions by state and the store, right now."""
+        executions = {state.value: 0 for state in ExecutionState if state.is_live}
+        for execution in self.supervisor.live.values():
+            executions[execution.state.value] += 1
+        store_bytes = backlog_bytes = None
+        if self.store is not None:
+            store = self.store.health()
+            store_bytes, backlog_bytes = store["size_bytes"], store["backlog_bytes"]
+        return LiveFigures(len(self.connections), executions, store_bytes, backlog_bytes)

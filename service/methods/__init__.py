@@ -22,4 +22,7 @@ def build_router() -> Router:
     from service.methods import approvals
 
     router.include(approvals.router)
+    from service.methods import stats
+
+    router.include(stats.router)
     return router
