@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -52,7 +52,9 @@ def create_app(services: Services) -> Starlette:
     async def metrics(request: Request) -> Response:
         registry = services.metrics.registry
         assert registry is not None  # the route exists only with metrics enabled
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+        # The text format, or OpenMetrics when the scraper asks for it.
+        encode_metrics, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode_metrics(registry), headers={"Content-Type": content_type})
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -23,6 +23,7 @@ class StatsSubscribeParams(StrictParams):
         ge=MIN_INTERVAL_S,
         le=MAX_INTERVAL_S,
         allow_inf_nan=False,
+        strict=True,  # a number, not a string that looks like one
         description="Seconds between server.stats notifications.",
     )
 
