@@ -777,8 +777,9 @@ def fill(page: str, captures: dict[str, str]) -> tuple[str, list[str]]:
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
         seen.append(name)
-        body = captures.get(name, match.group("body"))
-        return match.group(1) + "\n" + body + "\n" + match.group(4)
+        if name not in captures:
+            return match.group(0)  # not captured this time: left exactly as it was
+        return match.group(1) + "\n" + captures[name] + "\n" + match.group(4)
 
     return BLOCK_RE.sub(replace, page), seen
 
