@@ -67,7 +67,7 @@ class ServiceCollector(Collector):
             "Cost reported by Claude Code agent runs, in US dollars.",
         )
         connections = GaugeMetricFamily(
-            "cc_executor_connections", "Open WebSocket (and MCP) connections."
+            "cc_executor_connections", "Open WebSocket connections."
         )
         executions_live = GaugeMetricFamily(
             "cc_executor_executions_live", "Live executions, by state.", labels=["state"]

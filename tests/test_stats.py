@@ -105,3 +105,37 @@ def test_bad_interval_is_invalid_params(make_server: Any, interval: Any) -> None
             assert (await client.call("stats.unsubscribe"))["was_subscribed"] is False
 
     run(main())
+
+
+def test_a_subscriber_that_does_not_read_loses_stats_not_memory(tmp_path: Any) -> None:
+    """The hub with real metrics, supervisor and outbox; the connection is
+    only what the hub uses of one (an id, an outbox, a logger), never drained."""
+    import logging
+
+    from service.health import ProcessReader
+    from service.metrics import Metrics
+    from service.outbox import Outbox
+    from service.settings import Settings
+    from service.stats import StatsHub
+    from service.supervisor import Supervisor
+
+    class Silent:
+        id = "silent"
+        outbox = Outbox(64 * 1024)
+        log = logging.getLogger("test")
+
+    async def main() -> tuple[int, int]:
+        settings = Settings(data_dir=tmp_path)
+        hub = StatsHub(Metrics(True), Supervisor(settings), ProcessReader())
+        silent = Silent()
+        task = asyncio.create_task(hub._run(silent, 0.001))  # type: ignore[arg-type]
+        deadline = time.monotonic() + 20
+        while silent.outbox.dropped_frames < 50 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        return silent.outbox.pending_bytes, silent.outbox.dropped_frames
+
+    pending, dropped = run(main())
+    assert dropped >= 50
+    assert pending <= 64 * 1024
