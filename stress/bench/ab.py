@@ -27,7 +27,7 @@ from typing import Any
 from stress.bench import workloads
 from stress.bench.__main__ import cc_settings
 from stress.bench.report import machine, median
-from stress.bench.servers import CcExecutorServer
+from stress.bench.servers import CcExecutorServer, cpu_seconds
 
 WORKLOADS = ("seq", "true")
 Measure = Callable[[CcExecutorServer], Awaitable[dict[str, float]]]
@@ -72,13 +72,16 @@ def measures(args: argparse.Namespace) -> dict[str, Measure]:
     async def true(server: CcExecutorServer) -> dict[str, float]:
         figures = {}
         for label, runs, at_once in (
-            ("sequential_s", args.true_runs, False),
-            ("concurrent_s", args.concurrent, True),
+            ("sequential", args.true_runs, False),
+            ("concurrent", args.concurrent, True),
         ):
+            cpu0 = cpu_seconds(server.pid)
             sample = await workloads.cc_true(server.url, runs, at_once, {})
             if sample["completed"] != runs:
                 raise RuntimeError(f"true on {server.url}: {sample['completed']}/{runs} completed")
-            figures[label] = sample["seconds"]
+            figures[f"{label}_s"] = sample["seconds"]
+            # CPU time is less disturbed than wall time by other load on the machine.
+            figures[f"{label}_server_cpu_s"] = cpu_seconds(server.pid) - cpu0
         return figures
 
     table = {"seq": seq, "true": true}
