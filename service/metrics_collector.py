@@ -66,9 +66,7 @@ class ServiceCollector(Collector):
             "cc_executor_agent_cost_usd",
             "Cost reported by Claude Code agent runs, in US dollars.",
         )
-        connections = GaugeMetricFamily(
-            "cc_executor_connections", "Open WebSocket connections."
-        )
+        connections = GaugeMetricFamily("cc_executor_connections", "Open WebSocket connections.")
         executions_live = GaugeMetricFamily(
             "cc_executor_executions_live", "Live executions, by state.", labels=["state"]
         )
