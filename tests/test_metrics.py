@@ -141,3 +141,25 @@ def test_metrics_needs_the_token_and_can_be_turned_off(make_server: Any) -> None
     disabled = make_server({"metrics_enabled": "false"})
     assert fetch(disabled.http_url + "/metrics", token=None)[0] == 404
     assert fetch(disabled.http_url + "/health", token=None)[0] == 200
+
+
+def test_each_server_has_its_own_registry(tmp_path: Any) -> None:
+    """Two services in one process: no duplicate-name clash, no shared figures."""
+    from prometheus_client import generate_latest
+
+    from service.services import Services
+    from service.settings import Settings
+
+    first = Services.build(Settings(data_dir=tmp_path / "one"))
+    second = Services.build(Settings(data_dir=tmp_path / "two"))
+    first.metrics.request("status", None)
+    first.metrics.dropped_chunk()
+    assert first.metrics.registry is not None and second.metrics.registry is not None
+    one = generate_latest(first.metrics.registry).decode()
+    two = generate_latest(second.metrics.registry).decode()
+    assert 'cc_executor_requests_total{method="status",outcome="ok"} 1.0' in one
+    assert "cc_executor_output_dropped_chunks_total 1.0" in one
+    assert 'method="status"' not in two
+    assert "cc_executor_output_dropped_chunks_total 0.0" in two
+    disabled = Services.build(Settings(data_dir=tmp_path / "three", metrics_enabled=False))
+    assert disabled.metrics.registry is None
