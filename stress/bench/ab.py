@@ -179,9 +179,9 @@ def main(argv: list[str] | None = None) -> int:
         b_dir.mkdir()
         a = CcExecutorServer(a_dir, base)
         b = CcExecutorServer(b_dir, {**base, **args.overrides})
-        a.start()
+        a.start(timeout_s=90)  # a loaded shared machine starts Python slowly
         try:
-            b.start()
+            b.start(timeout_s=90)
             try:
                 samples = asyncio.run(run_rounds(args, a, b))
             finally:
