@@ -25,6 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from service.client import ConnectionLost
+from service.errors import RpcError
 from stress.bench import workloads
 from stress.bench.__main__ import cc_settings
 from stress.bench.report import machine, median
@@ -101,8 +103,16 @@ async def run_rounds(
     for round_ in range(args.rounds):
         order = [("A", a), ("B", b)] if round_ % 2 == 0 else [("B", b), ("A", a)]
         for name, measure in measures(args).items():
-            for side, server in order:
-                figures = await measure(server)
+            taken: dict[str, dict[str, float]] = {}
+            try:
+                for side, server in order:
+                    taken[side] = await measure(server)
+            except (TimeoutError, OSError, RuntimeError, ConnectionLost, RpcError) as exc:
+                # A shared machine can starve a run past the client's timeouts: drop
+                # the pair, keep the bench going, and say so.
+                print(f"round {round_ + 1} {name}: skipped ({exc!r})", file=sys.stderr, flush=True)
+                continue
+            for side, figures in taken.items():
                 for figure, value in figures.items():
                     slot = samples.setdefault(name, {}).setdefault(figure, {"A": [], "B": []})
                     slot[side].append(value)
