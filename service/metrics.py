@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 from prometheus_client import CollectorRegistry, Histogram, ProcessCollector
 
 from service import errors
+from service.metrics_collector import ServiceCollector
 from service.process.state import ExecutionState
 
 if TYPE_CHECKING:
@@ -134,8 +135,6 @@ class Metrics:
         self.registry: CollectorRegistry | None = None
         self.histograms: Histograms | None = None
         if enabled:
-            from service.metrics_collector import ServiceCollector
-
             self.registry = CollectorRegistry(auto_describe=True)
             ProcessCollector(registry=self.registry)
             self.registry.register(ServiceCollector(self))
