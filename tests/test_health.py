@@ -29,7 +29,7 @@ def get(url: str) -> tuple[int, dict[str, Any]]:
 
 
 def test_health_reports_process_disk_store_and_claude(make_server: Any) -> None:
-    running = make_server({"claude_bin": FAKE_CLAUDE})
+    running = make_server({"claude_bin": FAKE_CLAUDE, "cgroup_root": "off"})
     status, document = get(running.http_url + "/health")
     assert status == 200
     assert document["status"] == "ok", document.get("reasons")

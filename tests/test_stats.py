@@ -39,7 +39,7 @@ async def next_stats(client: ExecutorClient, within_s: float) -> dict[str, Any]:
 
 
 def test_server_stats_every_second(make_server: Any, marker: dict[str, str]) -> None:
-    running = make_server()
+    running = make_server({"cgroup_root": "off"})  # containment: process groups
 
     async def main() -> None:
         async with ExecutorClient(running.url) as client:
@@ -115,9 +115,9 @@ def test_a_subscriber_that_does_not_read_loses_stats_not_memory(tmp_path: Any) -
     from service.health import ProcessReader
     from service.metrics import Metrics
     from service.outbox import Outbox
+    from service.process.supervisor import Supervisor
     from service.settings import Settings
     from service.stats import StatsHub
-    from service.supervisor import Supervisor
 
     class Silent:
         id = "silent"

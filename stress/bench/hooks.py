@@ -13,9 +13,9 @@ import sys
 import time
 import timeit
 
-from service.execution import Chunk
 from service.metrics import Metrics
-from service.state import ExecutionState
+from service.process.execution import Chunk
+from service.process.state import ExecutionState
 
 
 class FakeExecution:
