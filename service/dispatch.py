@@ -191,8 +191,6 @@ class Router:
                 exc,
                 extra={"request_id": request.id, "method": request.method},
             )
-            if request.is_notification:
-                return None
             return error_response(request.id, StoreUnavailable(f"store error: {exc}"))
         except Exception:
             logger.exception(

@@ -51,6 +51,7 @@ OUTCOMES = {
     errors.TIMED_OUT: "timed_out",
     errors.INVALID_STATE: "invalid_state",
     errors.RATE_LIMITED: "rate_limited",
+    errors.STORE_ERROR: "store_error",
 }
 
 #: The ``method`` label of a request whose method the router does not know:
