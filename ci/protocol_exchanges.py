@@ -648,6 +648,45 @@ async def _prompts(server: Server) -> list[str]:
         return s.lines
 
 
+@scenario("stats")
+async def _stats(server: Server) -> list[str]:
+    async with session(server) as s:
+        await s.call("stats.subscribe", {"interval_s": 0.5}, error=-32602)
+        await s.call("stats.subscribe", {"interval_s": 1})
+        await s.expect(notified("server.stats"), wait_s=5)
+        s.note("an execution of `seq 1 3` runs here (its frames are left out)")
+        result = await s.call("execute", {"argv": ["seq", "1", "3"]})
+        await completed(s, result["execution_id"])
+        await s.expect(notified("server.stats"), wait_s=5)
+        await s.call("stats.unsubscribe")
+        execution = ('"method": "execute"', "execution_id")
+        return [line for line in s.lines if not any(text in line for text in execution)]
+
+
+#: Families of /metrics shown in the http block (docs/observability.md has them all).
+METRICS_SHOWN = (
+    "cc_executor_executions_total",
+    "cc_executor_requests_total",
+    "cc_executor_connections",
+    "cc_executor_spawn_seconds",
+    "process_resident_memory_bytes",
+)
+
+
+def metrics_excerpt(body: str) -> list[str]:
+    """The lines of the shown families, histograms without their buckets."""
+    shown = []
+    for line in body.splitlines():
+        words = line.split()
+        name = words[2] if line.startswith("# ") and len(words) > 2 else line.split("{")[0]
+        name = name.split()[0] if name else name
+        if "_bucket" in line or "_created" in name:
+            continue
+        if any(name == family or name.startswith(family + "_") for family in METRICS_SHOWN):
+            shown.append(line)
+    return shown
+
+
 @scenario("http")
 async def _http(server: Server) -> list[str]:
     lines: list[str] = []
@@ -664,11 +703,16 @@ async def _http(server: Server) -> list[str]:
                 status, body = response.status, response.read().decode()
         except urllib.error.HTTPError as exc:
             status, body = exc.code, exc.read().decode()
+        if path == "/metrics" and status == 200:
+            lines.append(f"<-- {status} (an excerpt: {', '.join(METRICS_SHOWN)})")
+            lines.extend(metrics_excerpt(body))
+            return
         lines.append(f"<-- {status} {body}")
 
     await asyncio.to_thread(get, "/healthz")
     await asyncio.to_thread(get, "/health")
     await asyncio.to_thread(get, "/health", TOKEN)
+    await asyncio.to_thread(get, "/metrics", TOKEN)
     return lines
 
 
@@ -715,8 +759,9 @@ def fill(page: str, captures: dict[str, str]) -> tuple[str, list[str]]:
     def replace(match: re.Match[str]) -> str:
         name = match.group("name")
         seen.append(name)
-        body = captures.get(name, match.group("body"))
-        return match.group(1) + "\n" + body + "\n" + match.group(4)
+        if name not in captures:
+            return match.group(0)  # not captured this time: left exactly as it was
+        return match.group(1) + "\n" + captures[name] + "\n" + match.group(4)
 
     return BLOCK_RE.sub(replace, page), seen
 

@@ -1,17 +1,19 @@
 """The Starlette application: the WebSocket endpoint, the MCP endpoint
-(``/mcp``, :mod:`service.mcp_endpoint`) and the health routes."""
+(``/mcp``, :mod:`service.mcp_endpoint`), the health routes and ``/metrics``."""
 
 from __future__ import annotations
 
 import logging
 
+from prometheus_client.exposition import choose_encoder
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from service import health as health_check
 from service.auth import AccessMiddleware
 from service.connection import CLOSE_TRY_AGAIN, Connection
 from service.errors import LimitReached
@@ -44,7 +46,15 @@ def create_app(root: Root) -> Starlette:
         await connection.serve()
 
     async def health(request: Request) -> JSONResponse:
-        return JSONResponse(root.health())
+        status_code, document = await health_check.report(root)
+        return JSONResponse(document, status_code=status_code)
+
+    async def metrics(request: Request) -> Response:
+        registry = root.services.metrics.registry
+        assert registry is not None  # the route exists only with metrics enabled
+        # The text format, or OpenMetrics when the scraper asks for it.
+        encode_metrics, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode_metrics(registry), headers={"Content-Type": content_type})
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -58,6 +68,8 @@ def create_app(root: Root) -> Starlette:
         Route("/health", health),
         Route("/healthz", healthz),
     ]
+    if root.services.metrics.registry is not None:
+        routes.append(Route("/metrics", metrics))
     mcp = LazyMcp(root)
     routes.append(Route(MCP_PATH, mcp))
     root.lifespans.append(mcp.lifespan)

@@ -96,7 +96,10 @@ class Connection:
     # --- Sink --------------------------------------------------------------
 
     def offer(self, frame: Frame, *, droppable: bool) -> bool:
-        return self.send_text(frame.text, droppable=droppable)
+        queued = self.send_text(frame.text, droppable=droppable)
+        if not queued and droppable:
+            self.services.metrics.dropped_chunk()
+        return queued
 
     async def put(self, frame: Frame) -> None:
         await self.outbox.put(frame.text)
@@ -177,7 +180,7 @@ class Connection:
         while True:
             await asyncio.sleep(step_s)
             now = time.monotonic()
-            if self.services.busy(self):
+            if self.root.busy(self):
                 self.last_active = now
                 continue
             if now - self.last_active >= timeout_s:
@@ -214,6 +217,7 @@ class Connection:
                 continue
             if not self.bucket.take():
                 self.log.warning("rate limited", extra={"method": item.method})
+                self.services.metrics.request(item.method, RateLimited.code)
                 if not item.is_notification:
                     limited = RateLimited(
                         "rate limit reached",

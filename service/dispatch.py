@@ -138,6 +138,9 @@ class Router:
 
     def __init__(self) -> None:
         self._methods: dict[str, Method] = {}
+        #: Told of every answered request (method, error code or None); set by
+        #: the composition root to feed the metrics.
+        self.on_answer: Callable[[str, int | None], None] | None = None
 
     def method(self, name: str, params_model: type[P]) -> Callable[[Handler], Handler]:
         """Decorator registering ``handler(ctx, params)`` for ``name``."""
@@ -175,7 +178,18 @@ class Router:
         return method, params
 
     async def call(self, ctx: CallContext) -> dict[str, Any] | None:
-        """Run one request; its response, or None for a notification."""
+        """Run one request; its response, or None for a notification.
+
+        ``on_answer(method, code)`` (the metrics) hears of every request
+        handled here, notifications included: ``code`` is None on success.
+        """
+        response = await self._respond(ctx)
+        if self.on_answer is not None:
+            error = response.get("error")
+            self.on_answer(ctx.request.method, error["code"] if error else None)
+        return None if ctx.request.is_notification else response
+
+    async def _respond(self, ctx: CallContext) -> dict[str, Any]:
         request = ctx.request
         try:
             method, params = self.validate(request)
@@ -195,12 +209,10 @@ class Router:
                     "decision": "refused",
                 },
             )
-            return None if request.is_notification else error_response(request.id, exc)
+            return error_response(request.id, exc)
         try:
             result = await method.handler(ctx, params)
         except RpcError as exc:
-            if request.is_notification:
-                return None
             return error_response(request.id, exc)
         except StoreError as exc:
             logger.warning(
@@ -209,8 +221,6 @@ class Router:
                 exc,
                 extra={"request_id": request.id, "method": request.method},
             )
-            if request.is_notification:
-                return None
             return error_response(request.id, StoreUnavailable(f"store error: {exc}"))
         except Exception:
             logger.exception(
@@ -218,9 +228,5 @@ class Router:
                 request.method,
                 extra={"request_id": request.id, "method": request.method},
             )
-            if request.is_notification:
-                return None
             return error_response(request.id, InternalError("internal error"))
-        if request.is_notification:
-            return None
         return result_response(request.id, result)

@@ -57,7 +57,10 @@ class LocalConnection:
     # --- Sink ----------------------------------------------------------------
 
     def offer(self, frame: Frame, *, droppable: bool) -> bool:
-        return self.outbox.offer(frame, droppable=droppable)
+        queued = self.outbox.offer(frame, droppable=droppable)
+        if not queued and droppable:
+            self.services.metrics.dropped_chunk()
+        return queued
 
     async def put(self, frame: Frame) -> None:
         await self.outbox.put(frame)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,14 +28,19 @@ from typing import Any, Protocol
 from service import __version__
 from service.dispatch import Peer, Router
 from service.methods import build_router
+from service.metrics import Metrics
+from service.metrics_collector import LiveFigures
+from service.probes import ClaudeProbe, ProcessReader
 from service.process.backend import choose
 from service.process.child import Launcher
+from service.process.state import ExecutionState
 from service.process.supervisor import Supervisor
 from service.projects import Projects
 from service.projects.storage import MESSAGES_TRIMMER
 from service.prompts import methods as prompts
 from service.services import Services
 from service.settings import Settings
+from service.stats import StatsHub
 from service.store import Store, lifecycle
 
 logger = logging.getLogger(__name__)
@@ -59,6 +63,10 @@ class Root:
     services: Services
     router: Router
     connections: dict[str, Client] = field(default_factory=dict)
+    #: Whether a connection is busy (so not idle, see ``idle_timeout_s``): a
+    #: feature that keeps a connection waiting on it (an execution it owns, a
+    #: subscription, a pending question) adds its check here, in ``compose``.
+    busy_checks: list[Callable[[Client], bool]] = field(default_factory=list)
     #: Async context managers of app parts with a life of their own (the MCP
     #: session manager): entered at the end of ``startup``, left in ``shutdown``
     #: once the executions are done.
@@ -87,12 +95,17 @@ class Root:
             return f"too many connections from {peer_host} (max {settings.max_connections_per_ip})"
         return None
 
+    def busy(self, connection: Client) -> bool:
+        """Whether ``connection`` owns, follows or waits on something."""
+        return any(check(connection) for check in self.busy_checks)
+
     def register(self, connection: Client) -> None:
         self.connections[connection.id] = connection
 
     def forget_connection(self, connection: Client) -> None:
         self.connections.pop(connection.id, None)
         self.services.forget(connection)
+        self.services.stats.unsubscribe(connection)
         if not self.connections:
             self._all_closed.set()
 
@@ -114,6 +127,7 @@ class Root:
         then close every socket with 1001."""
         services = self.services
         services.projects.approvals.shutdown()
+        await services.stats.stop()
         await services.supervisor.shutdown()
         await services.projects.stop()
         await self._exit_stack.aclose()
@@ -126,28 +140,25 @@ class Root:
                 await asyncio.wait_for(self._all_closed.wait(), 1.0)
         await lifecycle.stop(services.core)
 
-    def health(self) -> dict[str, Any]:
+    def live_figures(self) -> LiveFigures:
+        """Connections, live executions by state and the store, right now."""
         services = self.services
-        supervisor = services.supervisor
-        return {
-            "status": "ok",
-            "version": __version__,
-            "containment": supervisor.containment.name,
-            "uptime_s": round(time.monotonic() - services.started_mono, 3),
-            "connections": len(self.connections),
-            "executions": {
-                "live": len(supervisor.live),
-                "by_state": supervisor.counts_by_state(),
-            },
-            "limits": self.settings.limits(),
-            "store": services.store.health() if services.store is not None else {"enabled": False},
-        }
+        executions = {state.value: 0 for state in ExecutionState if state.is_live}
+        for execution in services.supervisor.live.values():
+            executions[execution.state.value] += 1
+        store_bytes = backlog_bytes = None
+        if services.store is not None:
+            store = services.store.health()
+            store_bytes, backlog_bytes = store["size_bytes"], store["backlog_bytes"]
+        return LiveFigures(len(self.connections), executions, store_bytes, backlog_bytes)
 
 
 def compose(settings: Settings) -> Root:
     """Build the server from ``settings``: supervisor, store parts, feature
     schemas, projects, router. Nothing runs until :meth:`Root.startup`."""
     supervisor = Supervisor(settings, choose(settings), Launcher(nice=settings.child_nice))
+    metrics = Metrics(settings.metrics_enabled)
+    process_reader = ProcessReader()
     store = Store(settings) if settings.store_enabled else None
     core = lifecycle.build(store, supervisor)
     if store is not None:
@@ -162,8 +173,23 @@ def compose(settings: Settings) -> Root:
         supervisor=supervisor,
         core=core,
         projects=projects,
+        metrics=metrics,
+        stats=StatsHub(metrics, supervisor, process_reader),
+        process_reader=process_reader,
+        claude_probe=ClaudeProbe(
+            settings.claude_bin, settings.claude_check_timeout_s, settings.claude_check_interval_s
+        ),
         token=settings.resolved_token(),
     )
-    services.busy_checks.append(lambda peer: bool(supervisor.live_owned_by(peer)))
-    services.busy_checks.append(projects.follows)
-    return Root(services, build_router())
+    root = Root(services, build_router())
+    # Observability hooks: one call per event into the metrics.
+    metrics.live = root.live_figures
+    metrics.method_names = frozenset(root.router.names)
+    root.router.on_answer = metrics.request
+    supervisor.observers.append(metrics)
+    projects.on_cost = metrics.agent_cost
+    root.busy_checks.append(lambda peer: bool(supervisor.live_owned_by(peer)))
+    root.busy_checks.append(projects.follows)
+    # A stats subscriber watches the server: not idle.
+    root.busy_checks.append(services.stats.subscribed)
+    return root

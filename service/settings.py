@@ -255,6 +255,24 @@ class Settings(BaseSettings):
         300.0, ge=1, description="A permission request no client answers is denied after this."
     )
 
+    # --- observability -----------------------------------------------------
+    metrics_enabled: bool = Field(
+        True,
+        description="Serve Prometheus metrics at /metrics (same token as /health); "
+        "false: /metrics is 404.",
+    )
+    min_free_disk_bytes: int = Field(
+        1024**3,
+        ge=0,
+        description="Free disk under data_dir below which /health reports degraded.",
+    )
+    claude_check_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="Time /health gives `CLAUDE_BIN --version` to answer."
+    )
+    claude_check_interval_s: float = Field(
+        60.0, ge=0, description="How long /health reuses the Claude CLI check; 0: every time."
+    )
+
     # --- logging -----------------------------------------------------------
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
         "INFO", description="Lowest level logged."

@@ -96,7 +96,11 @@ def evaluate(figures: RunFigures, bounds: Bounds) -> list[Gate]:
         gates.append(Gate("server RSS", True, "not checked (bound 0)"))
     elif figures.peak_rss_bytes is None:
         gates.append(
-            Gate("server RSS", False, "not sampled: give --server-pid or a /health with rss")
+            Gate(
+                "server RSS",
+                False,
+                "not sampled: give --server-pid, or --token for /metrics and /health",
+            )
         )
     else:
         peak_mb = figures.peak_rss_bytes / 1e6

@@ -73,8 +73,8 @@ class Harness:
         self.done = False
         if self.sampler is not None:
             self.sampler.stop()
-        health = settings.http_url(environment.host or "127.0.0.1", "/health")
-        self.sampler = RssSampler(run.server_pid, health, run.rss_interval_s)
+        server = settings.http_url(environment.host or "127.0.0.1", "")
+        self.sampler = RssSampler(run.server_pid, server, run.rss_interval_s, run.token)
         self.sampler.start()
 
     def on_quitting(self, environment: Any, **_: Any) -> None:

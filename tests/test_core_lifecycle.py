@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sys
 import time
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -28,7 +30,8 @@ def get_json(url: str) -> Any:
 
 
 def test_health_endpoints(make_server: Any) -> None:
-    running = make_server()
+    fake_claude = str(Path(sys.executable).with_name("fake-claude"))
+    running = make_server({"claude_bin": fake_claude})
     assert get_json(running.http_url + "/healthz") == {"status": "ok"}
     health = get_json(running.http_url + "/health")
     assert health["status"] == "ok"

@@ -111,6 +111,7 @@ CONTRACT_NOTIFICATIONS = [
     "agent.event",
     "agent.result",
     "project.state",
+    "server.stats",
 ]
 
 

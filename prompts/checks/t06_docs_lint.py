@@ -11,7 +11,7 @@ from common import REPO, arguments, check, passed
 REQUIRED = ["README.md", "docs/configuration.md", "docs/prompts.md"]
 PROMISED = [
     "docs/protocol.md",
-    "docs/logging.md",
+    "docs/observability.md",
     "docs/security.md",
     "docs/deployment.md",
     "docs/stress.md",

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from service.dispatch import Router
-from service.methods import approvals, core, projects, store
+from service.methods import approvals, core, projects, stats, store
 from service.prompts import methods as prompts
 
 
 def build_router() -> Router:
     """Every wire method, in one table (a name registered twice is a bug)."""
     router = Router()
-    for family in (core, store, prompts, projects, approvals):
+    for family in (core, store, prompts, projects, approvals, stats):
         router.include(family.router)
     return router

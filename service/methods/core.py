@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import time
 from typing import Any
 
 from service.dispatch import CallContext, Router
@@ -85,6 +86,7 @@ CONTROL_RESULTS = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"
 
 @router.method("control", ControlParams)
 async def control(ctx: CallContext, params: ControlParams) -> dict[str, Any]:
+    started_mono = time.monotonic()
     execution = resolve_execution(ctx, params.execution_id)
     fields = {
         "connection_id": ctx.connection.id,
@@ -103,6 +105,7 @@ async def control(ctx: CallContext, params: ControlParams) -> dict[str, Any]:
         logger.info("control refused: %s", exc.message, extra={**fields, "code": exc.code})
         raise
     logger.info("control %s", params.type, extra=fields)
+    ctx.connection.services.metrics.control_done(params.type, started_mono, execution)
     return {"status": CONTROL_RESULTS[params.type], "execution_id": execution.id}
 
 

@@ -16,6 +16,7 @@ import logging
 import re
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -75,6 +76,8 @@ class Projects:
         self.max_event_frame_bytes = settings.max_pending_bytes // 4
         #: Tool permissions asked of clients (``approvals: "clients"``).
         self.approvals = Approvals(settings, self, supervisor)
+        #: Told of each agent run's cost in USD (the metrics); set by the composition root.
+        self.on_cost: Callable[[float], None] | None = None
 
     # --- life ----------------------------------------------------------------------
 
@@ -346,6 +349,8 @@ class Projects:
     def count_result(self, project: Project, result: AgentResult) -> None:
         project.turns += result.num_turns
         project.cost_usd += result.cost_usd
+        if self.on_cost is not None:
+            self.on_cost(result.cost_usd)
         self._persist(project)
 
     def record(self, project: Project, kind: str, execution_id: str | None, data: str) -> None:
