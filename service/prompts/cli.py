@@ -31,6 +31,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from service.client.commands import CommandError
 from service.errors import RpcError
 from service.prompts import (
     audit,
@@ -44,7 +45,6 @@ from service.prompts import (
     restart,
     runner,
 )
-from service.prompts.connect import CommandError
 from service.prompts.executor import ExecutorStartError
 from service.prompts.ledger import day
 from service.prompts.source import SourceError

@@ -21,12 +21,9 @@ from typing import Any
 import websockets
 
 from service.client import ConnectionLost, ExecutorClient
+from service.client.commands import CommandError
 from service.prompts.executor import ExecutorStartError, LocalExecutor
 from service.prompts.source import FileSource, RecordSource, ServerSource
-
-
-class CommandError(Exception):
-    """Bad usage or an unusable prompt file: printed, exit 2."""
 
 
 def settings(args: argparse.Namespace) -> Any:
