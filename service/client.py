@@ -102,7 +102,14 @@ def resolve_url(text: str) -> str:
 def error_from_wire(error: dict[str, Any]) -> errors.RpcError:
     code = int(error.get("code", errors.INTERNAL_ERROR))
     cls = ERRORS_BY_CODE.get(code, errors.RpcError)
-    return cls(str(error.get("message", "")), error.get("data"), code=code)
+    data = error.get("data")
+    name = data.get("error") if isinstance(data, dict) else None
+    return cls(
+        str(error.get("message", "")),
+        data,
+        code=code,
+        name=name if isinstance(name, str) else None,
+    )
 
 
 @dataclass

@@ -128,7 +128,7 @@ async def run_main(args: argparse.Namespace) -> int:
         raise CommandError(exc.message, EXIT_NOT_ALLOWED) from None
     except errors.InvalidParams as exc:
         await client.close()
-        status = EXIT_CANNOT_EXECUTE if "cannot execute" in exc.message else EXIT_USAGE
+        status = EXIT_CANNOT_EXECUTE if exc.error_name == "EXEC_FAILED" else EXIT_USAGE
         raise CommandError(exc.message, status) from None
     except BaseException:
         await client.close()

@@ -25,10 +25,12 @@ from typing import Any
 from service.errors import (
     InternalError,
     InvalidParams,
+    InvalidPath,
     InvalidState,
     LimitReached,
     NotAllowed,
     NotFound,
+    ProjectNotFound,
 )
 from service.process.execution import Execution, ExecutionObserver, Sink
 from service.process.spawn import ExecutionSpec, check_allowed, passed_environment
@@ -123,7 +125,7 @@ class Projects:
     def get(self, project_id: str) -> Project:
         project = self.projects.get(project_id)
         if project is None:
-            raise NotFound(f"project not found: {project_id}", {"project_id": project_id})
+            raise ProjectNotFound(f"project not found: {project_id}", {"project_id": project_id})
         return project
 
     def all(self) -> list[Project]:
