@@ -117,12 +117,20 @@ class Tail:
         return joined[-self.limit :] if len(joined) > self.limit else joined
 
     def take(self) -> str:
-        """The tail, with a note of what was skipped before it; then empty."""
-        skipped = self.total - min(self.total, self.limit)
-        text = self.text()
+        """The tail, with a note of what was skipped before it; then empty.
+
+        The whole message, note included, is at most ``limit`` bytes of UTF-8
+        (docs/mcp.md promises 16 KiB per progress message).
+        """
+        text, total = self.text(), self.total
         self._parts.clear()
         self._size = self.total = 0
-        return f"[... {skipped} characters not shown ...]\n{text}" if skipped else text
+        encoded = text.encode()
+        if total == len(text) and len(encoded) <= self.limit:
+            return text
+        # The note is under 64 bytes whatever the count; the tail gets the rest.
+        kept = encoded[-(self.limit - 64) :].decode("utf-8", "ignore")
+        return f"[... {total - len(kept)} characters not shown ...]\n{kept}"
 
 
 class ProgressRelay:

@@ -9,11 +9,12 @@ or from a ``.env`` file in the working directory. Units are in the names.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PASS_ENV = (
@@ -57,8 +58,6 @@ def _split_list(value: object) -> object:
 
 def default_data_dir() -> Path:
     """A per-user state directory: ``$XDG_STATE_HOME/cc-executor``."""
-    import os
-
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "cc-executor"
 
@@ -301,6 +300,39 @@ class Settings(BaseSettings):
             raise ValueError("must be auto, off or an absolute path")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, values: Any) -> Any:
+        """An optional setting (default unset) given as an empty string is unset:
+        ``CC_EXECUTOR_TOKEN_FILE=`` in a compose file or a .env template."""
+        if not isinstance(values, dict):
+            return values
+        optional = {name for name, field in cls.model_fields.items() if field.default is None}
+        return {
+            key: value
+            for key, value in values.items()
+            if not (key in optional and isinstance(value, str) and not value.strip())
+        }
+
+    @field_validator("ssl_certfile", "ssl_keyfile", "token_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.exists():
+            raise ValueError(f"no such file: {value}")
+        if not value.is_file():
+            raise ValueError(f"not a file: {value}")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}: permission denied")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")
+        return self
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper(cls, value: object) -> object:
@@ -350,3 +382,16 @@ class Settings(BaseSettings):
             "max_projects": self.max_projects,
             "idle_timeout_s": self.idle_timeout_s,
         }
+
+
+def describe_error(exc: ValidationError) -> str:
+    """One line per bad setting, naming its environment variable."""
+    lines = []
+    for error in exc.errors(include_url=False):
+        message = str(error["msg"]).removeprefix("Value error, ")
+        if error["loc"]:
+            name = str(error["loc"][0])
+            lines.append(f"CC_EXECUTOR_{name.upper()} ({name}): {message}")
+        else:
+            lines.append(message)
+    return "\n".join(lines)
