@@ -124,6 +124,23 @@ def test_streams_and_exit_status_mirrored(server: RunningServer, marker: dict[st
         assert expected_err in stderr.decode(), (name, stderr)
 
 
+def test_runs_in_the_callers_directory(
+    server: RunningServer, marker: dict[str, str], tmp_path: Any
+) -> None:
+    """A loopback URL means the same file system: the caller's cwd is the default;
+    --cwd still names another."""
+    here = tmp_path / "here dir"
+    here.mkdir()
+    m = marker_args(marker)
+    default = start_cli(server.url, "run", *m, "--", "pwd", cwd=here)
+    out, err = default.communicate(timeout=20)
+    assert (default.returncode, out.decode()) == (0, f"{here}\n"), err
+    assert server.data_dir != here
+    chosen = start_cli(server.url, "run", *m, "--cwd", "/", "--", "pwd", cwd=here)
+    out, err = chosen.communicate(timeout=20)
+    assert (chosen.returncode, out.decode()) == (0, "/\n"), err
+
+
 def test_output_live_and_ctrl_c_cancels(server: RunningServer, marker: dict[str, str]) -> None:
     """The first line arrives while the command still runs; SIGINT cancels the
     remote group with the kill ladder and the client exits 128+SIGTERM."""
