@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from stress import orphans, variables
-from stress.settings import DEFAULT_USERS, new_marker
+from stress.settings import new_marker
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "stress" / "locustfile.py"
