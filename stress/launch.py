@@ -169,6 +169,8 @@ def locust_command(
         return [
             *base,
             *("--web-host", "127.0.0.1", "--web-port", "8089", "--class-picker"),
+            # The form's defaults: the same as a headless run's.
+            *("--users", str(plan.users), "--spawn-rate", f"{plan.spawn_rate:g}"),
             *("--csv", str(reports / "ui"), "--html", str(reports / "ui.html")),
             *("--summary-json", str(reports / "ui-summary.json")),
         ]
@@ -205,10 +207,13 @@ class Children:
         return proc
 
     def forward(self, signum: int, _frame: object = None) -> None:
-        """Pass SIGINT/SIGTERM on: Locust then stops its users and runs its gates."""
+        """Pass SIGINT/SIGTERM on, as SIGTERM: Locust then stops its users and
+        runs its gates. (A SIGINT would reach Locust's gevent hub as a bare
+        ``KeyboardInterrupt`` printed on the terminal; SIGTERM is its clean
+        shutdown.)"""
         for proc in self.procs:
             if proc.poll() is None:
-                proc.send_signal(signum)
+                proc.send_signal(signal.SIGTERM)
 
     def reap(self, timeout_s: float) -> None:
         for proc in self.procs:
