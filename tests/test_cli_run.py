@@ -213,7 +213,10 @@ def test_ps_control_attach_logs(
     code, out, err = cli("ps", "--state", "running")
     assert code == 0, err
     # ps says whose list this is: the server and its data directory (stderr).
-    assert err == f"cc-executor: every run recorded by {server.url}, data directory {server.data_dir}\n"
+    assert (
+        err
+        == f"cc-executor: every run recorded by {server.url}, data directory {server.data_dir}\n"
+    )
     line = next(row for row in out.splitlines() if f"tag-{marker[MARKER_NAME]}" in row)
     execution_id, state, _age, pid = line.split()[:4]
     assert state == "running" and int(pid) > 0
