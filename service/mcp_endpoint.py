@@ -178,7 +178,9 @@ class ProgressRelay:
 
 def rpc_error_result(exc: errors.RpcError) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(type="text", text=f"{exc.message} (error {exc.code})")],
+        content=[
+            TextContent(type="text", text=f"{exc.message} ({exc.error_name}, error {exc.code})")
+        ],
         is_error=True,
     )
 

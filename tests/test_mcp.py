@@ -92,7 +92,7 @@ def test_list_tools_and_execute_streams_progress(
 
             missing = await client.call_tool("execute", {"argv": ["no-such-cmd-ccx"]})
             assert missing.is_error
-            assert "-32602" in missing.content[0].text  # type: ignore[union-attr]
+            assert "(EXEC_FAILED, error -32602)" in missing.content[0].text  # type: ignore[union-attr]
             shell = await client.call_tool("execute", {"command": "echo a | wc", "shell": True})
             assert shell.is_error and "allow_shell" in shell.content[0].text  # type: ignore[union-attr]
             both = await client.call_tool("execute", {"argv": ["true"], "command": "true"})
