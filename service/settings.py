@@ -12,7 +12,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -303,15 +303,20 @@ class Settings(BaseSettings):
     @model_validator(mode="before")
     @classmethod
     def _empty_means_unset(cls, values: Any) -> Any:
-        """An optional setting (default unset) given as an empty string is unset:
-        ``CC_EXECUTOR_TOKEN_FILE=`` in a compose file or a .env template."""
+        """A setting given as an empty string takes its default (``unset`` for an
+        optional one): ``CC_EXECUTOR_TOKEN_FILE=`` in a compose file or a .env
+        template. Lists are the exception: empty is the empty list."""
         if not isinstance(values, dict):
             return values
-        optional = {name for name, field in cls.model_fields.items() if field.default is None}
+        scalar = {
+            name
+            for name, field in cls.model_fields.items()
+            if get_origin(field.annotation) is not list
+        }
         return {
             key: value
             for key, value in values.items()
-            if not (key in optional and isinstance(value, str) and not value.strip())
+            if not (key in scalar and isinstance(value, str) and not value.strip())
         }
 
     @field_validator("ssl_certfile", "ssl_keyfile", "token_file")

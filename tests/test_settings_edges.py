@@ -28,6 +28,27 @@ FILES = sorted(
 )
 
 
+SCALARS = sorted(
+    name
+    for name, field in Settings.model_fields.items()
+    if typing.get_origin(field.annotation) is not list
+)
+LISTS = sorted(set(Settings.model_fields) - set(SCALARS))
+
+
+def test_an_empty_value_is_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every setting given empty in the environment: the default, or for a list
+    the empty list (docs/configuration.md)."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(f"CC_EXECUTOR_{name.upper()}", raising=False)
+    defaults = Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+    for name in Settings.model_fields:
+        monkeypatch.setenv(f"CC_EXECUTOR_{name.upper()}", "")
+    empty = Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+    assert {name: empty[name] for name in SCALARS} == {name: defaults[name] for name in SCALARS}
+    assert {name: empty[name] for name in LISTS} == {name: [] for name in LISTS}
+
+
 def test_the_edges_are_known() -> None:
     # If a setting is added, it is covered below without touching this file.
     assert {"token_file", "ssl_certfile", "ssl_keyfile", "default_timeout_s"} <= set(OPTIONAL)
