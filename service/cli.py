@@ -63,7 +63,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides).with_seed_aliases(os.environ)
     except ValidationError as exc:
-        print(f"cc-executor: invalid setting {describe_error(exc)}", file=sys.stderr)
+        print(f"cc-executor: {describe_error(exc)}", file=sys.stderr)
         return 2
     except SettingsConflict as exc:
         print(f"cc-executor: {exc}", file=sys.stderr)

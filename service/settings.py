@@ -335,7 +335,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _cert_and_key(self) -> Settings:
         if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
-            raise ValueError("ssl_certfile and ssl_keyfile go together: set both or neither")
+            raise ValueError(
+                "CC_EXECUTOR_SSL_CERTFILE (--ssl-certfile) and CC_EXECUTOR_SSL_KEYFILE "
+                "(--ssl-keyfile) go together: set both or neither"
+            )
         return self
 
     @field_validator("log_level", mode="before")
@@ -396,7 +399,7 @@ def describe_error(exc: ValidationError) -> str:
         message = str(error["msg"]).removeprefix("Value error, ")
         if error["loc"]:
             name = str(error["loc"][0])
-            lines.append(f"CC_EXECUTOR_{name.upper()} ({name}): {message}")
+            lines.append(f"invalid setting CC_EXECUTOR_{name.upper()} ({name}): {message}")
         else:
-            lines.append(message)
+            lines.append(f"invalid settings: {message}")
     return "\n".join(lines)
