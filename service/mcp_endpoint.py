@@ -120,17 +120,21 @@ class Tail:
         """The tail, with a note of what was skipped before it; then empty.
 
         The whole message, note included, is at most ``limit`` bytes of UTF-8
-        (docs/mcp.md promises 16 KiB per progress message).
+        (docs/mcp.md promises 16 KiB per progress message) when ``limit`` has
+        room for the note (about 40 bytes).
         """
-        text, total = self.text(), self.total
+        kept, total = self.text(), self.total
         self._parts.clear()
         self._size = self.total = 0
-        encoded = text.encode()
-        if total == len(text) and len(encoded) <= self.limit:
-            return text
-        # The note is under 64 bytes whatever the count; the tail gets the rest.
-        kept = encoded[-(self.limit - 64) :].decode("utf-8", "ignore")
-        return f"[... {total - len(kept)} characters not shown ...]\n{kept}"
+        while True:
+            skipped = total - len(kept)
+            note = f"[... {skipped} characters not shown ...]\n" if skipped else ""
+            room = max(0, self.limit - len(note.encode()))
+            encoded = kept.encode()
+            if len(encoded) <= room:
+                return note + kept
+            # Cutting more may lengthen the count by a digit: measure again.
+            kept = encoded[len(encoded) - room :].decode("utf-8", "ignore")
 
 
 class ProgressRelay:
