@@ -25,11 +25,9 @@ from typing import Any
 from service.errors import (
     InternalError,
     InvalidParams,
-    InvalidPath,
     InvalidState,
     LimitReached,
     NotAllowed,
-    NotFound,
     ProjectNotFound,
 )
 from service.process.execution import Execution, ExecutionObserver, Sink
