@@ -6,15 +6,15 @@ PORT ?= 8003
 .PHONY: help install run test lint docs stress stress-ui stress-t02 stress-t03 bench docker clean
 
 help:
-	@echo "make run    - install if needed, serve on $(HOST):$(PORT)"
-	@echo "make test   - install if needed, lint and run the whole test suite"
+	@echo "make run    - install the service if needed (no dev tools), serve on $(HOST):$(PORT)"
+	@echo "make test   - install everything if needed, lint and run the whole test suite"
 	@echo "make lint | install | docs | stress | stress-ui | stress-t02 | stress-t03 | bench | docker"
 
 install:
 	bash ci/install
 
 run:
-	bash ci/install --quiet
+	bash ci/install --quiet --service
 	.venv/bin/cc-executor serve --host $(HOST) --port $(PORT)
 
 test:

@@ -47,6 +47,7 @@ def run_serve(args: argparse.Namespace) -> int:
     from service.process.containment import ContainmentUnavailable, resolve_root
     from service.server import serve
     from service.settings import Settings, SettingsConflict
+    from service.settings_errors import describe_error
 
     overrides = {
         key: value
@@ -63,7 +64,7 @@ def run_serve(args: argparse.Namespace) -> int:
     try:
         settings = Settings(**overrides).with_seed_aliases(os.environ)
     except ValidationError as exc:
-        print(f"cc-executor: invalid settings:\n{exc}", file=sys.stderr)
+        print(f"cc-executor: {describe_error(exc)}", file=sys.stderr)
         return 2
     except SettingsConflict as exc:
         print(f"cc-executor: {exc}", file=sys.stderr)

@@ -73,6 +73,7 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         )
     else:
         handler.setFormatter(logging.Formatter(TEXT_FORMAT))
+    handler.addFilter(UvicornRecords())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
@@ -82,3 +83,20 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         uvicorn_logger.propagate = True
     # One line per HTTP request is noise next to our own audit lines.
     logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+
+
+class UvicornRecords(logging.Filter):
+    """Uvicorn's records made plain: no ``color_message`` (ANSI escapes in a
+    JSON field), and a logger name that says what the line is about. Uvicorn
+    logs everything, start-up included, as ``uvicorn.error``; here the lines
+    of its WebSocket protocol (and of the websockets library under it) are
+    ``uvicorn.websocket`` and the rest ``uvicorn.server`` (the level still
+    says whether it is an error)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("color_message", None)
+        if record.name == "uvicorn.error":
+            # uvicorn/protocols/websockets/ and the websockets package itself.
+            websocket = "/websockets/" in record.pathname or '"WebSocket ' in str(record.msg)
+            record.name = "uvicorn.websocket" if websocket else "uvicorn.server"
+        return True

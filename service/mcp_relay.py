@@ -79,12 +79,24 @@ class Tail:
         return joined[-self.limit :] if len(joined) > self.limit else joined
 
     def take(self) -> str:
-        """The tail, with a note of what was skipped before it; then empty."""
-        skipped = self.total - min(self.total, self.limit)
-        text = self.text()
+        """The tail, with a note of what was skipped before it; then empty.
+
+        The whole message, note included, is at most ``limit`` bytes of UTF-8
+        (docs/mcp.md promises 16 KiB per progress message) when ``limit`` has
+        room for the note (about 40 bytes).
+        """
+        kept, total = self.text(), self.total
         self._parts.clear()
         self._size = self.total = 0
-        return f"[... {skipped} characters not shown ...]\n{text}" if skipped else text
+        while True:
+            skipped = total - len(kept)
+            note = f"[... {skipped} characters not shown ...]\n" if skipped else ""
+            room = max(0, self.limit - len(note.encode()))
+            encoded = kept.encode()
+            if len(encoded) <= room:
+                return note + kept
+            # Cutting more may lengthen the count by a digit: measure again.
+            kept = encoded[len(encoded) - room :].decode("utf-8", "ignore")
 
 
 class ProgressRelay:
@@ -132,7 +144,9 @@ class ProgressRelay:
 
 def rpc_error_result(exc: errors.RpcError) -> CallToolResult:
     return CallToolResult(
-        content=[TextContent(type="text", text=f"{exc.message} (error {exc.code})")],
+        content=[
+            TextContent(type="text", text=f"{exc.message} ({exc.error_name}, error {exc.code})")
+        ],
         is_error=True,
     )
 

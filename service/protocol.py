@@ -35,7 +35,6 @@ from service.errors import (
     ParseError,
     RateLimited,
     RpcError,
-    StoreUnavailable,
     TimedOut,
 )
 
@@ -240,16 +239,23 @@ ERRORS_BY_CODE: dict[int, type[RpcError]] = {
         TimedOut,
         InvalidState,
         RateLimited,
-        StoreUnavailable,
     )
 }
 
 
 def error_from_wire(error: dict[str, Any]) -> RpcError:
-    """The typed error of a response's ``error`` member, keeping its code and data."""
+    """The typed error of a response's ``error`` member, keeping its code, its
+    data and the symbolic name in ``data.error``."""
     code = int(error.get("code", INTERNAL_ERROR))
     cls = ERRORS_BY_CODE.get(code, RpcError)
-    return cls(str(error.get("message", "")), error.get("data"), code=code)
+    data = error.get("data")
+    name = data.get("error") if isinstance(data, dict) else None
+    return cls(
+        str(error.get("message", "")),
+        data,
+        code=code,
+        name=name if isinstance(name, str) else None,
+    )
 
 
 # --- notifications about executions ---------------------------------------------

@@ -9,11 +9,12 @@ or from a ``.env`` file in the working directory. Units are in the names.
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_origin
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_PASS_ENV = (
@@ -57,8 +58,6 @@ def _split_list(value: object) -> object:
 
 def default_data_dir() -> Path:
     """A per-user state directory: ``$XDG_STATE_HOME/cc-executor``."""
-    import os
-
     base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
     return Path(base) / "cc-executor"
 
@@ -300,6 +299,47 @@ class Settings(BaseSettings):
         if value not in ("auto", "off") and not value.startswith("/"):
             raise ValueError("must be auto, off or an absolute path")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _empty_means_unset(cls, values: Any) -> Any:
+        """A setting given as an empty string takes its default (``unset`` for an
+        optional one): ``CC_EXECUTOR_TOKEN_FILE=`` in a compose file or a .env
+        template. Lists are the exception: empty is the empty list."""
+        if not isinstance(values, dict):
+            return values
+        scalar = {
+            name
+            for name, field in cls.model_fields.items()
+            if get_origin(field.annotation) is not list
+        }
+        return {
+            key: value
+            for key, value in values.items()
+            if not (key in scalar and isinstance(value, str) and not value.strip())
+        }
+
+    @field_validator("ssl_certfile", "ssl_keyfile", "token_file")
+    @classmethod
+    def _readable_file(cls, value: Path | None) -> Path | None:
+        if value is None:
+            return None
+        if not value.exists():
+            raise ValueError(f"no such file: {value}")
+        if not value.is_file():
+            raise ValueError(f"not a file: {value}")
+        if not os.access(value, os.R_OK):
+            raise ValueError(f"cannot read {value}: permission denied")
+        return value
+
+    @model_validator(mode="after")
+    def _cert_and_key(self) -> Settings:
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError(
+                "CC_EXECUTOR_SSL_CERTFILE (--ssl-certfile) and CC_EXECUTOR_SSL_KEYFILE "
+                "(--ssl-keyfile) go together: set both or neither"
+            )
+        return self
 
     @field_validator("log_level", mode="before")
     @classmethod

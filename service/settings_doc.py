@@ -65,7 +65,9 @@ CC_EXECUTOR_KILL_GRACE_S=2 CC_EXECUTOR_ALLOWED_COMMANDS=seq,yes,claude \\
 
 Lists are given either as JSON (`["seq", "yes"]`) or comma-separated
 (`seq,yes`). Durations are seconds and sizes are bytes, as the names say. An
-empty value of an optional setting means "unset". The unit column is derived
+empty value means the default ("unset" for an optional setting), except for a
+list, where it is the empty list. A file setting names a readable file: one that
+does not exist stops the start the same way. The unit column is derived
 from the name's suffix (`_s` seconds, `_bytes` bytes, `_per_s` per second).
 """
 

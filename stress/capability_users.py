@@ -56,6 +56,7 @@ class ReconnectUser(RpcUser):
                 if event is None or event.get("method") == COMPLETED:
                     step.fail(f"stream ended or stalled after {len(received)} chunks")
                 received.append(event)
+            step.waited()  # the job prints at its own pace (one line per 50 ms)
         since = last_seq(received)
         with self.step("reconnect: drop"):
             self.client.drop()
@@ -72,6 +73,7 @@ class ReconnectUser(RpcUser):
             event, seen = self.wait_event(
                 execution_id, {COMPLETED}, self.settings.cleanup_timeout_s + lines * 0.05
             )
+            step.waited()  # the job ran to its end; the check is what follows
             if event is None:
                 step.fail(f"no {COMPLETED} after attach")
             self.finished(execution_id)

@@ -11,10 +11,12 @@ reports under ``stress/reports/`` (``STRESS_REPORTS``). After Locust and the
 server have stopped, any process still carrying the run's marker is an orphan:
 reported, killed, and the exit status is non-zero.
 
-Environment: ``STRESS_DURATION`` (seconds, default 60), ``STRESS_USERS``
-(default 8), ``STRESS_SPAWN_RATE`` (default 4), ``STRESS_SCENARIOS`` (user
-classes, default all but JobUser), ``STRESS_REPORTS``. ``CC_EXECUTOR_*``
-variables reach the server unchanged.
+Environment (checked first by :mod:`stress.variables`; a bad value is one
+line and exit 2): ``STRESS_DURATION`` (``40``, ``40s``, ``2m``, ``1h30m``;
+default 60 s), ``STRESS_USERS`` (default 8), ``STRESS_SPAWN_RATE`` (default
+4), ``STRESS_SCENARIOS`` (user classes, default all but JobUser),
+``STRESS_WORKERS``, ``STRESS_REPORTS``. ``CC_EXECUTOR_*`` variables reach the
+server unchanged.
 """
 
 from __future__ import annotations
@@ -32,8 +34,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from service.client.launch import run_server
-from stress import orphans
-from stress.settings import DEFAULT_USERS, new_marker
+from stress import orphans, variables
+from stress.settings import new_marker
 
 ROOT = Path(__file__).resolve().parent.parent
 LOCUSTFILE = ROOT / "stress" / "locustfile.py"
@@ -51,28 +53,27 @@ class Scenario:
     args: list[str] = field(default_factory=list)
 
 
-def scenario(mode: str) -> Scenario:
-    env = os.environ
-    duration = float(env.get("STRESS_DURATION", "60"))
-    users = int(env.get("STRESS_USERS", "8"))
-    rate = float(env.get("STRESS_SPAWN_RATE", "4"))
-    scenarios = env.get("STRESS_SCENARIOS", DEFAULT_USERS)
+def scenario(mode: str, given: variables.Variables) -> Scenario:
+    duration = given.duration_s or 60
+    users = given.users or 8
+    rate = given.spawn_rate or 4
+    scenarios = given.scenarios
     if mode == "t03":
         # The seed's check: >= 3 sessions PAUSE, RESUME and CANCEL a 90-second job.
         return Scenario(
             "t03",
-            max(3, int(env.get("STRESS_USERS", "3"))),
+            max(3, given.users or 3),
             3,
-            float(env.get("STRESS_DURATION", "90")),
+            given.duration_s or 90,
             ["--stress-users", "ControlUser", "--job-seconds", "90"],
         )
     if mode == "t02":
         # The seed's check: `yes | pv -qL 50000` for 60 s, server under 100 MB.
         return Scenario(
             "t02",
-            int(env.get("STRESS_USERS", "1")),
+            given.users or 1,
             1,
-            float(env.get("STRESS_DURATION", "70")),
+            given.duration_s or 70,
             [
                 "--stress-users",
                 "StreamUser",
@@ -153,6 +154,8 @@ def locust_command(
         return [
             *base,
             *("--web-host", "127.0.0.1", "--web-port", "8089", "--class-picker"),
+            # The form's defaults: the same as a headless run's.
+            *("--users", str(plan.users), "--spawn-rate", f"{plan.spawn_rate:g}"),
             *("--csv", str(reports / "ui"), "--html", str(reports / "ui.html")),
             *("--summary-json", str(reports / "ui-summary.json")),
         ]
@@ -189,10 +192,13 @@ class Children:
         return proc
 
     def forward(self, signum: int, _frame: object = None) -> None:
-        """Pass SIGINT/SIGTERM on: Locust then stops its users and runs its gates."""
+        """Pass SIGINT/SIGTERM on, as SIGTERM: Locust then stops its users and
+        runs its gates. (A SIGINT would reach Locust's gevent hub as a bare
+        ``KeyboardInterrupt`` printed on the terminal; SIGTERM is its clean
+        shutdown.)"""
         for proc in self.procs:
             if proc.poll() is None:
-                proc.send_signal(signum)
+                proc.send_signal(signal.SIGTERM)
 
     def reap(self, timeout_s: float) -> None:
         for proc in self.procs:
@@ -249,13 +255,25 @@ def main(argv: list[str] | None = None) -> int:
     modes.add_argument("--ui", action="store_const", dest="mode", const="ui")
     modes.add_argument("--t02", action="store_const", dest="mode", const="t02")
     modes.add_argument("--t03", action="store_const", dest="mode", const="t03")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("STRESS_WORKERS", "0")))
+    parser.add_argument("--workers", type=int, help="local Locust workers (STRESS_WORKERS)")
     parser.add_argument("locust_args", nargs="*", help="after --: passed to Locust")
     args = parser.parse_args(argv)
+    try:
+        given = variables.read(os.environ)
+    except variables.VariableError as exc:
+        print(f"ci/stress: {exc}", file=sys.stderr)
+        return 2
+    workers = args.workers if args.workers is not None else given.workers
     mode = args.mode or "stress"
-    plan = scenario(mode)
-    reports = Path(os.environ.get("STRESS_REPORTS", ROOT / "stress" / "reports")).resolve()
-    reports.mkdir(parents=True, exist_ok=True)
+    plan = scenario(mode, given)
+    reports = (given.reports or ROOT / "stress" / "reports").resolve()
+    try:
+        reports.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        print(
+            f"ci/stress: STRESS_REPORTS: cannot create {reports}: {exc.strerror}", file=sys.stderr
+        )
+        return 2
     marker = given_marker(args.locust_args) or new_marker()
     if os.environ.get("CC_EXECUTOR_TOKEN") and not os.environ.get("LOCUST_TOKEN"):
         # Through the environment, not argv: argv is visible to every local user.
@@ -271,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         try:
             command = locust_command(mode, plan, server, work, reports, marker)
-            code = run_locust(children, command, args.workers, args.locust_args)
+            code = run_locust(children, command, workers, args.locust_args)
         finally:
             children.reap(30)
             for sig, handler in previous.items():

@@ -53,14 +53,21 @@ class Harness:
             sys.exit(2)
         if not run.marker:
             options.run_marker = settings.new_marker()
-        if not getattr(options, "class_picker", False):
-            chosen = [cls for cls in environment.user_classes if cls.__name__ in run.users]
-            if not chosen:
-                logger.error(
-                    "--stress-users %s selects no user of this locustfile", options.stress_users
-                )
-                sys.exit(2)
-            environment.user_classes = chosen
+        chosen = [cls for cls in environment.user_classes if cls.__name__ in run.users]
+        if not chosen:
+            logger.error(
+                "--stress-users %s selects no user of this locustfile", options.stress_users
+            )
+            sys.exit(2)
+        environment.user_classes = chosen
+        if getattr(options, "class_picker", False) and environment.available_user_classes:
+            # The web UI ticks every class it offers: offer the --stress-users
+            # mix (JobUser only when asked for), as docs/stress.md says.
+            environment.available_user_classes = {
+                name: cls
+                for name, cls in environment.available_user_classes.items()
+                if name in run.users
+            }
 
     def on_test_start(self, environment: Any, **_: Any) -> None:
         if isinstance(environment.runner, WorkerRunner):

@@ -39,10 +39,18 @@ class StepFailed(Exception):
 
 
 class Step:
-    """What a running step may set: the reported size, the failure reason."""
+    """What a running step may set: the reported size, the failure reason, and
+    the end of a deliberate wait."""
 
     def __init__(self) -> None:
         self.response_length = 0
+        self.started = time.perf_counter()
+
+    def waited(self) -> None:
+        """The time so far was a wait the scenario asked for (a hold, a job
+        running to its end), not latency: the reported time starts now, so
+        that the check alone counts in the response-time percentiles."""
+        self.started = time.perf_counter()
 
     def fail(self, reason: str) -> NoReturn:
         raise StepFailed(reason)
@@ -141,13 +149,13 @@ class RpcUser(User):
         reported as the failure of this step and re-raised as StepFailed.
         """
         step = Step()
-        start = time.perf_counter()
         try:
             yield step
         except (StepFailed, RpcCallError, ConnectionLost, TimeoutError, OSError) as exc:
-            self.report(name, (time.perf_counter() - start) * 1000, step.response_length, exc)
+            elapsed_ms = (time.perf_counter() - step.started) * 1000
+            self.report(name, elapsed_ms, step.response_length, exc)
             raise StepFailed(f"{name}: {exc}") from exc
-        self.report(name, (time.perf_counter() - start) * 1000, step.response_length)
+        self.report(name, (time.perf_counter() - step.started) * 1000, step.response_length)
 
     def call(
         self, method: str, params: dict[str, Any] | None = None, name: str | None = None

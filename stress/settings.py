@@ -3,7 +3,11 @@ web UI form, and :class:`RunSettings`, the typed view the users read.
 
 Every flag is added in :func:`add_arguments` (registered on
 ``events.init_command_line_parser``); each can also be set from the
-environment as ``LOCUST_<FLAG>`` (Locust's own rule). In distributed mode the
+environment as ``LOCUST_<FLAG>`` (Locust's own rule). The web UI labels a
+field after its ``dest`` (camel-cased, then split before capitals and
+digits: ``control_p95_ms`` would read "Control P9 5Ms"), so a dest is plain
+words; the plumbing that ``ci/stress`` fills in (server PID, run marker,
+project root, summary file) stays out of the form. In distributed mode the
 master sends its values to the workers with every spawn message, so the
 run marker chosen on the master is the one every worker uses.
 """
@@ -69,23 +73,44 @@ def add_arguments(parser: Any) -> None:
         "--project-root",
         default="",
         help="AgentUser: directory (inside the server's project roots) for projects.",
+        include_in_web_ui=False,
     )
     add("--agent-prompt", default="stress test: say hello", help="AgentUser: the prompt.")
     add("--job-argv", default="sleep 2", help="JobUser: command run to completion each iteration.")
     add("--max-fail-ratio", type=float, default=0.01, help="Gate: failed/total requests allowed.")
-    add("--control-p95-ms", type=float, default=2000.0, help="Gate: bound on the p95 of control.")
-    add("--max-rss-mb", type=float, default=100.0, help="Gate: bound on the server's peak RSS.")
+    add(
+        "--control-p95-ms",
+        dest="control_latency_gate_ms",
+        type=float,
+        default=2000.0,
+        help="Gate: the p95 of control must stay below this many milliseconds.",
+    )
+    add(
+        "--max-rss-mb",
+        dest="server_memory_gate_mb",
+        type=float,
+        default=100.0,
+        help="Gate: the server's peak RSS must stay below this many MB; 0: no gate.",
+    )
     add(
         "--server-pid",
         type=int,
         default=0,
         help="PID of the server (for RSS from /proc); 0: RSS from /health when it has it.",
+        include_in_web_ui=False,
     )
-    add("--rss-interval-seconds", type=float, default=0.5, help="RSS sampling interval.")
+    add(
+        "--rss-interval-seconds",
+        dest="memory_sample_seconds",
+        type=float,
+        default=0.5,
+        help="How often the server's RSS is sampled.",
+    )
     add(
         "--run-marker",
         default="",
         help="NAME=VALUE put in the environment of every command; empty: a fresh one per run.",
+        include_in_web_ui=False,
     )
     add(
         "--orphan-grace-seconds",
@@ -93,8 +118,19 @@ def add_arguments(parser: Any) -> None:
         default=8.0,
         help="At the end, how long marked processes may take to exit before they are orphans.",
     )
-    add("--rpc-timeout-seconds", type=float, default=30.0, help="Longest wait for one response.")
-    add("--summary-json", default="", help="Also write the summary (gates, figures) to this file.")
+    add(
+        "--rpc-timeout-seconds",
+        dest="response_timeout_seconds",
+        type=float,
+        default=30.0,
+        help="Longest wait for one response.",
+    )
+    add(
+        "--summary-json",
+        default="",
+        help="Also write the summary (gates, figures) to this file.",
+        include_in_web_ui=False,
+    )
 
 
 def new_marker() -> str:
@@ -172,13 +208,13 @@ class RunSettings:
             agent_prompt=str(options.agent_prompt),
             job_argv=str(options.job_argv),
             max_fail_ratio=float(options.max_fail_ratio),
-            control_p95_ms=float(options.control_p95_ms),
-            max_rss_mb=float(options.max_rss_mb),
+            control_p95_ms=float(options.control_latency_gate_ms),
+            max_rss_mb=float(options.server_memory_gate_mb),
             server_pid=int(options.server_pid),
-            rss_interval_s=float(options.rss_interval_seconds),
+            rss_interval_s=float(options.memory_sample_seconds),
             marker=marker,
             orphan_grace_s=float(options.orphan_grace_seconds),
-            rpc_timeout_s=float(options.rpc_timeout_seconds),
+            rpc_timeout_s=float(options.response_timeout_seconds),
             summary_json=str(options.summary_json or ""),
         )
 

@@ -94,6 +94,7 @@ class ControlUser(RpcUser):
                 step.fail(f"status says {status.get('state')!r}, not 'paused'")
         with self.step("verify: paused silent") as step:
             event, seen = self.wait_event(execution_id, {COMPLETED}, run.pause_hold_s)
+            step.waited()
             if event is not None:
                 step.fail(f"execution ended while paused: {event['params']}")
             late = [

@@ -156,6 +156,8 @@ def test_foreign_origin_is_refused_own_and_listed_ones_pass(guarded: RunningServ
     # A rebound page's plain GET carries no Origin: the Host check refuses it.
     assert http_get(guarded, "/health", {**auth, "Host": f"evil.example:{port}"}) == 403
     assert http_get(guarded, "/health", {**auth, "Host": f"localhost:{port}"}) == 200
+    # Orchestrators probe /healthz by pod IP: it answers any Host (docs/security.md).
+    assert http_get(guarded, "/healthz", {"Host": f"10.1.2.3:{port}"}) == 200
 
 
 def test_refusal_is_an_http_response_with_a_reason(guarded: RunningServer) -> None:

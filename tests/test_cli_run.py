@@ -124,6 +124,23 @@ def test_streams_and_exit_status_mirrored(server: RunningServer, marker: dict[st
         assert expected_err in stderr.decode(), (name, stderr)
 
 
+def test_runs_in_the_callers_directory(
+    server: RunningServer, marker: dict[str, str], tmp_path: Any
+) -> None:
+    """A loopback URL means the same file system: the caller's cwd is the default;
+    --cwd still names another."""
+    here = tmp_path / "here dir"
+    here.mkdir()
+    m = marker_args(marker)
+    default = start_cli(server.url, "run", *m, "--", "pwd", cwd=here)
+    out, err = default.communicate(timeout=20)
+    assert (default.returncode, out.decode()) == (0, f"{here}\n"), err
+    assert server.data_dir != here
+    chosen = start_cli(server.url, "run", *m, "--cwd", "/", "--", "pwd", cwd=here)
+    out, err = chosen.communicate(timeout=20)
+    assert (chosen.returncode, out.decode()) == (0, "/\n"), err
+
+
 def test_output_live_and_ctrl_c_cancels(server: RunningServer, marker: dict[str, str]) -> None:
     """The first line arrives while the command still runs; SIGINT cancels the
     remote group with the kill ladder and the client exits 128+SIGTERM."""
@@ -195,6 +212,11 @@ def test_ps_control_attach_logs(
     read_line(runner.stdout)  # type: ignore[arg-type]
     code, out, err = cli("ps", "--state", "running")
     assert code == 0, err
+    # ps says whose list this is: the server and its data directory (stderr).
+    assert (
+        err
+        == f"cc-executor: every run recorded by {server.url}, data directory {server.data_dir}\n"
+    )
     line = next(row for row in out.splitlines() if f"tag-{marker[MARKER_NAME]}" in row)
     execution_id, state, _age, pid = line.split()[:4]
     assert state == "running" and int(pid) > 0

@@ -129,12 +129,13 @@ def test_event_lines_and_text() -> None:
 
 
 def test_tail_keeps_the_end() -> None:
-    tail = Tail(10)
-    for part in ("abcdef", "ghijkl", "mnop"):
+    tail = Tail(40)
+    for part in ("abcdefghij" * 3, "klmnopqrst" * 2):
         tail.add(part)
-    assert tail.text() == "ghijklmnop"
-    assert tail.total == 16
-    assert tail.take() == "[... 6 characters not shown ...]\nghijklmnop"
+    assert tail.text() == "abcdefghij" * 2 + "klmnopqrst" * 2
+    assert tail.total == 50
+    # The note counts toward the limit: 34 bytes of note, 6 of text.
+    assert tail.take() == "[... 44 characters not shown ...]\nopqrst"
     assert tail.take() == ""
 
 
@@ -153,7 +154,7 @@ class RecordingContext:
 def test_progress_relay_paces_and_heartbeats() -> None:
     async def main() -> None:
         ctx = RecordingContext()
-        relay = ProgressRelay(ctx, interval_s=0.1, heartbeat_s=0.3, message_chars=8)  # type: ignore[arg-type]
+        relay = ProgressRelay(ctx, interval_s=0.1, heartbeat_s=0.3, message_chars=40)  # type: ignore[arg-type]
         relay.add("a\n")
         await relay.pump()
         assert ctx.sent == [], "not before interval_s"
@@ -165,9 +166,9 @@ def test_progress_relay_paces_and_heartbeats() -> None:
         await asyncio.sleep(relay.wait_s())
         await relay.pump()
         assert ctx.sent[-1] == (2.0, None)
-        relay.add("0123456789")
+        relay.add("0123456789" * 5)
         await relay.pump(final=True)
-        assert ctx.sent[-1] == (3.0, "[... 2 characters not shown ...]\n23456789")
+        assert ctx.sent[-1] == (3.0, "[... 44 characters not shown ...]\n456789")
         await relay.pump(final=True)
         assert len(ctx.sent) == 3, "nothing buffered: no final message"
 

@@ -58,7 +58,8 @@ def test_invalid_params_name_the_field() -> None:
     error = call("echo", {"value": "x"})["error"]
     assert error["code"] == INVALID_PARAMS
     assert "value" in error["message"]
-    assert error["data"][0]["loc"] == ["value"]
+    assert error["data"]["error"] == "INVALID_PARAMS"
+    assert error["data"]["details"][0]["loc"] == ["value"]
 
 
 def test_positional_params_refused() -> None:
@@ -67,12 +68,20 @@ def test_positional_params_refused() -> None:
 
 def test_typed_error_keeps_code_and_data() -> None:
     error = call("missing", {"value": 4})["error"]
-    assert error == {"code": NOT_FOUND, "message": "no such thing", "data": {"what": 4}}
+    assert error == {
+        "code": NOT_FOUND,
+        "message": "no such thing",
+        "data": {"what": 4, "error": "EXECUTION_NOT_FOUND"},
+    }
 
 
 def test_unexpected_exception_is_internal_error(caplog: Any) -> None:
     error = call("boom", {"value": 1})["error"]
-    assert error == {"code": INTERNAL_ERROR, "message": "internal error"}
+    assert error == {
+        "code": INTERNAL_ERROR,
+        "message": "internal error",
+        "data": {"error": "INTERNAL_ERROR"},
+    }
     assert any("internal error in boom" in r.getMessage() for r in caplog.records)
 
 

@@ -91,7 +91,7 @@ def test_protocol_page_has_a_captured_request_for_every_method() -> None:
 def test_protocol_page_shows_every_error_code() -> None:
     page = protocol_page()
     received = "\n".join(captured_lines(page, "<--"))
-    codes = [value for name, value in vars(errors).items() if name.isupper()]
+    codes = [v for name, v in vars(errors).items() if name.isupper() and isinstance(v, int)]
     assert len(codes) == 12
     for code in codes:
         assert f"| {code} |" in page, f"error {code} missing from the table"

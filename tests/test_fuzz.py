@@ -30,6 +30,7 @@ from service.errors import (
     INVALID_PARAMS,
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
+    NAMES,
     PARSE_ERROR,
 )
 from service.methods import build_router
@@ -97,6 +98,9 @@ class Fuzz:
             assert isinstance(error, dict) and set(error) <= ERROR_KEYS, error
             assert isinstance(error["code"], int) and not isinstance(error["code"], bool)
             assert isinstance(error["message"], str) and error["message"]
+            # Every error names its cause (docs/protocol.md, "Error names").
+            assert error["data"]["error"] in NAMES, error
+            assert NAMES[error["data"]["error"]] == error["code"], error
             self.codes[error["code"]] = self.codes.get(error["code"], 0) + 1
             if error["code"] == INTERNAL_ERROR:
                 self.internal.append(f"{method}: {error['message']}")

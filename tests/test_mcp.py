@@ -92,7 +92,7 @@ def test_list_tools_and_execute_streams_progress(
 
             missing = await client.call_tool("execute", {"argv": ["no-such-cmd-ccx"]})
             assert missing.is_error
-            assert "-32602" in missing.content[0].text  # type: ignore[union-attr]
+            assert "(EXEC_FAILED, error -32602)" in missing.content[0].text  # type: ignore[union-attr]
             shell = await client.call_tool("execute", {"command": "echo a | wc", "shell": True})
             assert shell.is_error and "allow_shell" in shell.content[0].text  # type: ignore[union-attr]
             both = await client.call_tool("execute", {"argv": ["true"], "command": "true"})
@@ -119,7 +119,10 @@ def test_progress_is_rate_limited(server: RunningServer, marker: dict[str, str])
             assert structured["stdout_bytes"] == 1_988_895  # seq 1 300000 | wc -c
             assert structured["stdout_tail"].endswith("299999\n300000\n")
             assert len(progress.updates) <= elapsed / 0.25 + 3
-            assert all(len(message or "") <= 16 * 1024 + 64 for _, message in progress.updates)
+            assert all(
+                len((message or "").encode()) <= 16 * 1024 for _, message in progress.updates
+            )
+            assert any("characters not shown" in (message or "") for _, message in progress.updates)
 
     run(main_())
 
@@ -307,3 +310,22 @@ def test_agent_tool_and_cli(
     assert "agent: done" in err and session_id in err
     assert main([*args[:2], "fake:error", *args[3:]]) == 1
     assert "agent: error" in capfd.readouterr().err
+
+
+def test_a_progress_message_is_at_most_16_kib() -> None:
+    """The note of what was skipped counts, and so do multi-byte characters."""
+    from service.mcp_endpoint import Tail
+
+    for piece in ("x" * 1000 + "\n", "é" * 999 + "\n", "日本" * 500):
+        tail = Tail(16 * 1024)
+        for _ in range(40):
+            tail.add(piece)
+        message = tail.take()
+        assert len(message.encode()) <= 16 * 1024
+        assert message.startswith("[... ") and message.endswith(piece[-10:])
+        skipped = int(message.split()[1])
+        kept = message.split("\n", 1)[1]
+        assert skipped + len(kept) == 40 * len(piece)
+    short = Tail(16 * 1024)
+    short.add("hello\n")
+    assert short.take() == "hello\n" and short.take() == ""

@@ -234,10 +234,15 @@ class ExecutorClient:
 
     async def connect(self) -> None:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else None
+        tls: dict[str, Any] = {}
+        if self.url.startswith("wss://"):
+            # The system trust store (OpenSSL honours SSL_CERT_FILE and
+            # SSL_CERT_DIR) unless the caller gave its own context.
+            tls["ssl"] = self.ssl or ssl_module.create_default_context()
         self._ws = await websockets.connect(
             self.url,
             additional_headers=headers,
-            ssl=self.ssl,
+            **tls,
             open_timeout=self.open_timeout_s,
             max_size=self.max_frame_bytes,
             compression=None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import shlex
 import time
 from typing import Any
 
@@ -45,9 +46,10 @@ async def execute(ctx: CallContext, params: ExecuteParams) -> dict[str, Any]:
         audit(ctx, "refused", argv=requested, reason=exc.message, code=exc.code)
         raise
     except OSError as exc:
-        reason = f"cannot execute {requested!r}: {exc.strerror or exc}"
+        shown = shlex.join(requested) if isinstance(requested, list) else requested
+        reason = f"cannot execute {shown}: {exc.strerror or exc}"
         audit(ctx, "failed", argv=requested, reason=reason)
-        raise InvalidParams(reason, {"errno": exc.errno}) from None
+        raise InvalidParams(reason, {"errno": exc.errno}, name="EXEC_FAILED") from None
     audit(
         ctx,
         "started",

@@ -22,13 +22,14 @@ import contextlib
 import errno
 import logging
 import os
+import shlex
 import signal
 import time
 import uuid
 from typing import Any, Protocol
 
 from service import protocol
-from service.errors import InvalidState, TimedOut
+from service.errors import InvalidState, PauseTimeout
 from service.logs import ContextAdapter
 from service.process import procfs
 from service.process.child import Child, Launcher
@@ -163,7 +164,7 @@ class Execution:
         except OSError as exc:
             if tree is not None:
                 tree.release()
-            self.error = f"cannot execute {spec.argv[0]!r}: {exc.strerror or exc}"
+            self.error = f"cannot execute {shlex.quote(spec.argv[0])}: {exc.strerror or exc}"
             self.ended_at = time.time()
             self._duration_s = 0.0
             self._transition(ExecutionState.FAILED)
@@ -301,7 +302,7 @@ class Execution:
             raise InvalidState("cannot pause: the process group has exited") from None
         except TimeoutError:
             self._gate.set()
-            raise TimedOut("the process group did not stop in time") from None
+            raise PauseTimeout("the process group did not stop in time") from None
         except BaseException:
             # Abandoned halfway (its connection died): the tree continued the
             # members; the readers must flow again too.

@@ -16,7 +16,7 @@ import shutil
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from service.errors import InvalidParams, NotAllowed
+from service.errors import InvalidParams, InvalidPath, NotAllowed
 from service.params import ExecuteParams
 from service.settings import Settings
 
@@ -137,9 +137,9 @@ def build_spec(
     cwd = params.cwd
     if cwd is not None:
         if not os.path.isabs(cwd):
-            raise InvalidParams(f"cwd must be an absolute path: {cwd}")
+            raise InvalidPath(f"cwd must be an absolute path: {cwd}")
         if not os.path.isdir(cwd):
-            raise InvalidParams(f"cwd is not an existing directory: {cwd}")
+            raise InvalidPath(f"cwd is not an existing directory: {cwd}")
 
     timeout_s = params.timeout if params.timeout is not None else settings.default_timeout_s
     if timeout_s is not None and timeout_s > settings.max_timeout_s:

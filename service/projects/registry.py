@@ -26,7 +26,7 @@ from service.errors import (
     InvalidParams,
     InvalidState,
     LimitReached,
-    NotFound,
+    ProjectNotFound,
 )
 from service.params import ExecuteParams
 from service.process.execution import Execution, ExecutionObserver
@@ -123,7 +123,7 @@ class Projects:
     def get(self, project_id: str) -> Project:
         project = self.projects.get(project_id)
         if project is None:
-            raise NotFound(f"project not found: {project_id}", {"project_id": project_id})
+            raise ProjectNotFound(f"project not found: {project_id}", {"project_id": project_id})
         return project
 
     def all(self) -> list[Project]:

@@ -30,11 +30,12 @@ def settings(args: argparse.Namespace) -> Any:
     from pydantic import ValidationError
 
     from service.settings import Settings
+    from service.settings_errors import describe_error
 
     try:
         return Settings()
     except ValidationError as exc:
-        raise CommandError(f"invalid settings:\n{exc}") from None
+        raise CommandError(describe_error(exc)) from None
 
 
 def data_dir(args: argparse.Namespace) -> Path:

@@ -59,7 +59,11 @@ def add_connection_options(parser: argparse.ArgumentParser) -> None:
         "(default $CC_EXECUTOR_URL, else ws://127.0.0.1:8003/ws/mcp)",
     )
     group.add_argument("--token", help="access token (default $CC_EXECUTOR_TOKEN)")
-    group.add_argument("--cafile", help="CA certificate (PEM) to verify a wss:// server with")
+    group.add_argument(
+        "--cafile",
+        help="CA certificate (PEM) trusted for a wss:// server, besides the system trust "
+        "store (which honours $SSL_CERT_FILE)",
+    )
 
 
 def build_client(args: argparse.Namespace) -> ExecutorClient:
@@ -67,7 +71,8 @@ def build_client(args: argparse.Namespace) -> ExecutorClient:
     context = None
     if getattr(args, "cafile", None):
         try:
-            context = ssl.create_default_context(cafile=args.cafile)
+            context = ssl.create_default_context()
+            context.load_verify_locations(cafile=args.cafile)
         except (OSError, ssl.SSLError) as exc:
             raise CommandError(f"cannot read --cafile {args.cafile}: {exc}", EXIT_USAGE) from None
     try:

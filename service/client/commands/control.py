@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import os
 import shlex
+import ssl
 import sys
 import time
+import urllib.request
 from typing import Any, TextIO
+from urllib.parse import urlsplit
+
+import orjson
 
 from service import errors
+from service.client import ExecutorClient
 from service.client.commands import (
     CommandError,
     add_connection_options,
@@ -24,7 +32,14 @@ COLUMNS = ("ID", "STATE", "AGE", "PID", "COMMAND")
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     if not registered(subparsers, "ps"):
-        ps = subparsers.add_parser("ps", help="list executions: id, state, age, pid, command")
+        ps = subparsers.add_parser(
+            "ps",
+            help="list executions: id, state, age, pid, command",
+            description="List the executions the server has recorded in its data directory, "
+            "newest first: every run of every client of that server, not only this user's or "
+            "this terminal's (on a shared machine, everyone who uses the same server and data "
+            "directory). The first line, on stderr, names the server and its data directory.",
+        )
         ps.add_argument("--state", help="only executions in this state (running, paused, ...)")
         ps.add_argument("--limit", type=int, default=50, help="at most this many (default 50)")
         ps.add_argument("--json", action="store_true", help="print the raw records as JSON lines")
@@ -57,19 +72,44 @@ async def ps_main(args: argparse.Namespace) -> int:
     if args.state:
         params["state"] = args.state
     async with await connect(build_client(args)) as client:
+        data_dir = await asyncio.to_thread(store_path, client)
+        print(
+            f"cc-executor: every run recorded by {client.url}, "
+            f"data directory {data_dir or 'unknown (no /health)'}",
+            file=sys.stderr,
+            flush=True,
+        )
         try:
             result = await client.call("executions.list", params)
         except errors.MethodNotFound:
             raise CommandError("this server cannot list executions (no executions.list)") from None
     records = result.get("executions", []) if isinstance(result, dict) else list(result)
     if args.json:
-        import orjson
-
         for record in records:
             sys.stdout.write(orjson.dumps(record).decode() + "\n")
         return 0
     print_table(records, sys.stdout)
     return 0
+
+
+def store_path(client: ExecutorClient) -> str | None:
+    """The server's data directory, from its ``/health`` (``store.path``); None
+    when the server does not say (an older server, a store that is off)."""
+    parts = urlsplit(client.url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    request = urllib.request.Request(f"{scheme}://{parts.netloc}/health")
+    if client.token:
+        request.add_header("Authorization", f"Bearer {client.token}")
+    context = None
+    if scheme == "https":
+        context = client.ssl or ssl.create_default_context()
+    try:
+        with urllib.request.urlopen(request, timeout=5, context=context) as response:
+            health = orjson.loads(response.read())
+    except (OSError, ValueError):
+        return None
+    path = (health.get("store") or {}).get("path") if isinstance(health, dict) else None
+    return os.path.dirname(path) if isinstance(path, str) else None
 
 
 def format_age(seconds: float) -> str:

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import shlex
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from service import errors
+from service.auth import is_loopback_host
 from service.client.commands import (
     EXIT_USAGE,
     CommandError,
@@ -39,7 +42,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[
             "they are produced, its exit status is this command's. Ctrl-C cancels it (twice: "
             "disconnect), Ctrl-Z pauses it and this client, fg resumes both.",
         )
-        run.add_argument("--cwd", help="working directory of the command (on the server)")
+        run.add_argument(
+            "--cwd",
+            help="working directory of the command, on the server (default: this directory "
+            "when the URL names this host, 127.0.0.1 or localhost; else the server's own)",
+        )
         run.add_argument("--timeout", type=float, help="wall-clock limit in seconds")
         run.add_argument(
             "-e",
@@ -110,14 +117,21 @@ async def run_main(args: argparse.Namespace) -> int:
         argv = argv[1:]
     if not argv:
         raise CommandError("nothing to run: cc-executor run [OPTIONS] -- CMD ARGS...", EXIT_USAGE)
-    params: dict[str, Any] = {"cwd": args.cwd, "timeout": args.timeout}
+    client = build_client(args)
+    cwd, guessed = args.cwd, False
+    if cwd is None and is_loopback_host(urlsplit(client.url).hostname):
+        # Same host, same file system: run here, as the help promises. A remote
+        # server has its own file system; there only --cwd names a directory.
+        with contextlib.suppress(OSError):
+            cwd, guessed = os.getcwd(), True
+    params: dict[str, Any] = {"cwd": cwd, "timeout": args.timeout}
     env = parse_env(args.env)
     if env:
         params["env"] = env
     forward = args.stdin if args.stdin is not None else not os.isatty(0)
     if forward:
         params["stdin"] = True
-    client = await connect(build_client(args))
+    client = await connect(client)
     try:
         if args.shell:
             execution = await client.execute(shlex.join(argv), shell=True, **params)
@@ -128,8 +142,12 @@ async def run_main(args: argparse.Namespace) -> int:
         raise CommandError(exc.message, EXIT_NOT_ALLOWED) from None
     except errors.InvalidParams as exc:
         await client.close()
-        status = EXIT_CANNOT_EXECUTE if "cannot execute" in exc.message else EXIT_USAGE
-        raise CommandError(exc.message, status) from None
+        status = EXIT_CANNOT_EXECUTE if exc.error_name == "EXEC_FAILED" else EXIT_USAGE
+        message = exc.message
+        if guessed and exc.error_name == "INVALID_PATH":
+            # A loopback URL forwarded to a container or another machine.
+            message += " (the server does not see this directory: pass --cwd)"
+        raise CommandError(message, status) from None
     except BaseException:
         await client.close()
         raise
