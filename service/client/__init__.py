@@ -4,7 +4,8 @@ launcher that starts a server of one's own (:mod:`service.client.launch`).
 It speaks the wire only and imports nothing of the server.
 
 The client's names are handed on here: ``from service.client import
-ExecutorClient``.
+ExecutorClient`` (and ``error_from_wire``, which turns an error object of the
+wire into its typed exception, from :mod:`service.protocol`).
 """
 
 from service.client.api import (
@@ -18,6 +19,7 @@ from service.client.api import (
     ExecutorClient,
     resolve_url,
 )
+from service.protocol import error_from_wire
 
 __all__ = [
     "DEFAULT_URL",
@@ -28,5 +30,6 @@ __all__ = [
     "ExecutionError",
     "ExecutionResult",
     "ExecutorClient",
+    "error_from_wire",
     "resolve_url",
 ]
