@@ -114,7 +114,8 @@ def test_the_cap_holds_over_every_namespace(
             break
         time.sleep(0.5)
     size = files_bytes(data_dir)
-    assert size <= FILES_BOUND, f"store files {size} bytes, bound {FILES_BOUND}"
+    sizes = {p.name: p.stat().st_size for p in data_dir.glob(DB_NAME + "*")}
+    assert size <= FILES_BOUND, f"store files {size} bytes, bound {FILES_BOUND}: {sizes}, {store}"
     assert store["over_cap"] is False, store
 
     async def check() -> None:

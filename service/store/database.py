@@ -32,7 +32,7 @@ from service.settings import Settings
 from service.store.files import DataDirInUse, check_file, move_aside, take_lock
 from service.store.migrations import apply_migrations, validate_namespace
 from service.store.salvage import SalvageReport, salvage_into
-from service.store.writer import Entry, Job, Writer
+from service.store.writer import BUSY_TIMEOUT_MS, Entry, Job, Writer
 
 logger = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class StoreDamaged(StoreError):
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: no implicit transactions; the writer says BEGIN itself.
     conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute("PRAGMA busy_timeout = 30000")
+    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
     conn.execute("PRAGMA foreign_keys = ON")
     return conn
 

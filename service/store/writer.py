@@ -40,6 +40,12 @@ MAX_BATCH_JOBS = 512
 MAX_BACKLOG_BYTES = 16 * 1024 * 1024
 #: Seconds without a job after which the writer checkpoints the WAL.
 CHECKPOINT_IDLE_S = 1.0
+#: Milliseconds the idle checkpoint waits for readers before it leaves the WAL
+#: file at its size for the next idle pass (the database's own busy timeout,
+#: ``BUSY_TIMEOUT_MS``, is for writes that must happen).
+TRUNCATE_WAIT_MS = 200
+#: Milliseconds every store connection waits on a lock before it fails.
+BUSY_TIMEOUT_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -155,8 +161,19 @@ class Writer:
 
     @staticmethod
     def _checkpoint(conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database; once all of it is copied, cut the
+        file back to nothing. A passive checkpoint alone leaves the file at its
+        high-water mark until the next write, so an idle store would keep a
+        WAL many times its cap. The truncation waits for readers briefly, not
+        for the connection's full busy timeout."""
         try:
-            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+            if busy == 0 and frames > 0 and frames == copied:
+                conn.execute(f"PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}")
+                try:
+                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+                finally:
+                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except sqlite3.Error as exc:
             logger.warning("store checkpoint failed", extra={"error": str(exc)})
 
