@@ -27,7 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from service.client import Execution, ExecutorClient
+from service.client import ExecutorClient, RemoteExecution
 from tests.utils import start_server
 
 FAKE_CLAUDE = str(Path(sys.executable).with_name("fake-claude"))
@@ -40,7 +40,7 @@ async def approval_run(client: ExecutorClient, project_id: str) -> dict[str, flo
         "agent.execute",
         {"project_id": project_id, "prompt": "fake:permission=Bash", "approvals": "clients"},
     )
-    execution = Execution(client, started["execution_id"], started)
+    execution = RemoteExecution(client, started["execution_id"], started)
     while True:
         message = await client.notifications.get()
         if message["method"] == "agent.permission":
@@ -65,7 +65,7 @@ async def approval_run(client: ExecutorClient, project_id: str) -> dict[str, flo
 async def baseline_run(client: ExecutorClient, project_id: str) -> dict[str, float]:
     started_at = time.perf_counter()
     started = await client.call("agent.execute", {"project_id": project_id, "prompt": "hello"})
-    await Execution(client, started["execution_id"], started).wait(RUN_TIMEOUT_S)
+    await RemoteExecution(client, started["execution_id"], started).wait(RUN_TIMEOUT_S)
     return {"total": time.perf_counter() - started_at}
 
 

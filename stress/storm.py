@@ -35,7 +35,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from service.client import Execution, ExecutorClient
+from service.client import ExecutorClient, RemoteExecution
 from service.process import procfs
 from stress.bench.report import percentile
 from stress.bench.servers import CcExecutorServer, cpu_seconds
@@ -99,7 +99,7 @@ async def session(
         tally.errors[f"connect:{type(exc).__name__}"] += 1
         return
     try:
-        execution: Execution | None = await tally.timed(
+        execution: RemoteExecution | None = await tally.timed(
             "execute", client.execute(argv=["sh", "-c", TREE], env=env), timeout_s
         )
         await asyncio.sleep(rng.uniform(0.5, 2.0))

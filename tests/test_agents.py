@@ -14,7 +14,7 @@ import pytest
 import websockets
 
 from service import errors
-from service.client import Execution, ExecutorClient
+from service.client import ExecutorClient, RemoteExecution
 from tests import test_projects as shared
 from tests.test_projects import (
     agent_events,
@@ -39,7 +39,7 @@ async def wait_for(client: ExecutorClient, method: str, **match: Any) -> dict[st
             return params
 
 
-async def first_event(execution: Execution) -> dict[str, Any]:
+async def first_event(execution: RemoteExecution) -> dict[str, Any]:
     """Wait for the execution's first agent.event (the init): the agent is up."""
     async for message in execution.events():
         if message["method"] == "agent.event":
@@ -189,7 +189,7 @@ def test_subscribers_see_every_event_of_another_clients_run(
 
     async def watch(client: ExecutorClient, project_id: str) -> tuple[list[Any], list[Any]]:
         running = await wait_for(client, "project.state", state="running")
-        execution = Execution(client, running["execution_id"], {})
+        execution = RemoteExecution(client, running["execution_id"], {})
         result = await execution.wait(30)
         idle = await wait_for(client, "project.state", state="idle")
         assert idle["last_status"] == "completed"
@@ -241,7 +241,7 @@ def test_one_agent_per_project_and_kill_mid_run(
                 "agent.execute",
                 {"project_id": project_id, "prompt": "fake:hang", "env": agent_env},
             )
-            execution = Execution(client, started["execution_id"], started)
+            execution = RemoteExecution(client, started["execution_id"], started)
             assert (await first_event(execution))["subtype"] == "init"
             for method, params in (
                 ("agent.execute", {"prompt": "second", "env": agent_env}),

@@ -27,7 +27,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp_types import ElicitRequestParams, ElicitResult
 
 from service import errors
-from service.client import Execution, ExecutionResult, ExecutorClient
+from service.client import ExecutionResult, ExecutorClient, RemoteExecution
 from service.projects.approvals import MAX_PENDING_PER_RUN
 from tests.test_projects import agent_events, agent_settings, all_messages
 from tests.utils import RunningServer, start_server
@@ -83,12 +83,12 @@ async def project(owner: ExecutorClient, server: RunningServer, name: str) -> st
 
 async def start(
     owner: ExecutorClient, project_id: str, env: dict[str, str], prompt: str = PROMPT
-) -> Execution:
+) -> RemoteExecution:
     started = await owner.call(
         "agent.execute",
         {"project_id": project_id, "prompt": prompt, "env": env, "approvals": "clients"},
     )
-    return Execution(owner, started["execution_id"], started)
+    return RemoteExecution(owner, started["execution_id"], started)
 
 
 async def next_note(client: ExecutorClient, method: str, wait_s: float = 60) -> dict[str, Any]:
@@ -430,7 +430,7 @@ def test_default_is_none_and_the_cli_denies(
             started = await owner.call(
                 "agent.execute", {"project_id": project_id, "prompt": PROMPT, "env": agent_env}
             )
-            result = await Execution(owner, started["execution_id"], started).wait(90)
+            result = await RemoteExecution(owner, started["execution_id"], started).wait(90)
             status = await owner.call("status", {"execution_id": started["execution_id"]})
             assert not any(a.startswith("--mcp-config") for a in status["argv"])
             [shown] = tool_results(result)
@@ -462,7 +462,7 @@ def test_shutdown_denies_pending(
                 "agent.execute",
                 {"project_id": created["project_id"], "prompt": PROMPT, "env": agent_env},
             )
-            execution = Execution(owner, started["execution_id"], started)
+            execution = RemoteExecution(owner, started["execution_id"], started)
             asked = await next_note(owner, "agent.permission")
             server.proc.send_signal(signal.SIGTERM)
             resolved = await next_note(owner, "agent.permission_resolved")

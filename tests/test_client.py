@@ -54,9 +54,9 @@ def test_events_after_close_end_instead_of_hanging(server: RunningServer) -> Non
         await client.connect()
         await client.close()
         execution_ids = ["never-seen"]
-        from service.client import Execution
+        from service.client import RemoteExecution
 
-        execution = Execution(client, execution_ids[0], {})
+        execution = RemoteExecution(client, execution_ids[0], {})
         with pytest.raises(ConnectionLost):
             await asyncio.wait_for(execution.wait(), 2)
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from service.client import Execution, ExecutorClient
+from service.client import ExecutorClient, RemoteExecution
 from service.process import procfs
 from service.process.containment import resolve_root, subtree_name
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
@@ -88,7 +88,7 @@ def test_health_names_the_backend(make_server: Any, backend: str) -> None:
     assert health(server)["containment"] == EXPECTED[backend]
 
 
-async def next_output(execution: Execution, within_s: float) -> dict[str, Any] | None:
+async def next_output(execution: RemoteExecution, within_s: float) -> dict[str, Any] | None:
     """The next process.output of ``execution`` within ``within_s``, else None."""
     queue = execution.client._queue(execution.id)
     deadline = time.monotonic() + within_s
@@ -102,7 +102,7 @@ async def next_output(execution: Execution, within_s: float) -> dict[str, Any] |
     return None
 
 
-async def drain(execution: Execution) -> None:
+async def drain(execution: RemoteExecution) -> None:
     queue = execution.client._queue(execution.id)
     while not queue.empty():
         queue.get_nowait()

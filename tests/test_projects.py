@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from service import errors
-from service.client import Execution, ExecutionResult, ExecutorClient
+from service.client import ExecutionResult, ExecutorClient, RemoteExecution
 from service.projects.argv import AgentOptions, agent_argv
 from service.projects.paths import check_not_nested, resolve_project_path
 from service.stream_json import AgentResult, parse_lines, session_of
@@ -64,7 +64,7 @@ async def run_agent(
     started = await client.call(
         "agent.execute", {"project_id": project_id, "prompt": prompt, "env": env, **params}
     )
-    execution = Execution(client, started["execution_id"], started)
+    execution = RemoteExecution(client, started["execution_id"], started)
     return started, await execution.wait(30)
 
 
@@ -233,7 +233,7 @@ def test_projects_and_history_survive_a_restart(
                 "agent.execute",
                 {"project_id": project_id, "prompt": "fake:hang", "env": agent_env},
             )
-            execution = Execution(client, started["execution_id"], started)
+            execution = RemoteExecution(client, started["execution_id"], started)
             async for message in execution.events():
                 if message["method"] == "agent.event":
                     break

@@ -13,10 +13,10 @@ from service.client.api import (
     TOKEN_ENV,
     URL_ENV,
     ConnectionLost,
-    Execution,
     ExecutionError,
     ExecutionResult,
     ExecutorClient,
+    RemoteExecution,
     resolve_url,
 )
 from service.protocol import error_from_wire
@@ -26,10 +26,10 @@ __all__ = [
     "TOKEN_ENV",
     "URL_ENV",
     "ConnectionLost",
-    "Execution",
     "ExecutionError",
     "ExecutionResult",
     "ExecutorClient",
+    "RemoteExecution",
     "error_from_wire",
     "resolve_url",
 ]

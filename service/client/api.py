@@ -100,8 +100,12 @@ class ExecutionResult:
         return int(self.completed.get("dropped", 0))
 
 
-class Execution:
-    """A handle on one execution started or attached by this client."""
+class RemoteExecution:
+    """A handle on one execution started or attached by this client.
+
+    Named apart from the server's ``service.process.execution.Execution``: this
+    one only holds a connection and the frames that arrived for the execution.
+    """
 
     def __init__(self, client: ExecutorClient, execution_id: str, info: dict[str, Any]) -> None:
         self.client = client
@@ -354,18 +358,18 @@ class ExecutorClient:
         *,
         argv: Sequence[str] | None = None,
         **options: Any,
-    ) -> Execution:
+    ) -> RemoteExecution:
         params: dict[str, Any] = {k: v for k, v in options.items() if v is not None}
         if command is not None:
             params["command"] = command
         if argv is not None:
             params["argv"] = list(argv)
         result = await self.call("execute", params)
-        return Execution(self, result["execution_id"], result)
+        return RemoteExecution(self, result["execution_id"], result)
 
-    async def attach(self, execution_id: str, since_seq: int = 0) -> Execution:
+    async def attach(self, execution_id: str, since_seq: int = 0) -> RemoteExecution:
         result = await self.call("attach", {"execution_id": execution_id, "since_seq": since_seq})
-        return Execution(self, execution_id, result)
+        return RemoteExecution(self, execution_id, result)
 
     async def run(self, command: str | None = None, **options: Any) -> ExecutionResult:
         """Execute and wait for the result."""

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from service.client import ConnectionLost, Execution, ExecutorClient
+from service.client import ConnectionLost, ExecutorClient, RemoteExecution
 from service.errors import RpcError
 from service.prompts import document, evidence, files, ledger
 from service.prompts.ledger import Record
@@ -108,7 +108,7 @@ async def run_once(
                     "env": extra_env or None,
                 },
             )
-            execution = Execution(client, str(result["execution_id"]), result)
+            execution = RemoteExecution(client, str(result["execution_id"]), result)
         else:
             argv = [document.substitute(word, values) for word in header.command]
             execution = await client.execute(

@@ -17,7 +17,7 @@ import json
 import sys
 from typing import Any
 
-from service.client import Execution, ExecutorClient
+from service.client import ExecutorClient, RemoteExecution
 
 
 async def consume(url: str, count: int, env: dict[str, str], argv: list[str]) -> dict[str, Any]:
@@ -25,7 +25,7 @@ async def consume(url: str, count: int, env: dict[str, str], argv: list[str]) ->
     async with ExecutorClient(url) as client:
         runs = [await client.execute(argv=argv, env=env) for _ in range(count)]
 
-        async def drain(run: Execution) -> None:
+        async def drain(run: RemoteExecution) -> None:
             async for message in run.events():
                 params = message["params"]
                 if message["method"] == "process.output":

@@ -20,7 +20,7 @@ import sys
 from typing import Any, TextIO
 
 from service import errors
-from service.client import ConnectionLost, Execution, ExecutorClient
+from service.client import ConnectionLost, ExecutorClient, RemoteExecution
 from service.client.commands import (
     add_connection_options,
     build_client,
@@ -111,7 +111,7 @@ async def agent_main(args: argparse.Namespace) -> int:
         if args.approve:
             params["approvals"] = "clients"
         started = await client.call("agent.execute", params)
-        execution = Execution(client, started["execution_id"], started)
+        execution = RemoteExecution(client, started["execution_id"], started)
         printer = AgentPrinter(sys.stdout, sys.stderr)
         if not args.approve:
             noting = asyncio.create_task(note_permissions(client, execution.id))
@@ -164,7 +164,7 @@ async def note_permissions(client: ExecutorClient, execution_id: str) -> None:
 
 
 async def follow_agent(
-    client: ExecutorClient, execution: Execution, printer: AgentPrinter
+    client: ExecutorClient, execution: RemoteExecution, printer: AgentPrinter
 ) -> dict[str, Any] | None:
     """Print the agent's events until ``process.completed`` (returned); None when
     the user disconnected with a second Ctrl-C."""

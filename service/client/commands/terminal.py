@@ -34,7 +34,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, BinaryIO
 
 from service import errors
-from service.client import ConnectionLost, Execution, ExecutorClient
+from service.client import ConnectionLost, ExecutorClient, RemoteExecution
 from service.client.commands import EXIT_BROKEN_PIPE, EXIT_NO_SERVER, CommandError, connect, report
 
 EXIT_TIMED_OUT = 124
@@ -77,7 +77,7 @@ class TerminalSession:
         self,
         factory: Callable[[], ExecutorClient],
         client: ExecutorClient,
-        execution: Execution,
+        execution: RemoteExecution,
         mode: Mode = Mode.RUN,
         *,
         stdout: BinaryIO | None = None,
@@ -317,7 +317,7 @@ class InputPump:
         self._thread = threading.Thread(target=read, name="stdin-pump", daemon=True)
         self._thread.start()
 
-    async def forward(self, execution: Execution) -> None:
+    async def forward(self, execution: RemoteExecution) -> None:
         """Send every chunk, retrying while the child's buffer is full; stop
         quietly when the execution no longer takes input."""
         decoder_tail = b""
