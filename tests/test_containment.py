@@ -5,9 +5,11 @@ everywhere). Real servers, real process trees, real signals."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import pytest
 from service.client import ExecutorClient, RemoteExecution
 from service.process import procfs
 from service.process.containment import resolve_root, subtree_name
+from service.store.database import DB_NAME
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 CGROUP_ROOT = resolve_root("auto")
@@ -171,6 +174,20 @@ def test_double_forked_daemon_dies_with_its_execution(
     assert wait_until(lambda: not children_of(server.pid, "Z"), 3)
 
 
+def recorded(data_dir: Path, execution_id: str) -> bool:
+    """Whether the store on disk holds the execution with its pid."""
+    try:
+        with contextlib.closing(
+            sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True, timeout=1)
+        ) as conn:
+            row = conn.execute(
+                "SELECT pid FROM executions WHERE id = ?", (execution_id,)
+            ).fetchone()
+    except sqlite3.Error:
+        return False
+    return row is not None and row[0] is not None
+
+
 def test_server_sigkill_then_restart_kills_leftovers(
     make_server: Any, backend: str, marker: dict[str, str], tmp_path: Path
 ) -> None:
@@ -178,14 +195,18 @@ def test_server_sigkill_then_restart_kills_leftovers(
     server = make_server({"cgroup_root": backend}, data_dir=data_dir)
     value = marker[MARKER_NAME]
 
-    async def start() -> None:
+    async def start() -> str:
         async with ExecutorClient(server.url) as client:
-            await client.execute(
+            execution = await client.execute(
                 argv=["sh", "-c", "(setsid sleep 65 &); trap '' TERM; sleep 66"], env=marker
             )
             assert wait_until(lambda: len(marked_pids(value)) >= 2, 5)
+            return execution.id
 
-    run(start())
+    execution_id = run(start())
+    # The store learns of an execution a moment after its spawn (docs/protocol.md,
+    # "What a crash can cost"); restart recovery works from what the store holds.
+    assert wait_until(lambda: recorded(data_dir, execution_id), 10), "never recorded"
     server.stop(signal.SIGKILL)
     # Whatever the parent-death signal did not reach (the escaped daemon) lives on.
     survivors = wait_until(lambda: marked_pids(value), 2)
