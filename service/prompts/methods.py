@@ -86,7 +86,11 @@ async def record(ctx: CallContext, params: RecordParams) -> dict[str, Any]:
         tuple(params.patterns),
         params.timeout_s,
     )
-    if params.execution_id in ctx.connection.services.supervisor.live:
+    # An execution stays among the live ones for a moment after its final
+    # transition (process.completed is out, its cgroup is being removed): only
+    # one that has not reached a final state is refused.
+    running = ctx.connection.services.supervisor.live.get(params.execution_id)
+    if running is not None and not running.state.is_final:
         raise InvalidState(
             f"execution {params.execution_id} is still running: record it after process.completed",
             {"execution_id": params.execution_id},
