@@ -229,6 +229,12 @@ class Settings(BaseSettings):
     store_queue_chunks: int = Field(
         10000, ge=100, description="Chunks queued for the store writer before back-off."
     )
+    store_record_timeout_s: float = Field(
+        5.0,
+        gt=0,
+        description="How long execute waits for the store to record a new execution "
+        "before its spawn; past it, execute is refused with -32007 and nothing runs.",
+    )
 
     # --- projects and agents ----------------------------------------------
     project_roots: PathList = Field(

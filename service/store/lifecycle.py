@@ -2,8 +2,9 @@
 
 ``build`` (from :func:`service.root.compose`) registers the core schema and
 puts the :class:`~service.store.recorder.Recorder` among the supervisor's
-observers. ``start`` (from ``Root.startup``, before the server listens) opens
-the database, recovers what an earlier server process left, and starts the
+observers and admissions (it records each execution before its spawn).
+``start`` (from ``Root.startup``, before the server listens) opens the
+database, recovers what an earlier server process left, and starts the
 retention task. ``stop`` (from ``Root.shutdown``, after every execution has
 ended) closes the database, so the last transitions reach the disk.
 
@@ -49,6 +50,7 @@ def build(store: Store | None, supervisor: Supervisor) -> Core:
         store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
         recorder = Recorder(store, supervisor)
         supervisor.observers.append(recorder)
+        supervisor.admissions.append(recorder)
         retention = Retention(store, lambda: list(supervisor.live))
     return Core(store, recorder, Attacher(store, recorder, supervisor), retention)
 

@@ -1,7 +1,9 @@
 """The observer that writes every execution and its transcript to the store.
 
 :class:`Recorder` is attached to every execution (``supervisor.observers``).
-It runs on the event loop and never waits: a transition becomes a write job,
+It waits once per execution: :meth:`Recorder.admit` (a supervisor admission)
+commits the execution's row before its spawn. After that it runs on the event
+loop and never waits: a transition becomes a write job,
 output chunks are gathered for up to ``FLUSH_INTERVAL_S`` (or ``FLUSH_BYTES``)
 and go to the writer as one job. Jobs reach the writer in the order the recorder saw
 the events, so a chunk is never stored before its execution's row, and an
@@ -17,6 +19,7 @@ queue drains: their children block on a full pipe; the event loop does not.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sqlite3
@@ -25,10 +28,11 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from service.errors import StoreUnavailable
 from service.process.execution import Execution
 from service.process.sinks import Chunk
 from service.process.state import ExecutionState
-from service.store.database import Store
+from service.store.database import Store, StoreError
 
 if TYPE_CHECKING:
     from service.process.supervisor import Supervisor
@@ -88,6 +92,13 @@ UPDATE executions SET
 WHERE id = :id
 """
 
+ABANDON_EXECUTION = """
+UPDATE executions SET
+    state = 'failed', reason = 'not started: execute was refused before the spawn',
+    ended_at = :now, updated_at = :now
+WHERE id = :id AND state = 'starting'
+"""
+
 INSERT_CHUNK = """
 INSERT OR IGNORE INTO chunks (execution_id, seq, stream, data, nbytes, truncated, ts)
 VALUES (?, ?, ?, ?, ?, ?, ?)
@@ -121,6 +132,42 @@ class Recorder:
         self.failed_jobs = 0
         store.on_drain(self._release)
 
+    # --- Admission (service.process.supervisor) ---------------------------------------
+
+    async def admit(self, execution: Execution) -> None:
+        """Record ``execution`` (state ``starting``) and return once the row is
+        committed; the supervisor spawns only then. Restart recovery thus knows
+        every execution a killed server may have left processes of: by the id
+        it finds the marker in their environment and, on the cgroup backend,
+        their leaf cgroup (both are named by it; the pid comes with ``running``).
+
+        :class:`~service.errors.StoreUnavailable` (-32007) when the store cannot
+        take the row within ``store_record_timeout_s``: nothing runs unrecorded.
+        """
+        if not self.store.is_open:
+            raise StoreUnavailable("the store is closed; the execution was not started")
+        timeout_s = self.store.settings.store_record_timeout_s
+        insert = _run(INSERT_EXECUTION, self._first_row(execution, Tally()))
+        try:
+            await asyncio.wait_for(self.store.write(insert), timeout_s)
+        except BaseException as exc:
+            self._abandon(execution)
+            if isinstance(exc, TimeoutError):
+                message = f"the store did not record the execution within {timeout_s:g}s"
+            elif isinstance(exc, StoreError | sqlite3.Error | OSError):
+                message = f"the store cannot record the execution: {exc}"
+            else:
+                raise
+            raise StoreUnavailable(f"{message}; it was not started") from None
+        self.tallies.setdefault(execution.id, Tally())
+
+    def _abandon(self, execution: Execution) -> None:
+        """The row may still be committed after a refusal (the job stays queued):
+        end it, so nothing is left ``starting`` by a server that is still up."""
+        ended = {"id": execution.id, "now": time.time()}
+        with contextlib.suppress(StoreError):
+            self.store.submit(_run(ABANDON_EXECUTION, ended))
+
     # --- ExecutionObserver -------------------------------------------------------
 
     def on_transition(self, execution: Execution) -> None:
@@ -130,16 +177,8 @@ class Recorder:
         first = execution.id not in self.tallies
         tally = self.tallies.setdefault(execution.id, Tally())
         if first:
-            row = self._row(execution, tally)
-            row["connection_id"] = self._owner_id(execution)
-            row["server_id"] = self.server_id
-            row["boot_id"] = self.boot_id
-            row["command"] = execution.spec.display or None
-            row["argv"] = json.dumps(execution.spec.argv)
-            row["cwd"] = execution.spec.cwd
-            row["project_id"] = execution.spec.project_id
-            row["created_at"] = execution.created_at
-            self.store.submit(_run(INSERT_EXECUTION, row))
+            # Not admitted (started without the supervisor's admissions).
+            self.store.submit(_run(INSERT_EXECUTION, self._first_row(execution, tally)))
             if not execution.state.is_final:
                 return
         self.store.submit(_run(UPDATE_EXECUTION, self._row(execution, tally)))
@@ -242,6 +281,18 @@ class Recorder:
             if isinstance(owner_id, str):
                 return owner_id
         return None
+
+    def _first_row(self, execution: Execution, tally: Tally) -> dict[str, Any]:
+        row = self._row(execution, tally)
+        row["connection_id"] = self._owner_id(execution)
+        row["server_id"] = self.server_id
+        row["boot_id"] = self.boot_id
+        row["command"] = execution.spec.display or None
+        row["argv"] = json.dumps(execution.spec.argv)
+        row["cwd"] = execution.spec.cwd
+        row["project_id"] = execution.spec.project_id
+        row["created_at"] = execution.created_at
+        return row
 
     def _row(self, execution: Execution, tally: Tally) -> dict[str, Any]:
         reason = execution.error
