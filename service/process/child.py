@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
+import errno
 import functools
 import os
 import signal
@@ -38,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from service.errors import InvalidState, LimitReached
+from service.process.sibling import Leader, Sibling
 
 SHIM_NAME = "cc-executor-exec"
 #: Bytes of input that may wait for a child to read them before ``input`` is refused.
@@ -119,10 +121,11 @@ def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
 class Child:
     """A started child process, its pipes connected to the event loop."""
 
-    def __init__(self, started: Started, limit: int) -> None:
+    def __init__(self, started: Started, limit: int, leader: Leader | None = None) -> None:
         self._started = started
-        self._popen = started.popen
-        self.pid = started.popen.pid
+        #: The user's program: the started process, or the shim's clone of it.
+        self._popen: Leader = leader or started.popen
+        self.pid = self._popen.pid
         self.stdout = asyncio.StreamReader(limit=limit)
         self.stderr = asyncio.StreamReader(limit=limit)
         self.stdin: asyncio.StreamWriter | None = None
@@ -217,8 +220,18 @@ class Child:
 class Launcher:
     """Spawns children from one dedicated thread (see the module docstring)."""
 
-    def __init__(self, *, nice: int = 0, shim: str | None = None, use_shim: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        nice: int = 0,
+        shim: str | None = None,
+        use_shim: bool = True,
+        clone_into_leaf: bool = True,
+    ) -> None:
         self.nice = nice
+        #: The shim creates the program inside its leaf cgroup (clone3) rather
+        #: than moving itself there (False: only to measure the difference).
+        self.clone_into_leaf = clone_into_leaf
         self.shim = (shim or find_shim()) if use_shim else None
         self.mode = "shim" if self.shim else "preexec"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
@@ -242,26 +255,52 @@ class Launcher:
             self._executor,
             functools.partial(self._start, executable, argv, cwd, env, keep_stdin, procs_file),
         )
-        child = Child(started, limit)
         report = started.report_fd
+        leader: Leader = started.popen
         try:
-            await child.connect()
-            failure = b""
             if report is not None:
                 fd, report = report, None
-                failure = await _read_report(fd)  # closes fd, whatever happens
+                leader = await self._leader(started.popen, await _read_report(fd), executable)
+            child = Child(started, limit, leader)
         except BaseException:
             if report is not None:
                 os.close(report)
-            started.popen.kill()
+            # A cancelled spawn: the shim's clone, if any, is in the leaf cgroup,
+            # which the caller releases (killing what is in it).
+            leader.kill()
+            for pipe in (started.stdout_fd, started.stderr_fd, started.stdin_fd):
+                if pipe is not None:
+                    os.close(pipe)
+            raise
+        try:
+            await child.connect()
+        except BaseException:
+            leader.kill()
             child.close()
             raise
-        if failure:
-            await child.wait()
-            child.close()
-            code = int.from_bytes(failure[:4], sys.byteorder)
-            raise OSError(code, os.strerror(code), executable)
         return child
+
+    async def _leader(self, shim: subprocess.Popen[bytes], report: bytes, path: str) -> Leader:
+        """The user's program from the shim's report (see the shim's comment):
+        the shim itself when it exec'd it (empty report), else the clone it
+        made; OSError when it could not be started (every process reaped)."""
+        loop = asyncio.get_running_loop()
+        native = sys.byteorder
+        if len(report) == 8:
+            pid = int.from_bytes(report[:4], native, signed=True)
+            code = int.from_bytes(report[4:], native, signed=True)
+            # The shim exits once it has written; reaped off the loop.
+            self._executor.submit(shim.wait)
+            sibling = Sibling(pid)
+            if not code:
+                return sibling
+            await loop.run_in_executor(self._executor, sibling.wait)
+        elif report:
+            code = int.from_bytes(report[:4], native) if len(report) == 4 else errno.EIO
+            await loop.run_in_executor(self._executor, shim.wait)
+        else:
+            return shim
+        raise OSError(code, os.strerror(code), path)
 
     def _start(
         self,
@@ -322,7 +361,7 @@ class Launcher:
             popen = subprocess.Popen(
                 [
                     self.shim,
-                    procs_file or "-",
+                    self._leaf_argument(procs_file),
                     str(report),
                     str(self.nice),
                     str(os.getpid()),
@@ -347,6 +386,12 @@ class Launcher:
         # (without a thread) for the report: EOF once the user's program was
         # exec'd (the fd is close-on-exec), else the errno.
         return popen, errors
+
+    def _leaf_argument(self, procs_file: str | None) -> str:
+        """The shim's PROCS: ``@LEAF`` to be born in the leaf (see the shim)."""
+        if procs_file is None:
+            return "-"
+        return "@" + os.path.dirname(procs_file) if self.clone_into_leaf else procs_file
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

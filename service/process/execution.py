@@ -166,6 +166,10 @@ class Execution:
                 tree.release()
             self.refuse(f"cannot execute {shlex.quote(spec.argv[0])}: {exc.strerror or exc}")
             raise
+        except BaseException:
+            if tree is not None:
+                tree.release()  # kills whatever a cancelled spawn left in it
+            raise
         self.pid = self.pgid = self._proc.pid
         tree.attach(self.pid)
         self.tree = tree
