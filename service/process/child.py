@@ -29,19 +29,26 @@ import contextlib
 import ctypes
 import errno
 import functools
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from service.errors import InvalidState, LimitReached
 from service.process.sibling import Leader, Sibling
 
 SHIM_NAME = "cc-executor-exec"
+#: Spawns closer than this move into their leaf, the others are cloned into it:
+#: a move this soon after the last one finds the kernel's lock still in writer
+#: mode (measured: 0.2 ms at 10 ms apart, 10 to 20 ms at 50 ms apart).
+MOVE_WARM_S = 0.010
+IntoLeaf = Literal["auto", "clone", "move"]
 #: Bytes of input that may wait for a child to read them before ``input`` is refused.
 STDIN_BUFFER_LIMIT = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
@@ -226,12 +233,13 @@ class Launcher:
         nice: int = 0,
         shim: str | None = None,
         use_shim: bool = True,
-        clone_into_leaf: bool = True,
+        into_leaf: IntoLeaf = "auto",
     ) -> None:
         self.nice = nice
-        #: The shim creates the program inside its leaf cgroup (clone3) rather
-        #: than moving itself there (False: only to measure the difference).
-        self.clone_into_leaf = clone_into_leaf
+        #: How the program gets into its leaf cgroup (see :meth:`_cloned`);
+        #: "clone" and "move" force one way, to measure them.
+        self.into_leaf = into_leaf
+        self._last_spawn = -math.inf
         self.shim = (shim or find_shim()) if use_shim else None
         self.mode = "shim" if self.shim else "preexec"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
@@ -251,16 +259,20 @@ class Launcher:
         ``cgroup.procs`` is ``procs_file``. OSError when it cannot be executed;
         then nothing of it runs."""
         loop = asyncio.get_running_loop()
+        cloned = self._cloned(procs_file)
         started = await loop.run_in_executor(
             self._executor,
-            functools.partial(self._start, executable, argv, cwd, env, keep_stdin, procs_file),
+            functools.partial(
+                self._start, executable, argv, cwd, env, keep_stdin, procs_file, cloned
+            ),
         )
         report = started.report_fd
         leader: Leader = started.popen
         try:
             if report is not None:
                 fd, report = report, None
-                leader = await self._leader(started.popen, await _read_report(fd), executable)
+                report_bytes = await _read_report(fd)
+                leader = await self._leader(started.popen, report_bytes, cloned, executable)
             child = Child(started, limit, leader)
         except BaseException:
             if report is not None:
@@ -280,26 +292,34 @@ class Launcher:
             raise
         return child
 
-    async def _leader(self, shim: subprocess.Popen[bytes], report: bytes, path: str) -> Leader:
-        """The user's program from the shim's report (see the shim's comment):
-        the shim itself when it exec'd it (empty report), else the clone it
-        made; OSError when it could not be started (every process reaped)."""
+    async def _leader(
+        self, shim: subprocess.Popen[bytes], report: bytes, cloned: bool, path: str
+    ) -> Leader:
+        """The user's program from the shim's report (see the shim's comment): the
+        shim itself, or (``cloned``: the shim was asked to create it in its leaf)
+        the child it cloned; OSError when it could not be started (every process
+        it started reaped)."""
         loop = asyncio.get_running_loop()
-        native = sys.byteorder
-        if len(report) == 8:
-            pid = int.from_bytes(report[:4], native, signed=True)
-            code = int.from_bytes(report[4:], native, signed=True)
-            # The shim exits once it has written; reaped off the loop.
-            self._executor.submit(shim.wait)
-            sibling = Sibling(pid)
-            if not code:
-                return sibling
-            await loop.run_in_executor(self._executor, sibling.wait)
-        elif report:
-            code = int.from_bytes(report[:4], native) if len(report) == 4 else errno.EIO
+        values = [
+            int.from_bytes(report[i : i + 4], sys.byteorder, signed=True)
+            for i in range(0, len(report) - len(report) % 4, 4)
+        ]
+        if not cloned:
+            if not report:
+                return shim
+            code = values[0] if len(report) == 4 else errno.EIO
             await loop.run_in_executor(self._executor, shim.wait)
-        else:
-            return shim
+            raise OSError(code, os.strerror(code), path)
+        pid = values[0] if values and len(report) in (4, 8) else 0
+        code = values[1] if len(values) == 2 else (0 if pid else errno.EIO)
+        leader: Leader = shim
+        if pid and pid != shim.pid:
+            # The shim exits at once; reaped off the loop.
+            self._executor.submit(shim.wait)
+            leader = Sibling(pid)
+        if not code:
+            return leader
+        await loop.run_in_executor(self._executor, leader.wait)
         raise OSError(code, os.strerror(code), path)
 
     def _start(
@@ -310,6 +330,7 @@ class Launcher:
         env: dict[str, str],
         keep_stdin: bool,
         procs_file: str | None,
+        cloned: bool,
     ) -> Started:
         # Our own pipes, not Popen's file objects: the loop's transports get the
         # parent's ends, and nothing else ever closes them.
@@ -319,7 +340,7 @@ class Launcher:
         try:
             stdin = subprocess.DEVNULL if in_r is None else in_r
             popen, report = self._popen(
-                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file
+                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file, cloned
             )
         except BaseException:
             for fd in (out_r, err_r, in_w):
@@ -340,6 +361,7 @@ class Launcher:
         env: dict[str, str],
         stdio: tuple[int, int, int],
         procs_file: str | None,
+        cloned: bool,
     ) -> tuple[subprocess.Popen[bytes], int | None]:
         """The started process, and the read end of the shim's report pipe."""
         stdin, stdout, stderr = stdio
@@ -361,7 +383,10 @@ class Launcher:
             popen = subprocess.Popen(
                 [
                     self.shim,
-                    self._leaf_argument(procs_file),
+                    # "@LEAF": born in the leaf (see the shim).
+                    ("@" + os.path.dirname(procs_file) if cloned else procs_file)
+                    if procs_file
+                    else "-",
                     str(report),
                     str(self.nice),
                     str(os.getpid()),
@@ -387,11 +412,27 @@ class Launcher:
         # exec'd (the fd is close-on-exec), else the errno.
         return popen, errors
 
-    def _leaf_argument(self, procs_file: str | None) -> str:
-        """The shim's PROCS: ``@LEAF`` to be born in the leaf (see the shim)."""
-        if procs_file is None:
-            return "-"
-        return "@" + os.path.dirname(procs_file) if self.clone_into_leaf else procs_file
+    def _cloned(self, procs_file: str | None) -> bool:
+        """Whether the shim creates the program in its leaf (clone3
+        CLONE_INTO_CGROUP) rather than moving itself there (cgroup.procs).
+
+        A move takes the kernel's global threadgroup lock for writing, which
+        costs an RCU grace period (10 to 20 ms here) unless another move
+        happened in the last few milliseconds; a clone costs a new process that
+        must wait for a CPU (0 to 3 ms on a busy machine, nothing on a quiet
+        one). So: spawns that follow each other closely move (the lock stays
+        warm), a spawn on its own is cloned (``python -m stress.bench.spawn``
+        measures the three ways).
+        """
+        if procs_file is None or self.shim is None:
+            return False
+        if self.into_leaf != "auto":
+            return self.into_leaf == "clone"
+        now, last = time.monotonic(), self._last_spawn
+        self._last_spawn = now
+        # In a burst, the first move may pay the grace period once; the rest
+        # find the lock warm. A spawn on its own is cloned.
+        return now - last >= MOVE_WARM_S
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

@@ -10,6 +10,8 @@ tables of all of it; a vfork does not), under uvloop like the server. Ways:
 - ``Launcher shim``: the server's way (:mod:`service.process.child`): Popen on
   the vfork path in the spawn thread, the C shim arms the parent-death signal
   and execs the checked file with the client's argv[0].
+- ``Launcher shim, leaf (the server)``: the server's way on the cgroup
+  backend: each spawn close after the last is moved, the others born (below).
 - ``Launcher shim, born in a leaf``: the same, and the program is created in a
   fresh leaf cgroup (mkdir before, rmdir after) by the shim's
   ``clone3(CLONE_INTO_CGROUP)``, as on the cgroup backend.
@@ -137,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     root = resolve_root("auto")
     cgroup = Path(tempfile.mkdtemp(prefix="ccx-spawn-", dir=root)) if root else None
     shim = Launcher()
-    moved = Launcher(clone_into_leaf=False)
+    cloned = Launcher(into_leaf="clone")
+    moved = Launcher(into_leaf="move")
     fallback = Launcher(use_shim=False)
     ways: list[tuple[str, Callable[[], Awaitable[None]]]] = [
         ("uvloop + preexec_fn (before)", uvloop_preexec),
@@ -146,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     if shim.shim is not None:
         ways.append(("Launcher shim", launcher_way(shim, None)))
         if cgroup is not None:
-            ways.append(("Launcher shim, born in a leaf", launcher_way(shim, cgroup)))
+            ways.append(("Launcher shim, leaf (the server)", launcher_way(shim, cgroup)))
+            ways.append(("Launcher shim, born in a leaf", launcher_way(cloned, cgroup)))
             ways.append(("Launcher shim, moved to a leaf", launcher_way(moved, cgroup)))
     else:
         print(f"no exec shim next to {sys.executable} ({find_shim()}): bash ci/install builds it")
@@ -163,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{label:32} {ms:22.2f} {apart:26.2f}", flush=True)
     finally:
         shim.close()
+        cloned.close()
         moved.close()
         fallback.close()
         if cgroup is not None:

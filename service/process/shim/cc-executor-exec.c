@@ -22,15 +22,17 @@
  * kernel's global threadgroup lock for writing, which waits for an RCU grace
  * period whenever no migration happened in the last few milliseconds: 10 to
  * 20 ms for the first execute after a pause, against well under 1 ms here.
- * The new child starts its own session, then takes steps 1 to 3; the shim
- * waits (CLONE_VFORK) until it has exec'd or failed, reports and exits. On a
- * kernel without clone3 or CLONE_INTO_CGROUP the shim joins the leaf through
+ * The shim exits at once (nothing waits on it: on a busy machine every
+ * wake-up costs milliseconds); the new child reports its pid, starts its own
+ * session and takes steps 1 to 3. On a kernel without clone3 or
+ * CLONE_INTO_CGROUP the shim reports its own pid, joins the leaf through
  * cgroup.procs and takes steps 1 to 3 itself.
  *
- * The report on ERRFD (close-on-exec): nothing (EOF) when the shim itself
- * exec'd the program; on its own failure, errno (a native int) and exit 127;
- * after a clone, two native ints, the child's pid and errno (0: it exec'd;
- * otherwise it failed and exited 127, and the server reaps it).
+ * The report on ERRFD (close-on-exec, so EOF means every writer exec'd or
+ * exited), in native ints. Without "@": nothing when the program was exec'd,
+ * errno (exit 127) when not. With "@": the program's pid (0: none was
+ * started), then errno when it could not be exec'd (it exits 127 and the
+ * server reaps it).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -77,44 +79,35 @@ static void become(pid_t parent, int nice_by, char *path, char **argv) {
     execv(path, argv);
 }
 
+/* Report PID (the program's leader) first: "@" mode's report starts with it. */
+static void report_pid(int errfd, pid_t pid) {
+    int value = (int)pid;
+    if (write(errfd, &value, sizeof value) != (ssize_t)sizeof value)
+        _exit(127); /* the server sees a short report and refuses */
+}
+
 /* Clone the program into the cgroup directory CGROUP_FD as the server's
- * child; returns -1 with errno set when clone3 cannot do it (nothing started). */
+ * child. The shim exits at once; the child reports its pid, then its errno
+ * if it cannot exec. Returns -1 with errno set when clone3 cannot do it
+ * (nothing started). */
 static int clone_into(int cgroup_fd, int errfd, pid_t parent, int nice_by, char *path,
                       char **argv) {
-    int inner[2];
-    if (pipe2(inner, O_CLOEXEC) != 0)
-        return -1;
     struct clone_args args;
     memset(&args, 0, sizeof args);
-    args.flags = CLONE_INTO_CGROUP | CLONE_PARENT | CLONE_VFORK;
+    args.flags = CLONE_INTO_CGROUP | CLONE_PARENT;
     /* 0: with CLONE_PARENT the kernel takes the shim's own (SIGCHLD). */
     args.exit_signal = 0;
     args.cgroup = (uint64_t)cgroup_fd;
     long pid = syscall(SYS_clone3, &args, sizeof args);
-    if (pid == 0) {
-        close(inner[0]);
-        if (setsid() >= 0)
-            become(parent, nice_by, path, argv);
-        int err = errno;
-        ssize_t ignored = write(inner[1], &err, sizeof err);
-        (void)ignored;
-        _exit(127);
-    }
-    int saved = errno;
-    close(inner[1]);
-    if (pid < 0) {
-        close(inner[0]);
-        errno = saved;
+    if (pid < 0)
         return -1;
-    }
-    /* CLONE_VFORK: the child has exec'd (EOF) or written its errno and exited. */
-    int report[2] = {(int)pid, 0};
-    if (read(inner[0], &report[1], sizeof report[1]) != (ssize_t)sizeof report[1])
-        report[1] = 0;
-    close(inner[0]);
-    if (write(errfd, report, sizeof report) != (ssize_t)sizeof report)
-        _exit(126); /* the server sees a short report and refuses */
-    _exit(0);
+    if (pid > 0)
+        _exit(0); /* its copy of ERRFD closes; the child's at its exec */
+    report_pid(errfd, getpid());
+    if (setsid() >= 0)
+        become(parent, nice_by, path, argv);
+    fail(errfd);
+    return -1;
 }
 
 int main(int argc, char **argv) {
@@ -134,12 +127,16 @@ int main(int argc, char **argv) {
     if (procs[0] == '@') {
         /* @DIR: the leaf's directory, to clone the program into. */
         int dir = open(procs + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir < 0)
+        if (dir >= 0)
+            clone_into(dir, errfd, parent, nice_by, argv[5], &argv[6]);
+        if (dir < 0 ||
+            (errno != ENOSYS && errno != EINVAL && errno != E2BIG && errno != EOPNOTSUPP)) {
+            report_pid(errfd, 0); /* no program was started */
             fail(errfd);
-        clone_into(dir, errfd, parent, nice_by, argv[5], &argv[6]);
-        if (errno != ENOSYS && errno != EINVAL && errno != E2BIG && errno != EOPNOTSUPP)
-            fail(errfd);
-        /* No clone3 or no CLONE_INTO_CGROUP here: join the leaf, then go on. */
+        }
+        /* No clone3 or no CLONE_INTO_CGROUP here: join the leaf, then go on as
+         * the program's leader. */
+        report_pid(errfd, getpid());
         int fd = openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         close(dir);
         if (fd < 0 || write(fd, "0", 1) != 1)
