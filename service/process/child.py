@@ -46,8 +46,8 @@ from service.process.sibling import Leader, Sibling
 SHIM_NAME = "cc-executor-exec"
 #: Spawns closer than this move into their leaf, the others are cloned into it:
 #: a move this soon after the last one finds the kernel's lock still in writer
-#: mode (measured: 0.2 ms at 10 ms apart, 10 to 20 ms at 50 ms apart).
-MOVE_WARM_S = 0.010
+#: mode (measured: 0.2 ms at 10 and 15 ms apart, 8 to 20 ms from 20 ms apart).
+MOVE_WARM_S = 0.015
 IntoLeaf = Literal["auto", "clone", "move"]
 #: Bytes of input that may wait for a child to read them before ``input`` is refused.
 STDIN_BUFFER_LIMIT = 1024 * 1024
@@ -314,9 +314,9 @@ class Launcher:
         code = values[1] if len(values) == 2 else (0 if pid else errno.EIO)
         leader: Leader = shim
         if pid and pid != shim.pid:
-            # The shim exits at once; reaped off the loop.
-            self._executor.submit(shim.wait)
-            leader = Sibling(pid)
+            # The shim exits at once; reaped when the child is closed (waiting
+            # for it here would hold the spawn thread on a busy machine).
+            leader = Sibling(pid, shim)
         if not code:
             return leader
         await loop.run_in_executor(self._executor, leader.wait)

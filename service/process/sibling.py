@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import subprocess
 from typing import Protocol
 
 
@@ -44,8 +45,10 @@ def _returncode(info: os.waitid_result) -> int:
 class Sibling:
     """A child of this process created by another of its children (see above)."""
 
-    def __init__(self, pid: int) -> None:
+    def __init__(self, pid: int, shim: subprocess.Popen[bytes] | None = None) -> None:
         self._pid = pid
+        #: The shim that cloned it: it exits at once, and is reaped by :meth:`close`.
+        self._shim = shim
         self._returncode: int | None = None
         self._pidfd: int | None = os.pidfd_open(pid)
 
@@ -83,8 +86,10 @@ class Sibling:
                 signal.pidfd_send_signal(self._pidfd, signal.SIGKILL)
 
     def close(self) -> None:
-        """Forget the pidfd (a process not reaped by then stays a zombie until
-        the reaper's sweep)."""
+        """Forget the pidfd and reap the shim (a process not reaped by then
+        stays a zombie until the reaper's sweep)."""
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
+        if self._shim is not None and self._shim.poll() is not None:
+            self._shim = None
