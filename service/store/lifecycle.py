@@ -1,6 +1,6 @@
 """Wiring the store into the service: what happens at build, start and stop.
 
-``build`` (from :func:`service.root.compose`) registers the core schema and
+``build`` (from :func:`service.server.root.compose`) registers the core schema and
 puts the :class:`~service.store.recorder.Recorder` among the supervisor's
 observers and admissions (it records each execution before its spawn).
 ``start`` (from ``Root.startup``, before the server listens) opens the
