@@ -22,7 +22,8 @@ import pytest
 
 from service.client import ExecutorClient, RemoteExecution
 from service.errors import RpcError
-from service.process import procfs
+from service.process import cgroup, procfs
+from service.process.child import Launcher
 from service.process.containment import resolve_root, subtree_name
 from service.process.spawn import EXECUTION_MARKER
 from service.settings import Settings
@@ -408,3 +409,53 @@ def test_recovery_of_starting_rows(tmp_path: Path, marker: dict[str, str]) -> No
     finally:
         started.kill()
         started.wait()
+
+
+@pytest.mark.skipif(CGROUP_ROOT is None, reason="no writable cgroup2 hierarchy on this machine")
+@pytest.mark.parametrize("rounds", [0, cgroup.STOP_ROUNDS], ids=["frozen", "unfrozen"])
+def test_pause_of_a_forking_tree_stops_every_member(
+    tmp_path: Path, marker: dict[str, str], monkeypatch: pytest.MonkeyPatch, rounds: int
+) -> None:
+    """PAUSE of a shell forking as fast as it can, in process on a real leaf:
+    every member is stopped when it returns, and no member appears while
+    paused; ``rounds`` 0 forces the frozen way (what a fork storm falls back to)."""
+    monkeypatch.setattr(cgroup, "STOP_ROUNDS", rounds)
+    forks = "i=0; while [ $i -lt 400 ]; do sleep 30 & i=$((i+1)); done; wait"
+
+    async def main() -> None:
+        settings = Settings(data_dir=tmp_path, cgroup_root="auto")
+        assert CGROUP_ROOT is not None
+        containment = cgroup.CgroupContainment(Path(CGROUP_ROOT) / subtree_name(tmp_path), settings)
+        await containment.start()
+        launcher = Launcher()
+        tree = containment.open("forks")
+        child = await launcher.spawn(
+            executable="/bin/sh",
+            argv=["sh", "-c", forks],
+            cwd=None,
+            env={**marker, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            keep_stdin=False,
+            procs_file=tree.procs_file,
+            limit=65536,
+        )
+        try:
+            tree.attach(child.pid)
+            assert wait_until(lambda: len(tree.members()) > 20, 10)
+            await tree.stop(10)
+            members = tree.members()
+            live = procfs.live_stats(members)
+            assert live and all(procfs.is_stopped(s) for s in live), [
+                (s.pid, s.state) for s in live if not procfs.is_stopped(s)
+            ]
+            await asyncio.sleep(0.3)
+            assert set(tree.members()) == set(members), "a member appeared while paused"
+        finally:
+            tree.kill()
+            await tree.wait_empty(10)
+            await child.wait()
+            child.close()
+            tree.release()
+            await containment.close()
+            launcher.close()
+
+    run(main())
