@@ -96,35 +96,29 @@ class CgroupTree:
         return _read_events(self.path).get("populated", 0) == 1
 
     def signal(self, signum: int) -> bool:
-        """Signal each member, each one pinned by a pidfd and checked to still be
-        in the leaf first, so a pid reused between the read and the signal is
-        never hit."""
+        """Signal each member (see :meth:`_signal_pids`); False when none is left."""
         pids = self.members()
         self._signal_pids(pids, signum)
         return bool(pids)
 
     def _signal_pids(self, pids: Iterable[int], signum: int) -> None:
-        for pid in pids:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                if self._holds(pid):
-                    signal.pidfd_send_signal(pidfd, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-            finally:
-                os.close(pidfd)
-
-    def _holds(self, pid: int) -> bool:
+        """Signal those of ``pids`` that are members, each pinned by a pidfd
+        opened *before* the leaf is read again: a pid still listed then is the
+        pinned process, so a pid reused by a process outside the leaf is never
+        hit (one read of the leaf instead of one ``/proc/PID/cgroup`` each)."""
+        pinned: dict[int, int] = {}
         try:
-            with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
-                entries = handle.read().splitlines()
-        except OSError:
-            return False
-        suffix = "/" + os.path.basename(self.path)
-        return any(entry.startswith("0::") and entry.endswith(suffix) for entry in entries)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    pinned[pid] = os.pidfd_open(pid)
+            if not pinned:
+                return
+            for pid in set(self.members()) & pinned.keys():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    signal.pidfd_send_signal(pinned[pid], signum)
+        finally:
+            for pidfd in pinned.values():
+                os.close(pidfd)
 
     async def _wait_until(
         self, done: Callable[[dict[str, int]], bool], timeout_s: float | None
