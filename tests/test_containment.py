@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -459,3 +461,72 @@ def test_pause_of_a_forking_tree_stops_every_member(
             launcher.close()
 
     run(main())
+
+
+@pytest.mark.skipif(CGROUP_ROOT is None, reason="no writable cgroup2 hierarchy on this machine")
+@pytest.mark.parametrize("into_leaf", ["clone", "move"])
+def test_spawn_into_a_leaf_both_ways(
+    tmp_path: Path, marker: dict[str, str], into_leaf: Literal["clone", "move"]
+) -> None:
+    """The two ways into a leaf (born by clone3, or moved), in process: the
+    program runs in the leaf as the server's own child, its exit status and
+    a signal come back, and a file that cannot be exec'd is an OSError with
+    its errno and leaves no process behind."""
+    assert CGROUP_ROOT is not None
+    leaf_root = Path(tempfile.mkdtemp(prefix="ccx-test-", dir=CGROUP_ROOT))
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01 not a program\n")
+    garbage.chmod(0o755)
+    env = {**marker, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    async def main() -> None:
+        launcher = Launcher(into_leaf=into_leaf)
+        try:
+            for name, argv, expected in (
+                ("exits", ["sh", "-c", "grep -q /exits$ /proc/self/cgroup && exit 3"], 3),
+                ("killed", ["sh", "-c", "kill -9 $$"], -9),
+            ):
+                leaf = leaf_root / name
+                leaf.mkdir()
+                child = await launcher.spawn(
+                    executable="/bin/sh",
+                    argv=argv,
+                    cwd=None,
+                    env=env,
+                    keep_stdin=False,
+                    procs_file=str(leaf / "cgroup.procs"),
+                    limit=65536,
+                )
+                stat = procfs.read_stat(child.pid)
+                assert stat is not None and stat.ppid == os.getpid() and stat.pgid == child.pid
+                assert await asyncio.wait_for(child.wait(), 10) == expected, name
+                child.close()
+                leaf.rmdir()
+            leaf = leaf_root / "garbage"
+            leaf.mkdir()
+            with pytest.raises(OSError) as failed:
+                await launcher.spawn(
+                    executable=str(garbage),
+                    argv=["garbage"],
+                    cwd=None,
+                    env=env,
+                    keep_stdin=False,
+                    procs_file=str(leaf / "cgroup.procs"),
+                    limit=65536,
+                )
+            assert failed.value.errno == errno.ENOEXEC, failed.value
+            assert (leaf / "cgroup.procs").read_text() == ""
+            leaf.rmdir()
+        finally:
+            launcher.close()
+
+    try:
+        run(main())
+        assert wait_until(lambda: not children_of(os.getpid(), "Z"), 5), children_of(
+            os.getpid(), "Z"
+        )
+    finally:
+        for leaf in leaf_root.iterdir():
+            if leaf.is_dir():
+                leaf.rmdir()
+        leaf_root.rmdir()
