@@ -24,9 +24,10 @@
  * 20 ms for the first execute after a pause, against well under 1 ms here.
  * The shim exits at once (nothing waits on it: on a busy machine every
  * wake-up costs milliseconds); the new child reports its pid, starts its own
- * session and takes steps 1 to 3. On a kernel without clone3 or
- * CLONE_INTO_CGROUP the shim reports its own pid, joins the leaf through
- * cgroup.procs and takes steps 1 to 3 itself.
+ * session and takes steps 1 to 3. Where clone3 is refused (a kernel without
+ * it or without CLONE_INTO_CGROUP, a seccomp filter, a limit), the shim
+ * reports its own pid, joins the leaf through cgroup.procs and takes steps 1
+ * to 3 itself.
  *
  * The report on ERRFD (close-on-exec, so EOF means every writer exec'd or
  * exited), in native ints. Without "@": nothing when the program was exec'd,
@@ -127,15 +128,14 @@ int main(int argc, char **argv) {
     if (procs[0] == '@') {
         /* @DIR: the leaf's directory, to clone the program into. */
         int dir = open(procs + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        if (dir >= 0)
-            clone_into(dir, errfd, parent, nice_by, argv[5], &argv[6]);
-        if (dir < 0 ||
-            (errno != ENOSYS && errno != EINVAL && errno != E2BIG && errno != EOPNOTSUPP)) {
+        if (dir < 0) {
             report_pid(errfd, 0); /* no program was started */
             fail(errfd);
         }
-        /* No clone3 or no CLONE_INTO_CGROUP here: join the leaf, then go on as
-         * the program's leader. */
+        clone_into(dir, errfd, parent, nice_by, argv[5], &argv[6]);
+        /* clone3 refused (an older kernel, a seccomp filter answering ENOSYS or
+         * EPERM, a limit): join the leaf the old way, then go on as the
+         * program's leader; a leaf we cannot join fails there. */
         report_pid(errfd, getpid());
         int fd = openat(dir, "cgroup.procs", O_WRONLY | O_CLOEXEC);
         close(dir);
