@@ -239,7 +239,8 @@ def test_execute_waits_for_the_store_and_refuses_without_it(
     another connection holds the database's write lock, `execute` waits (no
     process runs); past `store_record_timeout_s` it is refused with -32007 and
     nothing ever runs."""
-    server = make_server({"store_record_timeout_s": 1.5})
+    # Wide: the first phase must stay well inside it on a loaded machine.
+    server = make_server({"store_record_timeout_s": 4})
     value = marker[MARKER_NAME]
     lock = sqlite3.connect(server.data_dir / DB_NAME, timeout=5, isolation_level=None)
 
@@ -248,7 +249,7 @@ def test_execute_waits_for_the_store_and_refuses_without_it(
             await client.run(argv=["true"])  # the store is open and idle
             lock.execute("BEGIN IMMEDIATE")
             pending = asyncio.ensure_future(client.execute(argv=["sleep", "30"], env=marker))
-            await asyncio.sleep(0.7)
+            await asyncio.sleep(0.5)
             assert not pending.done() and marked_pids(value) == [], "spawned unrecorded"
             lock.execute("ROLLBACK")
             execution = await asyncio.wait_for(pending, 10)

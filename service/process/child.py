@@ -27,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ctypes
-import errno
 import functools
 import math
 import os
@@ -41,6 +40,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from service.errors import InvalidState, LimitReached
+from service.process.report import parse_report, read_report
 from service.process.sibling import Leader, Sibling
 
 SHIM_NAME = "cc-executor-exec"
@@ -84,32 +84,6 @@ class Started:
     stdin_fd: int | None
     #: The shim's report pipe: EOF once the user's program was exec'd, else an errno.
     report_fd: int | None
-
-
-async def _read_report(fd: int) -> bytes:
-    """What the shim wrote to its report pipe, up to EOF, without blocking the
-    loop (the shim may wait long for a CPU on a loaded machine). Closes ``fd``."""
-    loop = asyncio.get_running_loop()
-    os.set_blocking(fd, False)
-    done: asyncio.Future[bytes] = loop.create_future()
-    chunks: list[bytes] = []
-
-    def readable() -> None:
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        if data:
-            chunks.append(data)
-        elif not done.done():
-            done.set_result(b"".join(chunks))
-
-    loop.add_reader(fd, readable)
-    try:
-        return await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
 
 
 def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
@@ -222,6 +196,8 @@ class Child:
                 asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+        if isinstance(self._popen, Sibling):
+            self._popen.close()  # its pidfd, even when it was never reaped
 
 
 class Launcher:
@@ -271,7 +247,7 @@ class Launcher:
         try:
             if report is not None:
                 fd, report = report, None
-                report_bytes = await _read_report(fd)
+                report_bytes = await read_report(fd)
                 leader = await self._leader(started.popen, report_bytes, cloned, executable)
             child = Child(started, limit, leader)
         except BaseException:
@@ -295,31 +271,12 @@ class Launcher:
     async def _leader(
         self, shim: subprocess.Popen[bytes], report: bytes, cloned: bool, path: str
     ) -> Leader:
-        """The user's program from the shim's report (see the shim's comment): the
-        shim itself, or (``cloned``: the shim was asked to create it in its leaf)
-        the child it cloned; OSError when it could not be started (every process
-        it started reaped)."""
-        loop = asyncio.get_running_loop()
-        values = [
-            int.from_bytes(report[i : i + 4], sys.byteorder, signed=True)
-            for i in range(0, len(report) - len(report) % 4, 4)
-        ]
-        if not cloned:
-            if not report:
-                return shim
-            code = values[0] if len(report) == 4 else errno.EIO
-            await loop.run_in_executor(self._executor, shim.wait)
-            raise OSError(code, os.strerror(code), path)
-        pid = values[0] if values and len(report) in (4, 8) else 0
-        code = values[1] if len(values) == 2 else (0 if pid else errno.EIO)
-        leader: Leader = shim
-        if pid and pid != shim.pid:
-            # The shim exits at once; reaped when the child is closed (waiting
-            # for it here would hold the spawn thread on a busy machine).
-            leader = Sibling(pid, shim)
+        """The user's program from the shim's report; OSError when it could not
+        be started (every process it started reaped)."""
+        leader, code = parse_report(shim, report, cloned)
         if not code:
             return leader
-        await loop.run_in_executor(self._executor, leader.wait)
+        await asyncio.get_running_loop().run_in_executor(self._executor, leader.wait)
         raise OSError(code, os.strerror(code), path)
 
     def _start(
