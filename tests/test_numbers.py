@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
 from service.errors import INTERNAL_ERROR, INVALID_PARAMS
-from service.methods import build_router
 from service.protocol import encode_reply, parse_frame, result_response
+from service.server.methods import build_router
 from tests.utils import RunningServer, start_server
 
 EXAMPLES = int(os.environ.get("CCX_NUMBERS_EXAMPLES", "300"))

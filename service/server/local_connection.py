@@ -4,7 +4,7 @@ The MCP endpoint runs every tool through the same JSON-RPC router as a
 WebSocket client would, so it gets the same validation, limits, audit lines,
 errors and ownership rules with no second implementation of any method.
 :class:`LocalConnection` is a :class:`~service.dispatch.Peer`, as a
-WebSocket :class:`~service.connection.Connection` is; notifications land
+WebSocket :class:`~service.server.connection.Connection` is; notifications land
 in its bounded :class:`~service.outbox.Outbox`, output chunks are dropped
 (and counted) for it alone when its reader falls behind, exactly as for a
 slow WebSocket client.
@@ -28,7 +28,7 @@ from service.outbox import Outbox
 from service.protocol import Frame, Request, error_from_wire
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 

@@ -41,7 +41,7 @@ from service.protocol import (
 )
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 
