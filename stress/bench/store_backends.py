@@ -41,7 +41,7 @@ import psycopg
 from service.client.postgres import DURABLE_SETTINGS, FAST_SETTINGS, PostgresServer
 from service.settings import Settings
 from service.store import Store, make_store
-from service.store.recorder import INSERT_CHUNK
+from service.store.rows import INSERT_CHUNK
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 
 CHUNK_DATA = "x" * 99 + "\n"  # a 100-byte output line
