@@ -16,8 +16,9 @@ to reconnect every ``RECONNECT_S``, and everything resumes when it succeeds.
 A request never waits on an unreachable database longer than
 ``store_timeout_s`` (the connect timeout and the pool's wait).
 
-Migrations run in one transaction per script under an advisory lock, so two
-nodes starting at once do not both apply them. The cap counts the store's
+The data directory is locked for this server as with SQLite
+(``cc-executor.postgres.lock``). Migrations run in one transaction per script
+under an advisory lock, so two nodes starting at once do not both apply them. The cap counts the store's
 tables with ``pg_total_relation_size``; WAL checkpoints, ``quick_check`` and
 salvage are SQLite's and have no counterpart here (PostgreSQL keeps its own
 files sound).
