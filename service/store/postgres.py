@@ -18,10 +18,11 @@ A request never waits on an unreachable database longer than
 
 The data directory is locked for this server as with SQLite
 (``cc-executor.postgres.lock``). Migrations run in one transaction per script
-under an advisory lock, so two nodes starting at once do not both apply them. The cap counts the store's
-tables with ``pg_total_relation_size``; WAL checkpoints, ``quick_check`` and
-salvage are SQLite's and have no counterpart here (PostgreSQL keeps its own
-files sound).
+under an advisory lock, so two nodes starting at once do not both apply them.
+``/health`` shows the tables' size (``pg_total_relation_size``); the cap
+counts the data the rows hold (:mod:`service.store.retention` says why).
+WAL checkpoints, ``quick_check`` and salvage are SQLite's and have no
+counterpart here (PostgreSQL keeps its ownfiles sound).
 """
 
 from __future__ import annotations
