@@ -29,11 +29,11 @@ from service.process.child import Launcher
 from service.process.containment import resolve_root, subtree_name
 from service.process.spawn import EXECUTION_MARKER
 from service.settings import Settings
-from service.store import Store
 from service.store.database import DB_NAME
 from service.store.recorder import read_boot_id
 from service.store.recovery import recover
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
+from service.store.sqlite import SqliteStore as Store
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 CGROUP_ROOT = resolve_root("auto")
@@ -237,10 +237,10 @@ def test_execute_waits_for_the_store_and_refuses_without_it(
 ) -> None:
     """Nothing is spawned before the store committed the execution's row: while
     another connection holds the database's write lock, `execute` waits (no
-    process runs); past `store_record_timeout_s` it is refused with -32007 and
+    process runs); past `store_timeout_s` it is refused with -32007 and
     nothing ever runs."""
     # Wide: the first phase must stay well inside it on a loaded machine.
-    server = make_server({"store_record_timeout_s": 4})
+    server = make_server({"store_timeout_s": 4})
     value = marker[MARKER_NAME]
     lock = sqlite3.connect(server.data_dir / DB_NAME, timeout=5, isolation_level=None)
 
