@@ -233,38 +233,57 @@ def test_server_sigkill_then_restart_kills_leftovers(
 
 
 def test_execute_waits_for_the_store_and_refuses_without_it(
-    make_server: Any, marker: dict[str, str]
+    make_server: Any, backend: str, marker: dict[str, str], tmp_path: Path
 ) -> None:
-    """Nothing is spawned before the store committed the execution's row: while
-    another connection holds the database's write lock, `execute` waits (no
-    process runs); past `store_timeout_s` it is refused with -32007 and
-    nothing ever runs."""
+    """No client code runs before the store committed the execution's row:
+    while another connection holds the database's write lock, `execute` waits
+    and its child is held before its exec (it exists, in its tree, but the
+    client's program has not run); past `store_timeout_s` it is refused with
+    -32007, the held child is killed and reaped, its leaf released, and
+    nothing of the client's program ever ran."""
     # Wide: the first phase must stay well inside it on a loaded machine.
-    server = make_server({"store_timeout_s": 4})
+    server = make_server({"store_timeout_s": 4, "cgroup_root": backend})
     value = marker[MARKER_NAME]
     lock = sqlite3.connect(server.data_dir / DB_NAME, timeout=5, isolation_level=None)
+    ran = tmp_path / "ran"
+
+    def program(name: str) -> list[str]:
+        return ["sh", "-c", f"touch {ran}.{name}; exec sleep 30"]
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             await client.run(argv=["true"])  # the store is open and idle
             lock.execute("BEGIN IMMEDIATE")
-            pending = asyncio.ensure_future(client.execute(argv=["sleep", "30"], env=marker))
+            pending = asyncio.ensure_future(client.execute(argv=program("held"), env=marker))
+            # The spawn overlaps the commit: a child appears, held before its exec.
+            spawned = await asyncio.to_thread(wait_until, lambda: marked_pids(value), 5)
+            assert spawned, "no child spawned while recording"
             await asyncio.sleep(0.5)
-            assert not pending.done() and marked_pids(value) == [], "spawned unrecorded"
+            assert not pending.done(), "execute answered before the record"
+            assert not os.path.exists(f"{ran}.held"), "client code ran before the commit"
             lock.execute("ROLLBACK")
             execution = await asyncio.wait_for(pending, 10)
-            assert marked_pids(value), "runs once recorded"
+            assert wait_until(lambda: os.path.exists(f"{ran}.held"), 5), "runs once recorded"
             assert stored_state(server.data_dir, execution.id) in ("starting", "running")
             await execution.cancel()
             await execution.wait(15)
+            assert wait_until(lambda: not marked_pids(value), 5), marked_pids(value)
 
             lock.execute("BEGIN IMMEDIATE")
             try:
+                refusing = asyncio.ensure_future(client.execute(argv=program("no"), env=marker))
+                held = await asyncio.to_thread(wait_until, lambda: marked_pids(value), 5)
+                assert held, "no child held"
                 with pytest.raises(RpcError) as refused:
-                    await client.execute(argv=["sleep", "31"], env=marker)
+                    await refusing
                 assert refused.value.code == -32007, refused.value
                 assert "not started" in refused.value.message
-                assert marked_pids(value) == []
+                # The held child was killed and reaped (no zombie), its leaf
+                # released, and the client's program never ran.
+                assert wait_until(lambda: not marked_pids(value), 5), marked_pids(value)
+                assert wait_until(lambda: not children_of(server.pid, "Z"), 5)
+                assert wait_until(lambda: not leaves(server), 5), leaves(server)
+                assert not os.path.exists(f"{ran}.no"), "client code ran without a record"
             finally:
                 lock.execute("ROLLBACK")
             # The server goes on, and the refused execution's row (committed late,
@@ -531,3 +550,79 @@ def test_spawn_into_a_leaf_both_ways(
             if leaf.is_dir():
                 leaf.rmdir()
         leaf_root.rmdir()
+
+
+@pytest.mark.parametrize("mode", ["shim", "preexec", "clone", "move"])
+def test_spawn_is_held_until_its_gate(tmp_path: Path, marker: dict[str, str], mode: str) -> None:
+    """In process, every way to spawn (the shim without a cgroup, the fallback
+    pre-exec step, born in a leaf by clone3, moved into it): a child spawned
+    with a gate runs nothing of its program until the gate is done, then runs
+    it; when the gate raises, that error comes back, the held child is reaped
+    (no zombie, nothing left in its leaf) and its program never ran."""
+    cgroups = mode in ("clone", "move")
+    if cgroups and CGROUP_ROOT is None:
+        pytest.skip("no writable cgroup2 hierarchy on this machine")
+    leaf_root = Path(tempfile.mkdtemp(prefix="ccx-test-", dir=CGROUP_ROOT)) if cgroups else None
+    env = {**marker, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+    ran = tmp_path / "ran"
+
+    async def spawn(launcher: Launcher, name: str, gate: asyncio.Future[None]) -> Any:
+        procs_file = None
+        if leaf_root is not None:
+            (leaf_root / name).mkdir()
+            procs_file = str(leaf_root / name / "cgroup.procs")
+        return await launcher.spawn(
+            executable="/bin/sh",
+            argv=["sh", "-c", f"touch {ran}.{name}"],
+            cwd=None,
+            env=env,
+            keep_stdin=False,
+            procs_file=procs_file,
+            limit=65536,
+            gate=gate,
+        )
+
+    def held() -> list[int]:
+        # The fallback's child has the server's environment until its exec.
+        return children_of(os.getpid(), "RSD")
+
+    async def main() -> None:
+        into_leaf: Literal["clone", "move"] = "move" if mode == "move" else "clone"
+        launcher = Launcher(use_shim=mode != "preexec", into_leaf=into_leaf)
+        loop = asyncio.get_running_loop()
+        try:
+            gate: asyncio.Future[None] = loop.create_future()
+            spawning = asyncio.ensure_future(spawn(launcher, "opened", gate))
+            assert await asyncio.to_thread(wait_until, held, 5)
+            await asyncio.sleep(0.3)
+            assert not ran.with_suffix(".opened").exists(), "ran before its gate opened"
+            gate.set_result(None)
+            child = await asyncio.wait_for(spawning, 10)
+            assert await asyncio.wait_for(child.wait(), 10) == 0
+            child.close()
+            assert ran.with_suffix(".opened").exists()
+
+            gate = loop.create_future()
+            spawning = asyncio.ensure_future(spawn(launcher, "closed", gate))
+            assert await asyncio.to_thread(wait_until, held, 5)
+            gate.set_exception(LookupError("refused"))
+            with pytest.raises(LookupError, match="refused"):
+                await asyncio.wait_for(spawning, 10)
+            assert held() == [] and marked_pids(marker[MARKER_NAME]) == []
+            assert not ran.with_suffix(".closed").exists(), "ran though its gate was closed"
+            if leaf_root is not None:
+                assert (leaf_root / "closed" / "cgroup.procs").read_text() == ""
+        finally:
+            launcher.close()
+
+    try:
+        run(main())
+        assert wait_until(lambda: not children_of(os.getpid(), "Z"), 5), children_of(
+            os.getpid(), "Z"
+        )
+    finally:
+        if leaf_root is not None:
+            for leaf in leaf_root.iterdir():
+                if leaf.is_dir():
+                    leaf.rmdir()
+            leaf_root.rmdir()

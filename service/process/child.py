@@ -26,20 +26,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import math
 import os
-import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from service.errors import InvalidState, LimitReached
+from service.process.hold import pass_gate, preexec
 from service.process.report import parse_report, read_report
 from service.process.sibling import Leader, Sibling
 
@@ -51,27 +51,12 @@ MOVE_WARM_S = 0.015
 IntoLeaf = Literal["auto", "clone", "move"]
 #: Bytes of input that may wait for a child to read them before ``input`` is refused.
 STDIN_BUFFER_LIMIT = 1024 * 1024
-_PR_SET_PDEATHSIG = 1
 
 
 def find_shim() -> str | None:
     """The built exec shim next to the interpreter (``.venv/bin``), if any."""
     candidate = Path(sys.executable).parent / SHIM_NAME
     return str(candidate) if os.access(candidate, os.X_OK) else None
-
-
-def _preexec(procs_file: str | None, nice: int) -> None:
-    """The shim's steps, in Python, for when there is no shim (fork path)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if procs_file is not None:
-        with open(procs_file, "w", encoding="ascii") as handle:
-            handle.write("0")
-    if nice > 0:
-        os.nice(nice)
-        # Each execution is its own session, so its own autogroup (see the shim).
-        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as handle:
-            handle.write(str(nice))
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,18 +215,34 @@ class Launcher:
         keep_stdin: bool,
         procs_file: str | None,
         limit: int,
+        gate: Awaitable[None] | None = None,
     ) -> Child:
         """Start ``executable`` with ``argv`` (argv[0] as given) in the tree whose
         ``cgroup.procs`` is ``procs_file``. OSError when it cannot be executed;
-        then nothing of it runs."""
+        then nothing of it runs.
+
+        ``gate`` (the store's record of the execution) is awaited while the
+        child is spawned: the child waits in its leaf, before it execs the
+        program, until ``gate`` is done. When ``gate`` raises, the held child
+        exits without running anything, is reaped, and the error is raised
+        (the caller releases the leaf). ``gate`` is awaited on every path."""
         loop = asyncio.get_running_loop()
         cloned = self._cloned(procs_file)
-        started = await loop.run_in_executor(
+        try:
+            hold = os.pipe2(os.O_CLOEXEC) if gate is not None else None
+        except BaseException:
+            if gate is not None:
+                await gate
+            raise
+        spawning = loop.run_in_executor(
             self._executor,
             functools.partial(
-                self._start, executable, argv, cwd, env, keep_stdin, procs_file, cloned
+                self._start, executable, argv, cwd, env, keep_stdin, procs_file, cloned, hold
             ),
         )
+        if gate is not None and hold is not None:
+            await pass_gate(gate, hold, spawning, cloned, self._executor)
+        started = await spawning
         report = started.report_fd
         leader: Leader = started.popen
         try:
@@ -288,6 +289,7 @@ class Launcher:
         keep_stdin: bool,
         procs_file: str | None,
         cloned: bool,
+        hold: tuple[int, int] | None,
     ) -> Started:
         # Our own pipes, not Popen's file objects: the loop's transports get the
         # parent's ends, and nothing else ever closes them.
@@ -297,7 +299,7 @@ class Launcher:
         try:
             stdin = subprocess.DEVNULL if in_r is None else in_r
             popen, report = self._popen(
-                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file, cloned
+                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file, cloned, hold
             )
         except BaseException:
             for fd in (out_r, err_r, in_w):
@@ -319,6 +321,7 @@ class Launcher:
         stdio: tuple[int, int, int],
         procs_file: str | None,
         cloned: bool,
+        hold: tuple[int, int] | None,
     ) -> tuple[subprocess.Popen[bytes], int | None]:
         """The started process, and the read end of the shim's report pipe."""
         stdin, stdout, stderr = stdio
@@ -329,7 +332,7 @@ class Launcher:
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=functools.partial(_preexec, procs_file, self.nice),
+                preexec_fn=functools.partial(preexec, procs_file, self.nice, hold),
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -345,6 +348,7 @@ class Launcher:
                     if procs_file
                     else "-",
                     str(report),
+                    "-" if hold is None else str(hold[0]),
                     str(self.nice),
                     str(os.getpid()),
                     executable,
@@ -354,7 +358,7 @@ class Launcher:
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                pass_fds=(report,),
+                pass_fds=(report,) if hold is None else (report, hold[0]),
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,

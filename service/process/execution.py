@@ -90,9 +90,8 @@ class Execution:
         self._timeout: asyncio.TimerHandle | None = None
         self._gate = asyncio.Event()
         self._gate.set()
-        #: Cleared by an observer that cannot keep up (the store writer): the
-        #: pipes are not read while it is clear, so the child blocks on its own
-        #: output instead of the server buffering it. Output already read flows on.
+        #: Cleared by an observer that cannot keep up (the store writer): the pipes are
+        #: not read while it is clear, so the child blocks on its output, not the server.
         self.flow = asyncio.Event()
         self.flow.set()
         self._streams = {
@@ -139,9 +138,10 @@ class Execution:
         for observer in self.observers:
             observer.on_transition(self)
 
-    async def start(self) -> None:
-        """Spawn the child. Raises OSError (not found, not executable) and leaves
-        the execution ``failed`` when it cannot start."""
+    async def start(self, gate: asyncio.Future[None] | None = None) -> None:
+        """Spawn the child, held before its exec until ``gate`` (the store's record,
+        :mod:`~service.process.hold`) is done: its error is raised as is. OSError
+        (not found, not executable) leaves the execution ``failed``."""
         spec = self.spec
         env = {**spec.env, EXECUTION_MARKER: self.id}
         tree: Tree | None = None
@@ -160,10 +160,13 @@ class Execution:
                 keep_stdin=spec.keep_stdin,
                 procs_file=tree.procs_file,
                 limit=self.settings.read_chunk_bytes,
+                gate=gate,
             )
         except OSError as exc:
             if tree is not None:
                 tree.release()
+            if gate is not None:
+                await gate  # failed before the spawn: recorded first (or refused)
             self.refuse(f"cannot execute {shlex.quote(spec.argv[0])}: {exc.strerror or exc}")
             raise
         except BaseException:
@@ -189,10 +192,7 @@ class Execution:
 
     async def supervise(self) -> None:
         """The execution's life after :meth:`start`: stream, wait, finish.
-
-        Cancelling it (server shutdown past its deadline) kills the group with
-        SIGKILL and re-raises.
-        """
+        Cancelling it (shutdown past its deadline) SIGKILLs the group and re-raises."""
         proc = self._proc
         assert proc is not None and proc.stdout is not None and proc.stderr is not None
         self.sinks.send(protocol.process_started(self.id, self.pid, self.pgid), droppable=False)

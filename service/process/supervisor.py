@@ -137,25 +137,35 @@ class Supervisor:
         self.owners[execution.id].add(owner)
         # Live while it is admitted, so the limits count it.
         self.live[execution.id] = execution
+        # The admissions run while the child is spawned and held before its exec
+        # (service.process.hold): the commit's wait and the spawn overlap.
+        gate = asyncio.ensure_future(self._admit(execution)) if self.admissions else None
         try:
-            for admission in self.admissions:
-                await admission.admit(execution)
+            await execution.start(gate)
         except BaseException:
-            self.live.pop(execution.id, None)
-            self.owners.pop(execution.id, None)
-            execution.finished.set()  # a shutdown waiting on it need not
-            raise
-        try:
-            if self._closing:
-                # Shutdown began while the store recorded it: end its record too.
-                execution.refuse("the server is shutting down")
-                raise LimitReached("the server is shutting down")
-            await execution.start()
-        except BaseException:
-            self._retire(execution)
+            if gate is not None and not gate.done():
+                gate.cancel()
+            refused = gate is not None and (not gate.done() or gate.cancelled())
+            refused = refused or (gate is not None and gate.exception() is not None)
+            if refused and execution.state is ExecutionState.STARTING:
+                # Never recorded (or its record was ended): forget it.
+                self.live.pop(execution.id, None)
+                self.owners.pop(execution.id, None)
+                execution.finished.set()  # a shutdown waiting on it need not
+            else:
+                self._retire(execution)
             raise
         self.spawn_task(self._supervise(execution), name=f"execution:{execution.id}")
         return execution
+
+    async def _admit(self, execution: Execution) -> None:
+        """Every admission in turn; refused once the shutdown began meanwhile."""
+        for admission in self.admissions:
+            await admission.admit(execution)
+        if self._closing:
+            # Shutdown began while the store recorded it: end its record too.
+            execution.refuse("the server is shutting down")
+            raise LimitReached("the server is shutting down")
 
     async def _supervise(self, execution: Execution) -> None:
         try:

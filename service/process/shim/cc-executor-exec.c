@@ -2,7 +2,7 @@
  * cc-executor-exec: the few steps between the server's spawn and the user's
  * program, done in C so that no interpreter starts on every spawn.
  *
- *   cc-executor-exec PROCS ERRFD NICE PARENT PATH ARGV0 [ARG...]
+ *   cc-executor-exec PROCS ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]
  *
  * Where PROCS is "-" (no cgroup), or the cgroup.procs file of the execution's
  * leaf cgroup (which it joins first), it runs the user's program itself:
@@ -13,7 +13,14 @@
  *    autogroup: the server starts every execution in a new session, and
  *    with autogroup scheduling each session competes as one entity whatever
  *    its members' nice, so the process nice alone would change nothing.
- * 3. execv(PATH, [ARGV0, ARG...]): the file the server checked, with the
+ * 3. Where GATE is a file descriptor (not "-"), holds until the server
+ *    writes one byte to it: the server spawns while the execution's first
+ *    row is being committed, and nothing of the client's program may run
+ *    before that commit landed. EOF (the server closed it, or died) means
+ *    the execution was refused: it exits 127 with ECANCELED, having run
+ *    nothing of the client's. While held it is already in its leaf and
+ *    carries the execution's marker, so restart recovery finds it.
+ * 4. execv(PATH, [ARGV0, ARG...]): the file the server checked, with the
  *    argv[0] the client sent; no PATH lookup.
  *
  * Where PROCS is "@" and the leaf cgroup's directory, the user's program is
@@ -24,10 +31,10 @@
  * 20 ms for the first execute after a pause, against well under 1 ms here.
  * The shim exits at once (nothing waits on it: on a busy machine every
  * wake-up costs milliseconds); the new child reports its pid, starts its own
- * session and takes steps 1 to 3. Where clone3 is refused (a kernel without
+ * session and takes steps 1 to 4. Where clone3 is refused (a kernel without
  * it or without CLONE_INTO_CGROUP, a seccomp filter, a limit), the shim
  * reports its own pid, joins the leaf through cgroup.procs and takes steps 1
- * to 3 itself.
+ * to 4 itself.
  *
  * The report on ERRFD (close-on-exec, so EOF means every writer exec'd or
  * exited), in native ints. Without "@": nothing when the program was exec'd,
@@ -56,8 +63,26 @@ static void fail(int errfd) {
     _exit(127);
 }
 
-/* Steps 1 to 3; returns only on failure, with errno set. */
-static void become(pid_t parent, int nice_by, char *path, char **argv) {
+/* Step 3: 0 once the server opened GATE (-1: no gate), -1 with errno set when
+ * it closed it instead. */
+static int pass_gate(int gate) {
+    if (gate < 0)
+        return 0;
+    char go;
+    ssize_t got;
+    do
+        got = read(gate, &go, 1);
+    while (got < 0 && errno == EINTR);
+    if (got != 1) {
+        errno = ECANCELED;
+        return -1;
+    }
+    close(gate);
+    return 0;
+}
+
+/* Steps 1 to 4; returns only on failure, with errno set. */
+static void become(pid_t parent, int nice_by, int gate, char *path, char **argv) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         return;
     if (getppid() != parent) {
@@ -77,6 +102,8 @@ static void become(pid_t parent, int nice_by, char *path, char **argv) {
             close(fd);
         }
     }
+    if (pass_gate(gate) != 0)
+        return;
     execv(path, argv);
 }
 
@@ -91,8 +118,8 @@ static void report_pid(int errfd, pid_t pid) {
  * child. The shim exits at once; the child reports its pid, then its errno
  * if it cannot exec. Returns -1 with errno set when clone3 cannot do it
  * (nothing started). */
-static int clone_into(int cgroup_fd, int errfd, pid_t parent, int nice_by, char *path,
-                      char **argv) {
+static int clone_into(int cgroup_fd, int errfd, int gate, pid_t parent, int nice_by,
+                      char *path, char **argv) {
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_INTO_CGROUP | CLONE_PARENT;
@@ -106,24 +133,28 @@ static int clone_into(int cgroup_fd, int errfd, pid_t parent, int nice_by, char 
         _exit(0); /* its copy of ERRFD closes; the child's at its exec */
     report_pid(errfd, getpid());
     if (setsid() >= 0)
-        become(parent, nice_by, path, argv);
+        become(parent, nice_by, gate, path, argv);
     fail(errfd);
     return -1;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 7) {
+    if (argc < 8) {
         static const char usage[] =
-            "usage: cc-executor-exec PROCS ERRFD NICE PARENT PATH ARGV0 [ARG...]\n";
+            "usage: cc-executor-exec PROCS ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]\n";
         ssize_t ignored = write(2, usage, sizeof usage - 1);
         (void)ignored;
         return 127;
     }
     int errfd = atoi(argv[2]);
-    int nice_by = atoi(argv[3]);
-    pid_t parent = (pid_t)atol(argv[4]);
+    int gate = strcmp(argv[3], "-") == 0 ? -1 : atoi(argv[3]);
+    int nice_by = atoi(argv[4]);
+    pid_t parent = (pid_t)atol(argv[5]);
     if (fcntl(errfd, F_SETFD, FD_CLOEXEC) != 0)
         return 127;
+    /* The program must not inherit the gate. */
+    if (gate >= 0 && fcntl(gate, F_SETFD, FD_CLOEXEC) != 0)
+        fail(errfd);
     char *procs = argv[1];
     if (procs[0] == '@') {
         /* @DIR: the leaf's directory, to clone the program into. */
@@ -132,7 +163,7 @@ int main(int argc, char **argv) {
             report_pid(errfd, 0); /* no program was started */
             fail(errfd);
         }
-        clone_into(dir, errfd, parent, nice_by, argv[5], &argv[6]);
+        clone_into(dir, errfd, gate, parent, nice_by, argv[6], &argv[7]);
         /* clone3 refused (an older kernel, a seccomp filter answering ENOSYS or
          * EPERM, a limit): join the leaf the old way, then go on as the
          * program's leader; a leaf we cannot join fails there. */
@@ -150,7 +181,7 @@ int main(int argc, char **argv) {
             fail(errfd);
         close(fd);
     }
-    become(parent, nice_by, argv[5], &argv[6]);
+    become(parent, nice_by, gate, argv[6], &argv[7]);
     fail(errfd);
     return 127;
 }

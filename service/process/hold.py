@@ -1,0 +1,98 @@
+"""Holding a child before it execs the client's program, until the server says.
+
+``execute`` spawns while the execution's first row is being committed (the
+commit and the spawn overlap, see :meth:`Launcher.spawn
+<service.process.child.Launcher.spawn>`): the child is started with the read
+end of a *gate* pipe, joins its leaf, and waits on the gate just before its
+exec. One byte: the record landed, exec. EOF (the server closed the gate, or
+died): the execution was refused, and the child exits having run nothing of
+the client's. The exec shim does this in C (``shim/cc-executor-exec.c``,
+step 3); :func:`preexec` does it on the fallback path. A held child already
+carries the execution's marker and sits in its leaf, so restart recovery
+finds it like any other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+from collections.abc import Awaitable
+from concurrent.futures import Executor
+from typing import TYPE_CHECKING
+
+from service.process.report import parse_report, read_report
+
+if TYPE_CHECKING:
+    from service.process.child import Started
+
+_PR_SET_PDEATHSIG = 1
+
+
+def preexec(procs_file: str | None, nice: int, gate: tuple[int, int] | None) -> None:
+    """The shim's steps, in Python, for when there is no shim (fork path)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if procs_file is not None:
+        with open(procs_file, "w", encoding="ascii") as handle:
+            handle.write("0")
+    if nice > 0:
+        os.nice(nice)
+        # Each execution is its own session, so its own autogroup (see the shim).
+        with contextlib.suppress(OSError), open("/proc/self/autogroup", "w") as handle:
+            handle.write(str(nice))
+    if gate is not None:
+        # Held until the server opened the gate (see the shim); our copy of
+        # its write end must not keep EOF away.
+        gate_r, gate_w = gate
+        os.close(gate_w)
+        if os.read(gate_r, 1) != b"\x01":
+            raise ChildProcessError("the execution was refused before its program ran")
+        os.close(gate_r)
+
+
+async def pass_gate(
+    gate: Awaitable[None],
+    hold: tuple[int, int],
+    spawning: asyncio.Future[Started],
+    cloned: bool,
+    executor: Executor,
+) -> None:
+    """Await ``gate`` while the child is held, then open it (one byte) or,
+    when ``gate`` raised, close it and reap the child before re-raising."""
+    gate_r, gate_w = hold
+    try:
+        await gate
+    except BaseException:
+        os.close(gate_w)  # EOF: the held child exits 127, having run nothing
+        await asyncio.shield(_abandon(spawning, gate_r, cloned, executor))
+        raise
+    try:
+        os.write(gate_w, b"\x01")
+    finally:
+        os.close(gate_w)
+        # Safe once spawning is done: the spawn thread passes it to the child.
+        spawning.add_done_callback(lambda _: os.close(gate_r))
+
+
+async def _abandon(
+    spawning: asyncio.Future[Started], gate_r: int, cloned: bool, executor: Executor
+) -> None:
+    """Reap the child held at a gate that was closed, and close its pipes."""
+    try:
+        started = await spawning
+    except (OSError, subprocess.SubprocessError):
+        return  # the fallback's pre-exec step refused; Popen reaped it
+    finally:
+        os.close(gate_r)
+    for pipe in (started.stdout_fd, started.stderr_fd, started.stdin_fd):
+        if pipe is not None:
+            os.close(pipe)
+    if started.report_fd is None:
+        return
+    report = await read_report(started.report_fd)
+    leader, _ = parse_report(started.popen, report, cloned)
+    await asyncio.get_running_loop().run_in_executor(executor, leader.wait)
