@@ -71,7 +71,9 @@ async def pass_gate(
         await asyncio.shield(_abandon(spawning, gate_r, cloned, executor))
         raise
     try:
-        os.write(gate_w, b"\x01")
+        # A held child that died meanwhile (killed from outside) reports so itself.
+        with contextlib.suppress(BrokenPipeError):
+            os.write(gate_w, b"\x01")
     finally:
         os.close(gate_w)
         # Safe once spawning is done: the spawn thread passes it to the child.

@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 class Admission(Protocol):
     """Something that must know of an execution before any of it runs (the store).
 
-    :meth:`admit` is awaited after the limits are checked and before the spawn.
-    Raising refuses the execution: nothing of it runs, the error reaches the
+    :meth:`admit` is awaited after the limits are checked, while the child is
+    spawned and held before its exec (:mod:`service.process.hold`): nothing of
+    the client's program runs before it returned. Raising refuses the
+    execution: the held child exits untouched, the error reaches the
     client (an :class:`~service.errors.RpcError` with its own code), and the
     supervisor forgets it. Whatever :meth:`admit` left behind on failure (a
     record that may still land) is its own to close.

@@ -2,7 +2,8 @@
 
 :class:`Registration` is a supervisor admission
 (:class:`~service.process.supervisor.Admission`): the supervisor awaits it
-after the limits are checked and before the spawn. It commits the execution's
+after the limits are checked, while the child is spawned and held before its
+exec (:mod:`service.process.hold`). It commits the execution's
 row, state ``starting``, so restart recovery knows every execution a killed
 server may have left processes of: by the id it finds the marker in their
 environment and, on the cgroup backend, their leaf cgroup (both are named by
