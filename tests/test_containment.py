@@ -250,6 +250,9 @@ def test_execute_waits_for_the_store_and_refuses_without_it(
     def program(name: str) -> list[str]:
         return ["sh", "-c", f"touch {ran}.{name}; exec sleep 30"]
 
+    def has_run(name: str) -> bool:
+        return os.path.exists(f"{ran}.{name}")
+
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
             await client.run(argv=["true"])  # the store is open and idle
@@ -260,10 +263,10 @@ def test_execute_waits_for_the_store_and_refuses_without_it(
             assert spawned, "no child spawned while recording"
             await asyncio.sleep(0.5)
             assert not pending.done(), "execute answered before the record"
-            assert not os.path.exists(f"{ran}.held"), "client code ran before the commit"
+            assert not has_run("held"), "client code ran before the commit"
             lock.execute("ROLLBACK")
             execution = await asyncio.wait_for(pending, 10)
-            assert wait_until(lambda: os.path.exists(f"{ran}.held"), 5), "runs once recorded"
+            assert wait_until(lambda: has_run("held"), 5), "runs once recorded"
             assert stored_state(server.data_dir, execution.id) in ("starting", "running")
             await execution.cancel()
             await execution.wait(15)
@@ -283,7 +286,7 @@ def test_execute_waits_for_the_store_and_refuses_without_it(
                 assert wait_until(lambda: not marked_pids(value), 5), marked_pids(value)
                 assert wait_until(lambda: not children_of(server.pid, "Z"), 5)
                 assert wait_until(lambda: not leaves(server), 5), leaves(server)
-                assert not os.path.exists(f"{ran}.no"), "client code ran without a record"
+                assert not has_run("no"), "client code ran without a record"
             finally:
                 lock.execute("ROLLBACK")
             # The server goes on, and the refused execution's row (committed late,
