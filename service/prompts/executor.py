@@ -20,7 +20,12 @@ LOG_NAME = "prompts-executor.log"
 
 
 class ExecutorStartError(Exception):
-    """The private executor did not start; the message holds its last log lines."""
+    """The private executor did not start; the message holds its last log
+    lines, :attr:`reason` the last error it logged (None when it logged none)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class LocalExecutor:
@@ -58,7 +63,8 @@ class LocalExecutor:
                 timeout_s=self.start_timeout_s,
             )
         except ServerStartError as exc:
-            raise ExecutorStartError(str(exc)) from None
+            reason = exc.errors[-1] if exc.errors else None
+            raise ExecutorStartError(str(exc), reason) from None
         self.proc, self.port = started.proc, started.port
         return self.url
 
