@@ -66,26 +66,25 @@ class ServerProcess:
         return code
 
 
-def listening_port(line: str | bytes) -> int | None:
-    """The port of a ``listening`` log line; None for any other line."""
+def log_entry(line: str | bytes) -> dict[str, Any]:
+    """One JSON log line as a dict; empty for a line that is not one."""
     try:
         entry: Any = json.loads(line)
     except ValueError:
-        return None
-    if isinstance(entry, dict) and entry.get("message") == "listening":
-        return int(entry["port"])
-    return None
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def listening_port(line: str | bytes) -> int | None:
+    """The port of a ``listening`` log line; None for any other line."""
+    entry = log_entry(line)
+    return int(entry["port"]) if entry.get("message") == "listening" else None
 
 
 def error_message(line: str | bytes) -> str | None:
-    """The message of an ERROR or CRITICAL JSON log line; None for any other line."""
-    try:
-        entry: Any = json.loads(line)
-    except ValueError:
-        return None
-    if isinstance(entry, dict) and entry.get("level") in ("ERROR", "CRITICAL"):
-        return str(entry.get("message"))
-    return None
+    """The message of an ERROR or CRITICAL log line; None for any other line."""
+    entry = log_entry(line)
+    return str(entry.get("message")) if entry.get("level") in ("ERROR", "CRITICAL") else None
 
 
 def run_server(
