@@ -1,0 +1,157 @@
+"""The SQL the features write once, and how it reaches each backend.
+
+Features write their statements in one dialect, SQLite's, against the small
+connection interface :class:`Conn` (``execute``/``executemany`` returning a
+:class:`Cursor`): ``?`` and ``:name`` placeholders, ``INSERT OR IGNORE``,
+``INSERT ... ON CONFLICT ... DO UPDATE`` (both engines speak it), ``RETURNING``.
+On PostgreSQL :func:`to_postgres` rewrites a statement once (the result is
+cached): placeholders become ``%s``/``%(name)s``, a literal ``%`` is doubled,
+and ``INSERT OR IGNORE`` becomes ``... ON CONFLICT DO NOTHING``.
+
+Migration scripts are written the same way; :func:`postgres_ddl` maps the
+column types that differ (``INTEGER PRIMARY KEY [AUTOINCREMENT]`` to an
+identity column, ``INTEGER`` to ``BIGINT``, ``REAL`` to ``DOUBLE PRECISION``,
+``BLOB`` to ``BYTEA``). Where the two must differ beyond that, a migration is
+a :class:`PerDialect` pair, each script written for its engine.
+
+One value differs: text that may hold NUL characters (process output), which
+PostgreSQL's ``text`` refuses. Such a column is ``BYTEA`` on PostgreSQL; the
+writer passes :meth:`Dialect.text_blob` of the value, and the PostgreSQL
+connections read every ``bytea`` back as ``str`` (the store keeps no other
+binary data).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal, Protocol
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+class Cursor(Protocol):
+    """The part of a DB-API cursor the features use."""
+
+    @property
+    def description(self) -> Any: ...
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def close(self) -> None: ...
+
+
+class Conn(Protocol):
+    """A connection as a job or a read function sees it: an ``sqlite3.Connection``
+    on SQLite, a :class:`service.store.postgres.PgConnection` on PostgreSQL."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Any: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Any], /) -> Any: ...
+
+
+@dataclass(frozen=True)
+class PerDialect:
+    """A migration written twice, once for each engine."""
+
+    sqlite: str
+    postgresql: str
+
+
+#: One migration: SQL written for SQLite (translated for PostgreSQL), or a pair.
+Migration = str | PerDialect
+
+
+@dataclass(frozen=True)
+class Dialect:
+    """What differs between the backends, for the code that must know."""
+
+    name: Backend
+
+    def script(self, migration: Migration) -> str:
+        """The text of ``migration`` for this engine."""
+        if isinstance(migration, PerDialect):
+            return migration.sqlite if self.name == "sqlite" else migration.postgresql
+        return migration if self.name == "sqlite" else postgres_ddl(migration)
+
+    def text_blob(self, value: str) -> str | bytes:
+        """A value for a text column that may hold NUL (``BYTEA`` on PostgreSQL)."""
+        return value if self.name == "sqlite" else value.encode("utf-8", "surrogatepass")
+
+
+SQLITE = Dialect("sqlite")
+POSTGRESQL = Dialect("postgresql")
+
+# --- statements --------------------------------------------------------------------
+
+_TOKEN = re.compile(
+    r"""('(?:[^']|'')*')"""  # a string literal
+    r"""|("(?:[^"]|"")*")"""  # a quoted identifier
+    r"""|(--[^\n]*)"""  # a comment
+    r"""|(\?)"""  # a positional placeholder
+    r"""|(?<![:\w]):([A-Za-z_]\w*)"""  # a named placeholder (not a :: cast)
+    r"""|(%)"""  # a literal percent sign
+)
+_INSERT_OR_IGNORE = re.compile(r"^(\s*)INSERT\s+OR\s+IGNORE\s+INTO\b", re.IGNORECASE)
+
+
+@lru_cache(maxsize=512)
+def to_postgres(sql: str, with_params: bool = True) -> str:
+    """``sql`` (SQLite's dialect) as psycopg takes it. Without parameters
+    psycopg sends the text as it is, so placeholders and ``%`` stay."""
+    ignore = _INSERT_OR_IGNORE.match(sql)
+    if ignore:
+        sql = sql[: ignore.start()] + ignore.group(1) + "INSERT INTO" + sql[ignore.end() :]
+    if with_params:
+
+        def replace(match: re.Match[str]) -> str:
+            if match.group(4):
+                return "%s"
+            if match.group(5):
+                return f"%({match.group(5)})s"
+            if match.group(6):
+                return "%%"
+            if match.group(1):  # psycopg looks for % inside literals too
+                return match.group(1).replace("%", "%%")
+            return match.group(0)
+
+        sql = _TOKEN.sub(replace, sql)
+    if ignore:
+        sql = sql.rstrip().rstrip(";") + " ON CONFLICT DO NOTHING"
+    return sql
+
+
+# --- migrations ----------------------------------------------------------------------
+
+_TYPES: Sequence[tuple[re.Pattern[str], str]] = (
+    (
+        re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\s+AUTOINCREMENT\b", re.IGNORECASE),
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    ),
+    # SQLite's rowid alias numbers new rows too.
+    (
+        re.compile(r"\bINTEGER\s+PRIMARY\s+KEY\b", re.IGNORECASE),
+        "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY",
+    ),
+    (re.compile(r"\bINTEGER\b", re.IGNORECASE), "BIGINT"),
+    (re.compile(r"\bREAL\b", re.IGNORECASE), "DOUBLE PRECISION"),
+    (re.compile(r"\bBLOB\b", re.IGNORECASE), "BYTEA"),
+)
+
+
+def postgres_ddl(script: str) -> str:
+    """A migration script written for SQLite, with PostgreSQL's column types.
+    (Both engines take the same ``CREATE INDEX``, ``ALTER TABLE ... ADD
+    COLUMN`` and ``CHECK``.)"""
+    for pattern, replacement in _TYPES:
+        script = pattern.sub(replacement, script)
+    return script
