@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import json
 import os
 import signal
 import sqlite3
@@ -15,8 +14,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,7 +31,9 @@ from service.store.recorder import read_boot_id
 from service.store.recovery import recover
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store.sqlite import SqliteStore as Store
-from tests.utils import MARKER_NAME, RunningServer, marked_pids
+from tests.utils import MARKER_NAME, RunningServer, health, marked_pids, runner, wait_until
+
+run = runner(90)
 
 CGROUP_ROOT = resolve_root("auto")
 BACKENDS = [
@@ -48,25 +47,6 @@ BACKENDS = [
     pytest.param("off", id="process-group"),
 ]
 EXPECTED = {"auto": "cgroup", "off": "process-group"}
-
-
-def run(coro: Any, timeout: float = 90) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
-
-
-def health(server: RunningServer) -> dict[str, Any]:
-    with urllib.request.urlopen(server.http_url + "/health", timeout=5) as response:
-        result: dict[str, Any] = json.loads(response.read())
-        return result
 
 
 def subtree(server: RunningServer) -> Path | None:
