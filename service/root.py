@@ -7,7 +7,7 @@ registry of its own. Each feature plugs in the same way:
 - its schema: a ``(namespace, migrations)`` pair registered on the store
   before it opens (the executor's core, prompt records; projects register
   theirs on the storage they are given);
-- its router: the wire methods of the feature (:mod:`service.methods`);
+- its router: the wire methods of the feature (:mod:`service.server.methods`);
 - its life: started in :meth:`Root.startup`, stopped in :meth:`Root.shutdown`.
 
 :class:`Root` also keeps the live WebSocket connections (admission limits,
@@ -26,8 +26,6 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service import __version__
-from service.dispatch import Peer, Router
-from service.methods import build_router
 from service.metrics import Metrics
 from service.metrics_collector import LiveFigures
 from service.probes import ClaudeProbe, ProcessReader
@@ -38,6 +36,8 @@ from service.process.supervisor import Supervisor
 from service.projects import Projects
 from service.projects.storage import MESSAGES_TRIMMER
 from service.prompts import methods as prompts
+from service.server.dispatch import Peer, Router
+from service.server.methods import build_router
 from service.services import Services
 from service.settings import Settings
 from service.stats import StatsHub

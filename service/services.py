@@ -4,7 +4,7 @@
 and its executor parts, the projects, and the observability parts (metrics,
 stats, the process and Claude probes of ``/health``). :func:`service.root.compose`
 builds it in order and hands it down; handlers reach it as
-``ctx.connection.services`` (every :class:`~service.dispatch.Peer` carries it).
+``ctx.connection.services`` (every :class:`~service.server.dispatch.Peer` carries it).
 Nothing here starts or stops anything: the order of life belongs to
 :class:`service.root.Root`.
 """

@@ -15,8 +15,9 @@ import pytest
 import websockets
 from websockets.exceptions import InvalidStatus
 
-from service.auth import AccessPolicy, TokenRedactor, is_loopback_host
 from service.client import ExecutorClient
+from service.hosts import is_loopback_host
+from service.server.auth import AccessPolicy, TokenRedactor
 from service.settings import Settings
 from tests.utils import MARKER_NAME, RunningServer, start_server
 

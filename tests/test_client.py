@@ -12,7 +12,7 @@ import pytest
 from service.client import DEFAULT_URL, ConnectionLost, ExecutorClient, resolve_url
 from service.client.commands.control import format_age, print_table
 from service.client.commands.terminal import _utf8_boundary, exit_status
-from service.mcp_relay import ProgressRelay, Tail
+from service.server.mcp_relay import ProgressRelay, Tail
 from service.stream_json import EventLines, assistant_text, result_summary, tool_calls
 from tests.utils import RunningServer
 

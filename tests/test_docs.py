@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from service import errors, settings_doc
-from service.methods import build_router
+from service.server.methods import build_router
 from service.settings import Settings
 from tests.utils import RunningServer
 

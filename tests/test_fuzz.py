@@ -33,8 +33,8 @@ from service.errors import (
     NAMES,
     PARSE_ERROR,
 )
-from service.methods import build_router
 from service.process import procfs
+from service.server.methods import build_router
 from tests.utils import RunningServer, start_server
 
 #: Example counts, sized to the test budget (about 15 s on a shared 2-core box).
@@ -142,7 +142,8 @@ def fuzz(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Fuzz]:
     started_lines = [
         e
         for e in running.logs
-        if e.get("decision") == "started" and e.get("logger", "").startswith("service.methods")
+        if e.get("decision") == "started"
+        and e.get("logger", "").startswith("service.server.methods")
     ]
     running.stop()
     assert len(started_lines) == state.started, "something was spawned by a refused request"

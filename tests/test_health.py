@@ -13,8 +13,9 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from service import health, probes
+from service import probes
 from service.root import compose
+from service.server import health
 from service.settings import Settings
 
 FAKE_CLAUDE = str(Path(sys.executable).with_name("fake-claude"))

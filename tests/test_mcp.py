@@ -314,7 +314,7 @@ def test_agent_tool_and_cli(
 
 def test_a_progress_message_is_at_most_16_kib() -> None:
     """The note of what was skipped counts, and so do multi-byte characters."""
-    from service.mcp_endpoint import Tail
+    from service.server.mcp_endpoint import Tail
 
     for piece in ("x" * 1000 + "\n", "é" * 999 + "\n", "日本" * 500):
         tail = Tail(16 * 1024)

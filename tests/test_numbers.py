@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from websockets.sync.client import ClientConnection, connect
 
 from service.errors import INTERNAL_ERROR, INVALID_PARAMS
-from service.methods import build_router
 from service.protocol import encode_reply, parse_frame, result_response
+from service.server.methods import build_router
 from tests.utils import RunningServer, start_server
 
 EXAMPLES = int(os.environ.get("CCX_NUMBERS_EXAMPLES", "300"))
@@ -209,8 +209,8 @@ def test_store_reads_past_sqlite_range_are_refused(tmp_path: Path) -> None:
     params is -32602, whatever the method."""
     from pydantic import BaseModel
 
-    from service.dispatch import check_integers
     from service.errors import InvalidParams
+    from service.server.dispatch import check_integers
 
     class Free(BaseModel):
         n: int

@@ -251,13 +251,13 @@ def test_allow_list_and_audit_lines(
     run(main())
     audit = tight.wait_for_log(
         lambda e: (
-            e.get("logger") == "service.methods.core"
+            e.get("logger") == "service.server.methods.core"
             and e.get("decision") == "refused"
             and e.get("argv") == ["cat"]
         )
     )
     assert audit["peer"].startswith("127.0.0.1:")
-    lines = [e for e in tight.logs if e.get("logger") == "service.methods.core"]
+    lines = [e for e in tight.logs if e.get("logger") == "service.server.methods.core"]
     decisions = [e["decision"] for e in lines if "decision" in e]
     assert "started" in decisions and decisions.count("refused") >= 5
     for entry in lines:

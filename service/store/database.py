@@ -65,7 +65,7 @@ class StoreClosed(StoreError):
 
 class StoreDamaged(StoreError):
     """A read failed inside SQLite: a damaged page, an I/O error. The wire
-    answers -32007 ``STORE_ERROR`` (:mod:`service.dispatch`)."""
+    answers -32007 ``STORE_ERROR`` (:mod:`service.server.dispatch`)."""
 
 
 def _connect(path: Path) -> sqlite3.Connection:

@@ -17,7 +17,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from service import errors
-from service.auth import is_loopback_host
 from service.client.commands import (
     EXIT_USAGE,
     CommandError,
@@ -28,6 +27,7 @@ from service.client.commands import (
     run_command,
 )
 from service.client.commands.terminal import InputPump, Mode, TerminalSession
+from service.hosts import is_loopback_host
 
 EXIT_NOT_ALLOWED = 126
 EXIT_CANNOT_EXECUTE = 127

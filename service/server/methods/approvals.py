@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from service.dispatch import CallContext, Router
-from service.methods.projects import Params, ProjectParams, log_fields, projects_of
+from service.server.dispatch import CallContext, Router
+from service.server.methods.projects import Params, ProjectParams, log_fields, projects_of
 
 logger = logging.getLogger(__name__)
 router = Router()

@@ -32,8 +32,8 @@ from service import errors
 from service.projects.grants import Grant
 
 if TYPE_CHECKING:
-    from service.local_connection import LocalConnection
     from service.projects.approvals import Approvals
+    from service.server.local_connection import LocalConnection
     from service.services import Services
 
 logger = logging.getLogger(__name__)

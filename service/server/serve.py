@@ -17,15 +17,18 @@ from types import FrameType
 import uvicorn
 
 from service import __version__, memory
-from service.app import create_app
-from service.auth import TokenRedactor, is_loopback_host
-from service.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
+from service.hosts import is_loopback_host
 from service.process.reaper import Reaper
 from service.projects.grants import own_mcp_url
 from service.root import Root, compose
+from service.server.app import create_app
+from service.server.auth import TokenRedactor
+from service.server.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
 from service.settings import Settings
 
-logger = logging.getLogger(__name__)
+# Named after the package, not this module: tools parse the `listening` line
+# and filter on this logger name (docs/observability.md).
+logger = logging.getLogger("service.server")
 
 
 class ExecutorServer(uvicorn.Server):

@@ -2,7 +2,7 @@
 
 The MCP SDK is large: importing it costs about 26 MB of resident memory and
 over a second of start-up. Most deployments drive the WebSocket only, so the
-endpoint (:mod:`service.mcp_endpoint`) is imported and its session manager
+endpoint (:mod:`service.server.mcp_endpoint`) is imported and its session manager
 started when the first request reaches ``/mcp``. The session manager runs in
 a task of its own, because its task group must be entered and left by the
 same task; shutdown stops that task.
@@ -45,7 +45,7 @@ class LazyMcp:
         async with self._lock:
             if self._app is not None:
                 return self._app
-            from service.mcp_endpoint import McpEndpoint
+            from service.server.mcp_endpoint import McpEndpoint
 
             endpoint = McpEndpoint(self.root)
             started = asyncio.Event()

@@ -27,7 +27,6 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from service import __version__
-from service.dispatch import CallContext
 from service.errors import INVALID_REQUEST, RateLimited, RpcError
 from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
@@ -39,6 +38,7 @@ from service.protocol import (
     notification,
     parse_frame,
 )
+from service.server.dispatch import CallContext
 
 if TYPE_CHECKING:
     from service.root import Root

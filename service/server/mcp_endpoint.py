@@ -4,10 +4,10 @@ such as Claude Code, served over Streamable HTTP at ``/mcp``.
 Built with the official SDK (``mcp`` v2, :class:`~mcp.server.mcpserver.MCPServer`);
 stateful sessions, so a client's ``notifications/cancelled`` reaches the call it
 names. Every tool runs through the JSON-RPC router on a
-:class:`~service.local_connection.LocalConnection`, so MCP gets exactly the
+:class:`~service.server.local_connection.LocalConnection`, so MCP gets exactly the
 WebSocket's validation, limits, allow-list, audit lines and errors. Access is
 guarded by the same token and Origin middleware as the WebSocket
-(:mod:`service.auth`); on a loopback bind the SDK's DNS-rebinding check
+(:mod:`service.server.auth`); on a loopback bind the SDK's DNS-rebinding check
 (Host header) is on as well.
 
 Tools:
@@ -23,9 +23,9 @@ Tools:
 - ``control`` (PAUSE, RESUME, CANCEL), ``status``, ``transcript`` (a page of a
   stored transcript) and ``agent`` (a Claude Code agent run in a project,
   streamed like ``execute``; with ``approvals: "clients"`` each tool permission
-  is asked of the caller by elicitation, :mod:`service.mcp_approvals`).
+  is asked of the caller by elicitation, :mod:`service.server.mcp_approvals`).
 - ``approve``: Claude Code's permission prompt tool, for the per-run
-  credential of an agent run only (:mod:`service.mcp_approvals`).
+  credential of an agent run only (:mod:`service.server.mcp_approvals`).
 """
 
 from __future__ import annotations
@@ -43,11 +43,11 @@ from pydantic import Field
 from starlette.routing import BaseRoute
 
 from service import __version__, errors
-from service.auth import is_loopback_host
-from service.local_connection import LocalConnection
-from service.mcp_approvals import DESCRIPTION as APPROVE_DESCRIPTION
-from service.mcp_approvals import ApproveTool, Elicitor, refuse_run_credential
-from service.mcp_relay import (
+from service.hosts import is_loopback_host
+from service.server.local_connection import LocalConnection
+from service.server.mcp_approvals import DESCRIPTION as APPROVE_DESCRIPTION
+from service.server.mcp_approvals import ApproveTool, Elicitor, refuse_run_credential
+from service.server.mcp_relay import (
     AgentOutput,
     ExecuteOutput,
     ProgressRelay,

@@ -12,7 +12,7 @@ A TLS handshake happens before the protocol sees the connection; asyncio
 bounds it with its own ``ssl_handshake_timeout`` (60 s).
 
 A WebSocket handshake the app refuses with an HTTP response (401, 403: see
-:mod:`service.auth`, which logs the refusal once as an audit line) is a
+:mod:`service.server.auth`, which logs the refusal once as an audit line) is a
 decision, not a failure: :class:`QuietRefusalProtocol` keeps uvicorn from
 also logging it as the ERROR "ASGI callable returned without completing
 handshake", which an unauthenticated peer could otherwise repeat at will.

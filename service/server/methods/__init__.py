@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from service.dispatch import Router
-from service.methods import approvals, core, projects, stats, store
 from service.prompts import methods as prompts
+from service.server.dispatch import Router
+from service.server.methods import approvals, core, projects, stats, store
 
 
 def build_router() -> Router:

@@ -18,7 +18,6 @@ rebinding page's plain GETs (browsers send no Origin on those).
 from __future__ import annotations
 
 import hmac
-import ipaddress
 import logging
 import re
 from collections.abc import Callable, Sequence
@@ -26,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+
+from service.hosts import is_loopback_host
 
 logger = logging.getLogger(__name__)
 
@@ -52,19 +53,6 @@ def token_ok(expected: str, scope: Scope) -> bool:
     """Whether the request presents ``expected``; compared in constant time."""
     given = presented_token(scope)
     return given is not None and hmac.compare_digest(given.encode(), expected.encode())
-
-
-def is_loopback_host(hostname: str | None) -> bool:
-    """``localhost`` (and ``*.localhost``), 127.0.0.0/8 or ::1."""
-    if not hostname:
-        return False
-    name = hostname.lower().strip("[]")
-    if name == "localhost" or name.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(name).is_loopback
-    except ValueError:
-        return False
 
 
 def normalize_origin(origin: str) -> str:

@@ -48,8 +48,8 @@ Handler = Callable[["CallContext", Any], Awaitable[Any]]
 
 class Peer(Protocol):
     """Who a request came from, as handlers see it: a WebSocket
-    :class:`~service.connection.Connection` or an in-process
-    :class:`~service.local_connection.LocalConnection` (the MCP tools).
+    :class:`~service.server.connection.Connection` or an in-process
+    :class:`~service.server.local_connection.LocalConnection` (the MCP tools).
 
     A peer is the :class:`~service.process.execution.Sink` its executions'
     notifications go to, and hashable so that it can own executions."""

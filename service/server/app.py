@@ -1,5 +1,5 @@
 """The Starlette application: the WebSocket endpoint, the MCP endpoint
-(``/mcp``, :mod:`service.mcp_endpoint`), the health routes and ``/metrics``."""
+(``/mcp``, :mod:`service.server.mcp_endpoint`), the health routes and ``/metrics``."""
 
 from __future__ import annotations
 
@@ -13,21 +13,21 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from service import health as health_check
-from service.auth import AccessMiddleware
-from service.connection import CLOSE_TRY_AGAIN, Connection
 from service.errors import LimitReached
-from service.mcp_mount import PATH as MCP_PATH
-from service.mcp_mount import LazyMcp
 from service.protocol import encode, error_response
 from service.root import Root
+from service.server import health as health_check
+from service.server.auth import AccessMiddleware
+from service.server.connection import CLOSE_TRY_AGAIN, Connection
+from service.server.mcp_mount import PATH as MCP_PATH
+from service.server.mcp_mount import LazyMcp
 
 logger = logging.getLogger(__name__)
 
 
 def create_app(root: Root) -> Starlette:
     """The ASGI app serving ``root``. Startup and shutdown of the root
-    belong to the server (:mod:`service.server`), which orders them around
+    belong to the server (:mod:`service.server.serve`), which orders them around
     the sockets."""
 
     async def websocket_endpoint(websocket: WebSocket) -> None:

@@ -23,7 +23,7 @@ from mcp_types import CallToolResult, TextContent
 from pydantic import BaseModel, Field
 
 from service import errors
-from service.local_connection import LocalConnection
+from service.server.local_connection import LocalConnection
 from service.stream_json import result_summary
 
 logger = logging.getLogger(__name__)
