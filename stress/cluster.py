@@ -100,7 +100,9 @@ class LocalCluster:
         Raises PostgresUnavailable or ServerStartError (what did start is
         left for :meth:`close`)."""
         settings = DURABLE_SETTINGS if self.durable else FAST_SETTINGS
-        self.postgres = PostgresServer(settings=dict(settings), parent_dir=self.work)
+        # Its directory in the system's temporary directory, not under ``work``:
+        # as root, the server runs as the postgres user, who may not enter ``work``.
+        self.postgres = PostgresServer(settings=dict(settings))
         self.postgres.start()
         self.store_url = self.postgres.create_database("ccx")
         for index in range(self.count):

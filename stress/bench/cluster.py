@@ -77,7 +77,7 @@ def node_env(sessions: int) -> dict[str, str]:
     room = str(max(400, 2 * sessions + 50))
     env.update(
         {
-            "CC_EXECUTOR_LOG_LEVEL": "WARNING",
+            "CC_EXECUTOR_LOG_LEVEL": "INFO",  # run_server reads the "listening" line
             "CC_EXECUTOR_MAX_CONNECTIONS": room,
             "CC_EXECUTOR_MAX_CONNECTIONS_PER_IP": room,
             "CC_EXECUTOR_MAX_EXECUTIONS": room,
@@ -156,18 +156,23 @@ async def bench_pause(a: Node, b: Node, rounds: int) -> dict[str, Any]:
     }
     async with ExecutorClient(a.ws_url) as owner, ExecutorClient(b.ws_url) as other:
         run = await owner.execute(argv=TICKER, timeout=3600)
-        drain = asyncio.create_task(run.wait())
-        for _ in range(rounds):
-            for side, client in (("local", owner), ("remote", other)):
-                for kind in ("PAUSE", "RESUME"):
-                    sent = time.perf_counter()
-                    result = await client.call("control", {"type": kind, "execution_id": run.id})
-                    times[side][kind].append(time.perf_counter() - sent)
-                    if result["status"] != {"PAUSE": "paused", "RESUME": "resumed"}[kind]:
-                        raise RuntimeError(f"{side} {kind}: {result}")
-                await asyncio.sleep(0.02)
-        await run.cancel()
-        await asyncio.wait_for(drain, 30)
+        drain = asyncio.create_task(run.wait())  # keeps the owner's queue read
+        try:
+            for _ in range(rounds):
+                for side, client in (("local", owner), ("remote", other)):
+                    for kind in ("PAUSE", "RESUME"):
+                        sent = time.perf_counter()
+                        params = {"type": kind, "execution_id": run.id}
+                        result = await client.call("control", params)
+                        times[side][kind].append(time.perf_counter() - sent)
+                        if result["status"] != {"PAUSE": "paused", "RESUME": "resumed"}[kind]:
+                            raise RuntimeError(f"{side} {kind}: {result}")
+                    await asyncio.sleep(0.02)
+            await run.cancel()
+            await asyncio.wait_for(drain, 30)
+        finally:
+            drain.cancel()
+            await asyncio.gather(drain, return_exceptions=True)
     return {
         side: {kind: spread_of(v) for kind, v in kinds.items()} for side, kinds in times.items()
     }
