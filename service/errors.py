@@ -1,6 +1,6 @@
 """Typed errors that carry their JSON-RPC code and symbolic name.
 
-Handlers raise these; the router in :mod:`service.server.dispatch` turns them
+Handlers raise these; the router in :mod:`service.dispatch` turns them
 into error responses at exactly one place. Anything else raised by a handler
 becomes ``-32603`` with one ``logger.exception`` line.
 

@@ -2,11 +2,11 @@
 
 :class:`Services` is a plain bundle: the settings, the supervisor, the store
 and its executor parts, the projects, and the observability parts (metrics,
-stats, the process and Claude probes of ``/health``). :func:`service.root.compose`
+stats, the process and Claude probes of ``/health``). :func:`service.server.root.compose`
 builds it in order and hands it down; handlers reach it as
-``ctx.connection.services`` (every :class:`~service.server.dispatch.Peer` carries it).
+``ctx.connection.services`` (every :class:`~service.dispatch.Peer` carries it).
 Nothing here starts or stops anything: the order of life belongs to
-:class:`service.root.Root`.
+:class:`service.server.root.Root`.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from service.dispatch import CallContext, Router
 from service.errors import (
     INTERNAL_ERROR,
     INVALID_PARAMS,
@@ -15,7 +16,6 @@ from service.errors import (
     NotFound,
 )
 from service.protocol import Request
-from service.server.dispatch import CallContext, Router
 
 
 class Echo(BaseModel):

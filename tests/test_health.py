@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from service import probes
-from service.root import compose
 from service.server import health
+from service.server.root import compose
 from service.settings import Settings
 
 FAKE_CLAUDE = str(Path(sys.executable).with_name("fake-claude"))

@@ -147,7 +147,7 @@ def test_each_server_has_its_own_registry(tmp_path: Any) -> None:
     """Two services in one process: no duplicate-name clash, no shared figures."""
     from prometheus_client import generate_latest
 
-    from service.root import compose
+    from service.server.root import compose
     from service.settings import Settings
 
     first = compose(Settings(data_dir=tmp_path / "one")).services

@@ -209,8 +209,8 @@ def test_store_reads_past_sqlite_range_are_refused(tmp_path: Path) -> None:
     params is -32602, whatever the method."""
     from pydantic import BaseModel
 
+    from service.dispatch import check_integers
     from service.errors import InvalidParams
-    from service.server.dispatch import check_integers
 
     class Free(BaseModel):
         n: int

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, TimedOut
 from service.prompts import records, verdict
-from service.server.dispatch import CallContext, Router
 
 if TYPE_CHECKING:
     from service.store import Store

@@ -15,12 +15,12 @@ from starlette.websockets import WebSocket
 
 from service.errors import LimitReached
 from service.protocol import encode, error_response
-from service.root import Root
 from service.server import health as health_check
 from service.server.auth import AccessMiddleware
 from service.server.connection import CLOSE_TRY_AGAIN, Connection
 from service.server.mcp_mount import PATH as MCP_PATH
 from service.server.mcp_mount import LazyMcp
+from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from service import __version__
+from service.dispatch import CallContext
 from service.errors import INVALID_REQUEST, RateLimited, RpcError
 from service.logs import ContextAdapter
 from service.outbox import Outbox, OutboxClosed
@@ -38,10 +39,9 @@ from service.protocol import (
     notification,
     parse_frame,
 )
-from service.server.dispatch import CallContext
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from service import __version__
 from service.probes import disk_free_bytes
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
     from service.services import Services
 
 OK = "ok"

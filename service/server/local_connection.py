@@ -3,7 +3,7 @@
 The MCP endpoint runs every tool through the same JSON-RPC router as a
 WebSocket client would, so it gets the same validation, limits, audit lines,
 errors and ownership rules with no second implementation of any method.
-:class:`LocalConnection` is a :class:`~service.server.dispatch.Peer`, as a
+:class:`LocalConnection` is a :class:`~service.dispatch.Peer`, as a
 WebSocket :class:`~service.server.connection.Connection` is; notifications land
 in its bounded :class:`~service.outbox.Outbox`, output chunks are dropped
 (and counted) for it alone when its reader falls behind, exactly as for a
@@ -22,13 +22,13 @@ import uuid
 from typing import TYPE_CHECKING, Any
 
 from service import protocol
+from service.dispatch import CallContext
 from service.logs import ContextAdapter
 from service.outbox import Outbox
 from service.protocol import Frame, Request, error_from_wire
-from service.server.dispatch import CallContext
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 

@@ -62,7 +62,7 @@ from service.server.mcp_relay import (
 from service.stream_json import EventLines, assistant_text, tool_calls
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 P = ParamSpec("P")

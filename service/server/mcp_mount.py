@@ -20,7 +20,7 @@ from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 if TYPE_CHECKING:
-    from service.root import Root
+    from service.server.root import Root
 
 logger = logging.getLogger(__name__)
 

@@ -20,10 +20,10 @@ from service import __version__, memory
 from service.hosts import is_loopback_host
 from service.process.reaper import Reaper
 from service.projects.grants import own_mcp_url
-from service.root import Root, compose
 from service.server.app import create_app
 from service.server.auth import TokenRedactor
 from service.server.handshake import QuietRefusalProtocol, protocol_with_handshake_timeout
+from service.server.root import Root, compose
 from service.settings import Settings
 
 # Named after the package, not this module: tools parse the `listening` line

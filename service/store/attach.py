@@ -56,7 +56,7 @@ REPLAY_PAGE = 2000
 
 
 class Subscriber(Protocol):
-    """Who attaches (a :class:`~service.server.dispatch.Peer`): a sink with an id
+    """Who attaches (a :class:`~service.dispatch.Peer`): a sink with an id
     that replayed frames can also be put into, waiting for room."""
 
     id: str

@@ -1,6 +1,6 @@
 """Wiring the store into the service: what happens at build, start and stop.
 
-``build`` (from :func:`service.root.compose`) registers the core schema and
+``build`` (from :func:`service.server.root.compose`) registers the core schema and
 puts the :class:`~service.store.recorder.Recorder` among the supervisor's
 observers. ``start`` (from ``Root.startup``, before the server listens) opens
 the database, recovers what an earlier server process left, and starts the

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from service.dispatch import Router
 from service.prompts import methods as prompts
-from service.server.dispatch import Router
 from service.server.methods import approvals, core, projects, stats, store
 
 

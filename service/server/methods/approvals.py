@@ -8,7 +8,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from service.server.dispatch import CallContext, Router
+from service.dispatch import CallContext, Router
 from service.server.methods.projects import Params, ProjectParams, log_fields, projects_of
 
 logger = logging.getLogger(__name__)

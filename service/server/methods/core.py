@@ -8,11 +8,11 @@ import shlex
 import time
 from typing import Any
 
+from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound, RpcError
 from service.params import ControlParams, ExecuteParams, InputParams, StatusParams
 from service.process.execution import Execution
 from service.process.spawn import build_spec
-from service.server.dispatch import CallContext, Router
 from service.store import history
 
 logger = logging.getLogger(__name__)

@@ -7,11 +7,11 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from service.dispatch import CallContext, Router
 from service.errors import InvalidParams
 from service.params import ChildEnv, parse_cursor
 from service.projects import Projects
 from service.projects.argv import AgentOptions
-from service.server.dispatch import CallContext, Router
 
 logger = logging.getLogger(__name__)
 router = Router()

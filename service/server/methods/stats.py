@@ -7,9 +7,9 @@ from typing import Any
 
 from pydantic import Field
 
+from service.dispatch import CallContext, Router
 from service.errors import InvalidState
 from service.params import StrictParams
-from service.server.dispatch import CallContext, Router
 from service.stats import DEFAULT_INTERVAL_S, MIN_INTERVAL_S, Subscriber
 
 router = Router()

@@ -6,10 +6,10 @@ from typing import Any
 
 from pydantic import Field
 
+from service.dispatch import CallContext, Router
 from service.errors import InvalidParams, InvalidState, NotFound
 from service.params import AttachParams, Count, ExecutionId, StrictParams, parse_cursor
 from service.process.state import ExecutionState
-from service.server.dispatch import CallContext, Router
 from service.store import history
 from service.store.lifecycle import Core
 

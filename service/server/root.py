@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service import __version__
+from service.dispatch import Peer, Router
 from service.metrics import Metrics
 from service.metrics_collector import LiveFigures
 from service.probes import ClaudeProbe, ProcessReader
@@ -36,7 +37,6 @@ from service.process.supervisor import Supervisor
 from service.projects import Projects
 from service.projects.storage import MESSAGES_TRIMMER
 from service.prompts import methods as prompts
-from service.server.dispatch import Peer, Router
 from service.server.methods import build_router
 from service.services import Services
 from service.settings import Settings
