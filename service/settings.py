@@ -17,6 +17,8 @@ from typing import Annotated, Any, Literal, get_origin
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.store_url import StoreUrl
+
 DEFAULT_PASS_ENV = (
     "PATH",
     "HOME",
@@ -208,6 +210,12 @@ class Settings(BaseSettings):
         description="Directory for the SQLite store (created on start).",
     )
     store_enabled: bool = Field(True, description="Keep transcripts and history in the store.")
+    store_url: StoreUrl = Field(
+        None, description="Unset: SQLite in data_dir; postgresql://USER@HOST:PORT/DB: PostgreSQL."
+    )
+    store_timeout_s: float = Field(
+        5.0, gt=0, le=300, description="PostgreSQL: how long a request waits for the database."
+    )
     max_transcript_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Transcript bytes stored per execution."
     )

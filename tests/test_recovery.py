@@ -16,11 +16,11 @@ from typing import Any
 from service.client import ExecutorClient
 from service.process import procfs
 from service.settings import Settings
-from service.store import Store
 from service.store.database import DB_NAME
 from service.store.recorder import read_boot_id
 from service.store.recovery import recover
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
+from service.store.sqlite import SqliteStore as Store
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from service.settings import Settings
-from service.store import MigrationError, Store, StoreClosed, StoreError
+from service.store import MigrationError, StoreClosed, StoreError
+from service.store.sqlite import SqliteStore as Store
 
 
 def run(coro: Any, timeout: float = 20) -> Any:

@@ -23,10 +23,10 @@ from websockets.asyncio.client import connect
 from service.client import ExecutionError, ExecutorClient
 from service.projects import storage
 from service.settings import Settings
-from service.store import Store
 from service.store.database import DB_NAME
 from service.store.salvage import _recover_with_shell
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
+from service.store.sqlite import SqliteStore as Store
 from tests.utils import RunningServer
 
 EXECUTIONS = 40

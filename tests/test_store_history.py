@@ -121,7 +121,9 @@ def test_retention_by_size_spares_the_running(
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
-            live = await client.execute(argv=["sh", "-c", "seq 1 60000; exec sleep 30"], env=marker)
+            # The live one's transcript leaves an excess smaller than one
+            # finished transcript (~575 KiB): exactly one must go.
+            live = await client.execute(argv=["sh", "-c", "seq 1 40000; exec sleep 30"], env=marker)
             first = await client.run(argv=["seq", "1", "100000"], env=marker)
             second = await client.run(argv=["seq", "1", "100000"], env=marker)
             await wait_gone(client, first.execution_id)
@@ -129,7 +131,7 @@ def test_retention_by_size_spares_the_running(
             assert second.execution_id in rows and live.id in rows
             page = await client.call("transcript.get", {"execution_id": live.id, "limit": 10000})
             text = "".join(chunk["data"] for chunk in page["chunks"])
-            assert text == "".join(f"{i}\n" for i in range(1, 60001))
+            assert text == "".join(f"{i}\n" for i in range(1, 40001))
             await live.cancel()
             await live.wait(10)
 

@@ -14,9 +14,9 @@ from service.params import ExecuteParams
 from service.process.spawn import build_spec
 from service.process.supervisor import Supervisor
 from service.settings import Settings
-from service.store import Store
 from service.store.recorder import Recorder
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
+from service.store.sqlite import SqliteStore as Store
 
 #: Many chunks whatever the read sizes: every line is longer than
 #: ``max_line_bytes`` (64), so each is cut and sent as a chunk of its own.

@@ -18,16 +18,17 @@ same, minus surviving a restart.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
 from typing import Any, Protocol, TypeVar
 
 import orjson
 
+from service.store.dialect import Conn, Migration
 from service.store.migrations import apply_migrations
 from service.store.retention import Trimmer
 
 T = TypeVar("T")
-Job = Callable[[sqlite3.Connection], Any]
+Job = Callable[[Conn], Any]
 
 NAMESPACE = "projects"
 MIGRATIONS = [
@@ -74,11 +75,11 @@ PROJECT_COLUMNS = (
 class Storage(Protocol):
     """What the projects feature needs of a store (:class:`service.store.Store`)."""
 
-    def register_schema(self, namespace: str, migrations: list[str]) -> None: ...
+    def register_schema(self, namespace: str, migrations: Sequence[Migration]) -> None: ...
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    async def read(self, fn: Callable[[Conn], T]) -> T: ...
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T: ...
+    async def write(self, fn: Callable[[Conn], T]) -> T: ...
 
     def submit(self, fn: Job, weight: int = 1) -> None: ...
 
@@ -89,18 +90,18 @@ class MemoryStore:
 
     def __init__(self) -> None:
         self._conn = sqlite3.connect(":memory:", isolation_level=None)
-        self._schemas: dict[str, list[str]] = {}
+        self._schemas: dict[str, list[Migration]] = {}
 
-    def register_schema(self, namespace: str, migrations: list[str]) -> None:
+    def register_schema(self, namespace: str, migrations: Sequence[Migration]) -> None:
         self._schemas[namespace] = list(migrations)
 
     async def open(self) -> None:
         apply_migrations(self._conn, self._schemas)
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Conn], T]) -> T:
         return fn(self._conn)
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Conn], T]) -> T:
         self._conn.execute("BEGIN")
         try:
             result = fn(self._conn)
@@ -126,12 +127,12 @@ class MemoryStore:
 # --- jobs ------------------------------------------------------------------------
 
 
-def load_projects(conn: sqlite3.Connection) -> list[dict[str, Any]]:
+def load_projects(conn: Conn) -> list[dict[str, Any]]:
     rows = conn.execute(f"SELECT {', '.join(PROJECT_COLUMNS)} FROM projects ORDER BY name")
     return [dict(zip(PROJECT_COLUMNS, row, strict=True)) for row in rows]
 
 
-def last_run_states(conn: sqlite3.Connection) -> dict[str, str]:
+def last_run_states(conn: Conn) -> dict[str, str]:
     """The state of each project's newest execution (the ``core`` namespace's
     table, present with the durable store only)."""
     rows = conn.execute(
@@ -142,7 +143,7 @@ def last_run_states(conn: sqlite3.Connection) -> dict[str, str]:
 
 
 def insert_project(record: dict[str, Any]) -> Job:
-    def job(conn: sqlite3.Connection) -> None:
+    def job(conn: Conn) -> None:
         marks = ", ".join("?" for _ in PROJECT_COLUMNS)
         conn.execute(
             f"INSERT INTO projects ({', '.join(PROJECT_COLUMNS)}) VALUES ({marks})",
@@ -155,7 +156,7 @@ def insert_project(record: dict[str, Any]) -> Job:
 def update_project(project_id: str, fields: dict[str, Any]) -> Job:
     names = [name for name in fields if name in PROJECT_COLUMNS and name != "id"]
 
-    def job(conn: sqlite3.Connection) -> None:
+    def job(conn: Conn) -> None:
         assignments = ", ".join(f"{name} = ?" for name in names)
         conn.execute(
             f"UPDATE projects SET {assignments} WHERE id = ?",
@@ -166,7 +167,7 @@ def update_project(project_id: str, fields: dict[str, Any]) -> Job:
 
 
 def delete_project(project_id: str) -> Job:
-    def job(conn: sqlite3.Connection) -> None:
+    def job(conn: Conn) -> None:
         conn.execute("DELETE FROM project_messages WHERE project_id = ?", (project_id,))
         conn.execute("DELETE FROM projects WHERE id = ?", (project_id,))
 
@@ -178,7 +179,7 @@ def append_message(
 ) -> Job:
     """A history entry; ``data`` is JSON text (an event line as printed)."""
 
-    def job(conn: sqlite3.Connection) -> None:
+    def job(conn: Conn) -> None:
         conn.execute(
             "INSERT INTO project_messages (project_id, ts, kind, execution_id, data) "
             "VALUES (?, ?, ?, ?, ?)",
@@ -196,7 +197,7 @@ def read_messages(
     *,
     page_bytes: int,
     message_bytes: int,
-) -> Callable[[sqlite3.Connection], tuple[list[dict[str, Any]], bool]]:
+) -> Callable[[Conn], tuple[list[dict[str, Any]], bool]]:
     """Up to ``limit`` messages after ``after_id`` (and at or after ``since``),
     oldest first, and whether more follow.
 
@@ -206,7 +207,7 @@ def read_messages(
     its raw line stays in the execution's transcript.
     """
 
-    def job(conn: sqlite3.Connection) -> tuple[list[dict[str, Any]], bool]:
+    def job(conn: Conn) -> tuple[list[dict[str, Any]], bool]:
         sql = (
             "SELECT id, ts, kind, execution_id, data FROM project_messages "
             "WHERE project_id = ? AND id > ?"
@@ -243,7 +244,7 @@ def read_messages(
 
 
 def _message_candidates(
-    conn: sqlite3.Connection, before: float, live: Collection[str], limit: int
+    conn: Conn, before: float, live: Collection[str], limit: int
 ) -> list[tuple[float, Any, int]]:
     live_ids = list(live)
     marks = ",".join("?" * len(live_ids))
@@ -256,8 +257,8 @@ def _message_candidates(
     return [(float(ts), row_id, int(size) + 64) for ts, row_id, size in rows]
 
 
-def _delete_messages(ids: list[Any]) -> Callable[[sqlite3.Connection], int]:
-    def job(conn: sqlite3.Connection) -> int:
+def _delete_messages(ids: list[Any]) -> Callable[[Conn], int]:
+    def job(conn: Conn) -> int:
         conn.executemany("DELETE FROM project_messages WHERE id = ?", [(i,) for i in ids])
         return len(ids)
 
@@ -266,4 +267,6 @@ def _delete_messages(ids: list[Any]) -> Callable[[sqlite3.Connection], int]:
 
 #: A project's history entries, for :class:`service.store.retention.Retention`:
 #: they count toward the store's cap and go oldest first with the executions.
-MESSAGES_TRIMMER = Trimmer("project_messages", _message_candidates, _delete_messages)
+MESSAGES_TRIMMER = Trimmer(
+    "project_messages", _message_candidates, _delete_messages, ("project_messages",)
+)

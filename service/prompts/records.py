@@ -15,7 +15,6 @@ writer and each gets its own row, so the counts (a fold over the rows, see
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +22,10 @@ from typing import Any
 
 from service.prompts.verdict import judge as judge_transcript
 from service.prompts.verdict import transcript_text
+
+#: A store connection (:class:`service.store.dialect.Conn`), by name only: the
+#: client side reads this module and must not import the store.
+Conn = Any
 
 NAMESPACE = "prompts"
 
@@ -80,7 +83,7 @@ class RunClaim:
     timeout_s: float | None
 
 
-def _row_to_dict(row: sqlite3.Row | tuple[Any, ...], names: Sequence[str]) -> dict[str, Any]:
+def _row_to_dict(row: tuple[Any, ...], names: Sequence[str]) -> dict[str, Any]:
     data = dict(zip(names, row, strict=True))
     data["argv"] = json.loads(data["argv"])
     data["reasons"] = json.loads(data["reasons"])
@@ -106,7 +109,7 @@ COLUMNS = (
 )
 
 
-def stored_transcript(conn: sqlite3.Connection, execution_id: str) -> str:
+def stored_transcript(conn: Conn, execution_id: str) -> str:
     rows = conn.execute(
         "SELECT seq, data FROM chunks WHERE execution_id = ? ORDER BY seq", (execution_id,)
     ).fetchall()
@@ -126,7 +129,7 @@ class FinishedRun:
     transcript: str
 
 
-def read_finished(conn: sqlite3.Connection, claim: RunClaim) -> FinishedRun:
+def read_finished(conn: Conn, claim: RunClaim) -> FinishedRun:
     """Read the finished execution and its transcript from the ``core`` tables.
 
     Runs on a reader connection: the execution is finished, so what it reads
@@ -205,7 +208,7 @@ def judge(run: FinishedRun, claim: RunClaim) -> dict[str, Any]:
     }
 
 
-def insert(conn: sqlite3.Connection, record: dict[str, Any]) -> dict[str, Any]:
+def insert(conn: Conn, record: dict[str, Any]) -> dict[str, Any]:
     """Insert a judged record (in the writer's transaction); the stored record.
     Raises :class:`Refused` when its execution or marker was recorded before."""
     reused = conn.execute(
@@ -214,16 +217,16 @@ def insert(conn: sqlite3.Connection, record: dict[str, Any]) -> dict[str, Any]:
     ).fetchone()
     if reused is not None:
         raise Refused(f"run {reused[0]} already recorded this execution or marker")
-    cursor = conn.execute(
-        f"INSERT INTO prompt_runs ({', '.join(record)}) VALUES ({', '.join('?' * len(record))})",
+    # RETURNING, not lastrowid: both engines give the new id this way.
+    new_id = conn.execute(
+        f"INSERT INTO prompt_runs ({', '.join(record)}) "
+        f"VALUES ({', '.join('?' * len(record))}) RETURNING id",
         tuple(record.values()),
-    )
-    return _row_to_dict((cursor.lastrowid, *record.values()), COLUMNS)
+    ).fetchone()[0]
+    return _row_to_dict((new_id, *record.values()), COLUMNS)
 
 
-def list_records(
-    conn: sqlite3.Connection, prompt: str | None, after_id: int, limit: int
-) -> list[dict[str, Any]]:
+def list_records(conn: Conn, prompt: str | None, after_id: int, limit: int) -> list[dict[str, Any]]:
     """Records oldest first, with ``id > after_id``, optionally of one prompt."""
     sql = f"SELECT {', '.join(COLUMNS)} FROM prompt_runs WHERE id > ?"
     args: list[Any] = [after_id]

@@ -41,7 +41,7 @@ from service.server.methods import build_router
 from service.services import Services
 from service.settings import Settings
 from service.stats import StatsHub
-from service.store import Store, lifecycle
+from service.store import lifecycle, make_store
 
 logger = logging.getLogger(__name__)
 
@@ -159,8 +159,9 @@ def compose(settings: Settings) -> Root:
     supervisor = Supervisor(settings, choose(settings), Launcher(nice=settings.child_nice))
     metrics = Metrics(settings.metrics_enabled)
     process_reader = ProcessReader()
-    store = Store(settings) if settings.store_enabled else None
-    core = lifecycle.build(store, supervisor)
+    store = make_store(settings) if settings.store_enabled else None
+    # node_id: the cluster node (CC_EXECUTOR_NODE_ID, issue 20); None: a server alone.
+    core = lifecycle.build(store, supervisor, node_id=None)
     if store is not None:
         for namespace, migrations in SCHEMAS:
             store.register_schema(namespace, migrations)

@@ -1,18 +1,18 @@
-"""The embedded SQLite store: one file, WAL mode, one writer thread.
+"""The store every feature builds on, whichever engine is under it.
 
-:class:`Store` is the storage every feature builds on. A feature registers its
-own tables as a namespace of versioned migrations (:meth:`Store.register_schema`)
-before :meth:`Store.open`; then it reads with :meth:`Store.read` (a reader
-connection in a worker thread) and writes with :meth:`Store.write` or
-:meth:`Store.submit` (the single writer thread, inside a transaction; see
-:mod:`service.store.writer` for batching, ordering and back-off).
+:class:`Store` is the interface and everything the backends share; the
+engines are :class:`service.store.sqlite.SqliteStore` (the embedded default:
+one file, WAL, one writer thread) and
+:class:`service.store.postgres.PostgresStore` (``CC_EXECUTOR_STORE_URL``), and
+:func:`service.store.make_store` picks one from the settings.
 
-At open, the data directory is locked for this server (``NAME.lock``), and a
-file that is not an SQLite database, or that fails ``PRAGMA quick_check``, is
-moved aside as ``NAME.corrupt-TIMESTAMP``, logged as an error, and replaced by
-a fresh database (:mod:`service.store.files`) into which every readable row
-of the damaged one is copied (:mod:`service.store.salvage`; ``/health`` shows
-what in ``store.salvage``).
+A feature registers its own tables as a namespace of versioned migrations
+(:meth:`Store.register_schema`) before :meth:`Store.open`; then it reads with
+:meth:`Store.read` (a reader connection in a worker thread) and writes with
+:meth:`Store.write` or :meth:`Store.submit` (the single writer thread, inside
+a transaction; see :mod:`service.store.writer` for batching, ordering and
+back-off). Jobs and read functions get a :class:`~service.store.dialect.Conn`
+and write their SQL once, in SQLite's dialect (:mod:`service.store.dialect`).
 """
 
 from __future__ import annotations
@@ -20,90 +20,71 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import sqlite3
-import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import Any, TextIO, TypeVar
+from typing import Any, TypeVar
 
 from service.settings import Settings
-from service.store.files import DataDirInUse, check_file, move_aside, take_lock
-from service.store.migrations import apply_migrations, validate_namespace
-from service.store.salvage import SalvageReport, salvage_into
-from service.store.writer import BUSY_TIMEOUT_MS, Entry, Job, Writer
+from service.store.dialect import Conn, Dialect, Migration
+from service.store.errors import StoreClosed, StoreDamaged, StoreDown, StoreError
+from service.store.migrations import validate_namespace
+from service.store.writer import Entry, Job, Session, Writer
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: The SQLite file's name in ``data_dir`` (kept here: the prompts tool finds it).
 DB_NAME = "cc-executor.sqlite3"
-#: Reader threads; SQLite in WAL mode lets them read while the writer writes.
+#: Reader threads; both engines let them read while the writer writes.
 READER_THREADS = 2
-#: Pages in the WAL past which SQLite checkpoints by itself (at most 64 MiB of
-#: 4 KiB pages, less for a small cap: see :func:`wal_pages_for`); the writer
-#: checkpoints sooner when idle. The WAL file is then cut back to that size.
-WAL_AUTOCHECKPOINT_PAGES = 16384
-WAL_MIN_PAGES = 256
-PAGE_BYTES = 4096
 
-
-def wal_pages_for(max_store_bytes: int) -> int:
-    """The WAL checkpoint threshold for a cap: a quarter of it, between 1 MiB
-    and 64 MiB, so that the database and its WAL stay within 2 x cap + 8 MiB."""
-    return max(WAL_MIN_PAGES, min(WAL_AUTOCHECKPOINT_PAGES, max_store_bytes // 4 // PAGE_BYTES))
-
-
-class StoreError(Exception):
-    """The store cannot do what was asked (closed, failed to open)."""
-
-
-class StoreClosed(StoreError):
-    """The store is closed; nothing can be read or written."""
-
-
-class StoreDamaged(StoreError):
-    """A read failed inside SQLite: a damaged page, an I/O error. The wire
-    answers -32007 ``STORE_ERROR`` (:mod:`service.dispatch`)."""
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    # isolation_level=None: no implicit transactions; the writer says BEGIN itself.
-    conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30.0)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA foreign_keys = ON")
-    return conn
+__all__ = [
+    "DB_NAME",
+    "Store",
+    "StoreClosed",
+    "StoreDamaged",
+    "StoreDown",
+    "StoreError",
+]
 
 
 class Store:
-    """The service's SQLite database. Open once, share everywhere, close once."""
+    """The service's database. Open once, share everywhere, close once.
 
-    def __init__(self, settings: Settings, path: Path | None = None) -> None:
+    Subclasses give the engine: :meth:`_open_backend` (connect, migrate; the
+    writer's :class:`~service.store.writer.Session`), :meth:`_run_read`,
+    :meth:`_close_backend`, :meth:`size_bytes`, :meth:`used_bytes`,
+    :meth:`reclaim`."""
+
+    dialect: Dialect
+
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.path = path or Path(settings.data_dir) / DB_NAME
-        #: Where a damaged file found at open was moved, and why.
-        self.corrupt_moved_to: Path | None = None
-        self.corrupt_reason: str | None = None
-        #: What was copied out of that file into the fresh database.
-        self.salvage: SalvageReport | None = None
         #: Set by retention: the cap cannot be met without deleting what is
         #: live or younger than ``retention_min_age_s``.
         self.over_cap = False
         self.over_cap_used_bytes: int | None = None
-        self._schemas: dict[str, list[str]] = {}
+        self._schemas: dict[str, list[Migration]] = {}
         self._versions: dict[str, int] = {}
         self._writer = Writer(settings.store_queue_chunks)
-        self._write_conn: sqlite3.Connection | None = None
         self._readers: ThreadPoolExecutor | None = None
-        self._reader_conns: list[sqlite3.Connection] = []
-        self._local = threading.local()
-        self._lock: TextIO | None = None
         self._open = False
+
+    @property
+    def backend(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.dialect.name
+
+    @property
+    def dsn(self) -> str | None:
+        """The PostgreSQL connection string (for a ``LISTEN`` connection of
+        one's own); None on SQLite."""
+        return None
 
     # --- schema ----------------------------------------------------------------
 
-    def register_schema(self, namespace: str, migrations: list[str]) -> None:
+    def register_schema(self, namespace: str, migrations: Sequence[Migration]) -> None:
         """Declare ``namespace``'s tables as SQL scripts applied in order.
 
         Script *i* (0-based) brings the namespace to version *i + 1*; the
@@ -128,93 +109,26 @@ class Store:
     def is_open(self) -> bool:
         return self._open
 
+    @property
+    def available(self) -> bool:
+        """Whether the database can be reached (always, on SQLite). While not,
+        reads and awaited writes fail at once with StoreDown."""
+        return not self._writer.down
+
     async def open(self) -> None:
-        """Create the data directory and the database, move a damaged file
-        aside, apply migrations, and start the writer and reader threads.
-        Raises StoreError when the directory belongs to another server or the
-        database cannot be opened even afresh, MigrationError when a migration
-        fails."""
+        """Open the database, apply migrations, and start the writer and
+        reader threads. Raises StoreError when it cannot be opened,
+        MigrationError when a migration fails."""
         if self._open:
             return
-        await asyncio.to_thread(self._open_sync)
-        assert self._write_conn is not None
+        session = await self._open_backend()
         self._readers = ThreadPoolExecutor(READER_THREADS, thread_name_prefix="store-read")
-        self._writer.start(self._write_conn, asyncio.get_running_loop())
+        self._writer.start(session, asyncio.get_running_loop())
         self._open = True
         logger.info(
             "store opened",
-            extra={"path": str(self.path), "schema_versions": dict(self._versions)},
+            extra={"backend": self.backend, **self._where(), "schema_versions": self._versions},
         )
-
-    def _open_sync(self) -> None:
-        # Transcripts may hold secrets: the directory and the files are the user's only.
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        try:
-            self._lock = take_lock(self.path)
-        except DataDirInUse as exc:
-            raise StoreError(str(exc)) from None
-        try:
-            self._open_file()
-        except BaseException:
-            self._release_lock()
-            raise
-
-    def _open_file(self) -> None:
-        problem = check_file(self.path)
-        if problem is not None:
-            self._move_aside(problem)
-        # SQLite gives the -wal and -shm files the mode of the database file.
-        os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
-        try:
-            self._write_conn = self._prepare()
-        except sqlite3.DatabaseError as exc:
-            if problem is not None:
-                raise StoreError(f"cannot open a fresh store at {self.path}: {exc}") from exc
-            self._move_aside(f"cannot open: {exc}")
-            self._write_conn = self._prepare()
-        if self.corrupt_moved_to is not None:
-            self._salvage(self.corrupt_moved_to, self._write_conn)
-
-    def _salvage(self, damaged: Path, conn: sqlite3.Connection) -> None:
-        report = salvage_into(damaged, conn)
-        self.salvage = report
-        summary = report.as_dict()
-        log = logger.warning if report.error is None else logger.error
-        log(
-            "store salvage: %d rows copied from the damaged file (%d reads failed)",
-            summary["salvaged_rows"],
-            summary["failed_reads"],
-            extra={"salvage": summary},
-        )
-
-    def _move_aside(self, reason: str) -> None:
-        self.corrupt_moved_to = move_aside(self.path, reason)
-        self.corrupt_reason = reason
-
-    def _release_lock(self) -> None:
-        if self._lock is not None:
-            self._lock.close()
-            self._lock = None
-
-    def _prepare(self) -> sqlite3.Connection:
-        conn = _connect(self.path)
-        try:
-            # auto_vacuum only takes effect on a database without tables.
-            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            if str(mode).lower() != "wal":
-                logger.warning("store is not in WAL mode", extra={"journal_mode": mode})
-            # WAL makes NORMAL durable against application crashes; only a power
-            # loss may cost the last commits.
-            conn.execute("PRAGMA synchronous = NORMAL")
-            wal_pages = wal_pages_for(self.settings.max_store_bytes)
-            conn.execute(f"PRAGMA wal_autocheckpoint = {wal_pages}")
-            conn.execute(f"PRAGMA journal_size_limit = {wal_pages * PAGE_BYTES}")
-            self._versions = apply_migrations(conn, self._schemas)
-        except BaseException:
-            conn.close()
-            raise
-        return conn
 
     async def close(self) -> None:
         """Finish every queued job, stop the threads, close the connections.
@@ -226,47 +140,43 @@ class Store:
         if self._readers is not None:
             self._readers.shutdown(wait=True)
             self._readers = None
-        for conn in [*self._reader_conns, self._write_conn]:
-            if conn is not None:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.close()
-        self._reader_conns.clear()
-        self._write_conn = None
-        self._release_lock()
+        await asyncio.to_thread(self._close_backend)
         logger.info(
             "store closed",
             extra={"batches": self._writer.batches, "jobs": self._writer.jobs_done},
         )
 
+    async def _open_backend(self) -> Session:
+        raise NotImplementedError
+
+    def _close_backend(self) -> None:
+        raise NotImplementedError
+
+    def _where(self) -> dict[str, Any]:
+        """Where the data is, for the log and ``/health`` (never a password)."""
+        return {}
+
+    def health_where(self) -> dict[str, Any]:
+        """Where the data is (``path`` or ``url``, never a password)."""
+        return {"backend": self.backend, **self._where()}
+
     # --- reading -------------------------------------------------------------------
 
-    async def read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def read(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` on a reader connection in a worker thread; its result.
 
         ``fn`` sees the last committed state (a snapshot for the length of one
-        statement, or of an explicit ``BEGIN`` it opens itself). It must not write.
-        """
+        statement). It must not write. StoreDown at once while the database is
+        known to be unreachable."""
         if not self._open or self._readers is None:
             raise StoreClosed("the store is closed")
+        if self._writer.down:
+            raise StoreDown("the database is unreachable; the store reconnects by itself")
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._readers, self._run_read, fn)
 
-    def _run_read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = _connect(self.path)
-            conn.execute("PRAGMA query_only = ON")
-            self._local.conn = conn
-            self._reader_conns.append(conn)
-        try:
-            return fn(conn)
-        except sqlite3.DatabaseError as exc:
-            # quick_check at open does not read every record: a damaged page
-            # shows up here, on the first read that touches it.
-            # The message of a decoding failure quotes the damaged bytes: not for the wire.
-            reason = str(exc).split(" with text ", 1)[0][:200]
-            logger.error("store read failed: %s", reason, extra={"path": str(self.path)})
-            raise StoreDamaged(reason) from exc
+    def _run_read(self, fn: Callable[[Conn], T]) -> T:
+        raise NotImplementedError
 
     # --- writing -------------------------------------------------------------------
 
@@ -281,28 +191,48 @@ class Store:
         :data:`~service.store.writer.MAX_BACKLOG_BYTES`: producers back off."""
         return self._writer.congested
 
-    async def write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+    async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` in the writer thread inside a transaction; its result.
 
         ``fn`` must not commit. If it raises, its changes are rolled back and
         the exception is raised here. The result is returned once the
         transaction is committed, after every job queued before it. While the
-        queue is congested this first waits for room (never blocking the loop)."""
+        queue is congested this first waits for room (never blocking the
+        loop). StoreDown at once while the database is unreachable."""
+        if self._writer.down and self._open:
+            raise StoreDown("the database is unreachable; the store reconnects by itself")
         await self._writer.room()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
         self._enqueue(Entry(fn, future, 1, 0))
         return await future
 
-    def submit(self, fn: Job, weight: int = 1, nbytes: int = 0) -> None:
+    def submit(
+        self,
+        fn: Job,
+        weight: int = 1,
+        nbytes: int = 0,
+        on_error: Callable[[BaseException], None] | None = None,
+    ) -> None:
         """Queue ``fn(conn)`` for the writer without waiting (fire and forget; a
-        failure is logged). ``weight`` (chunks) and ``nbytes`` count towards the
-        queue's limits. Never blocks; the caller checks :attr:`congested` to back off."""
-        self._enqueue(Entry(fn, None, weight, nbytes))
+        failure is logged, and given to ``on_error`` on the event loop).
+        ``weight`` (chunks) and ``nbytes`` count towards the queue's limits.
+        Never blocks; the caller checks :attr:`congested` to back off."""
+        self._enqueue(Entry(fn, None, weight, nbytes, on_error))
 
     def on_drain(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` on the event loop whenever a batch leaves the
         queue no longer congested."""
         self._writer.on_drain(callback)
+
+    def on_availability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(available)`` on the event loop when the database
+        becomes unreachable (False) and when it is back (True)."""
+        self._writer.on_availability(callback)
+
+    def notify(self, conn: Conn, channel: str, payload: str) -> None:
+        """Inside a write job: tell every ``LISTEN channel`` connection
+        ``payload`` once the job's transaction commits (PostgreSQL's
+        ``pg_notify``; nothing happens on SQLite, which has no listeners)."""
 
     def _enqueue(self, entry: Entry) -> None:
         if not self._open:
@@ -312,18 +242,25 @@ class Store:
     # --- figures -------------------------------------------------------------------
 
     def size_bytes(self) -> int:
-        """Bytes on disk: the database and its WAL."""
-        total = 0
-        for suffix in ("", "-wal"):
-            with contextlib.suppress(FileNotFoundError):
-                total += self.path.with_name(self.path.name + suffix).stat().st_size
-        return total
+        """Bytes the store takes (on SQLite the files; on PostgreSQL its
+        tables as last measured). Never blocks."""
+        raise NotImplementedError
+
+    def used_bytes(self, conn: Conn) -> int:
+        """In a read: the bytes of data counted against ``max_store_bytes``."""
+        raise NotImplementedError
+
+    async def reclaim(self, tables: list[str]) -> None:
+        """After retention deleted rows of ``tables``: make the space reusable."""
+        raise NotImplementedError
 
     def health(self) -> dict[str, Any]:
         """What ``/health`` shows about the store."""
         info: dict[str, Any] = {
             "open": self._open,
-            "path": str(self.path),
+            "backend": self.backend,
+            **self._where(),
+            "available": self.available,
             "size_bytes": self.size_bytes(),
             "backlog": self._writer.backlog,
             "backlog_bytes": self._writer.backlog_bytes,
@@ -331,11 +268,14 @@ class Store:
             "max_store_bytes": self.settings.max_store_bytes,
             "over_cap": self.over_cap,
         }
+        if self._writer.jobs_lost:
+            info["jobs_lost"] = self._writer.jobs_lost
         if self.over_cap:
             info["used_bytes"] = self.over_cap_used_bytes
-        if self.corrupt_moved_to is not None:
-            info["corrupt_moved_to"] = str(self.corrupt_moved_to)
-            info["corrupt_reason"] = self.corrupt_reason
-        if self.salvage is not None:
-            info["salvage"] = self.salvage.as_dict()
         return info
+
+
+def suppress_close(close: Callable[[], Any]) -> None:
+    """Close a connection, whatever state it is in."""
+    with contextlib.suppress(Exception):
+        close()

@@ -9,30 +9,33 @@ executions the opaque cursor is the creation order ``n`` of the last row seen
 from __future__ import annotations
 
 import json
-import sqlite3
 from typing import Any
 
 from service.protocol import Frame, process_output
+from service.store.dialect import Conn
 
 EXECUTION_COLUMNS = (
     "n, id, connection_id, server_id, command, argv, cwd, project_id, state, reason, pid, pgid, "
     "exit_code, signal, created_at, started_at, ended_at, updated_at, stdout_bytes, "
-    "stderr_bytes, last_seq, stored_chunks, stored_bytes, unstored_chunks, unstored_bytes"
+    "stderr_bytes, last_seq, stored_chunks, stored_bytes, unstored_chunks, unstored_bytes, "
+    "node, gap_chunks, gap_bytes, gaps"
 )
 
 
-def _execution(row: sqlite3.Row | tuple[Any, ...], names: list[str]) -> dict[str, Any]:
+def _execution(row: tuple[Any, ...], names: list[str]) -> dict[str, Any]:
     record = dict(zip(names, row, strict=True))
     record.pop("n", None)
     record["execution_id"] = record.pop("id")
     record["argv"] = json.loads(record["argv"])
     started, ended = record["started_at"], record["ended_at"]
     record["duration_s"] = round(ended - started, 6) if started and ended else None
-    record["transcript_capped"] = record["unstored_chunks"] > 0
+    # Chunks past the transcript cap, not those a database outage kept out (the gaps).
+    record["transcript_capped"] = record["unstored_chunks"] > record["gap_chunks"]
+    record["gaps"] = json.loads(record["gaps"]) if record["gaps"] else []
     return record
 
 
-def get_execution(conn: sqlite3.Connection, execution_id: str) -> dict[str, Any] | None:
+def get_execution(conn: Conn, execution_id: str) -> dict[str, Any] | None:
     cursor = conn.execute(
         f"SELECT {EXECUTION_COLUMNS} FROM executions WHERE id = ?", (execution_id,)
     )
@@ -43,7 +46,7 @@ def get_execution(conn: sqlite3.Connection, execution_id: str) -> dict[str, Any]
 
 
 def list_executions(
-    conn: sqlite3.Connection,
+    conn: Conn,
     *,
     states: list[str] | None,
     project_id: str | None,
@@ -77,25 +80,28 @@ def list_executions(
 
 
 def chunk_rows(
-    conn: sqlite3.Connection, execution_id: str, after_seq: int, upto_seq: int | None, limit: int
+    conn: Conn, execution_id: str, after_seq: int, upto_seq: int | None, limit: int
 ) -> list[tuple[int, str, str, int, float]]:
     """``(seq, stream, data, truncated, ts)`` of the stored chunks with
     ``after_seq < seq <= upto_seq``, in seq order, at most ``limit``."""
+    rows: list[tuple[int, str, str, int, float]]
     if upto_seq is None:
-        return conn.execute(
+        rows = conn.execute(
             "SELECT seq, stream, data, truncated, ts FROM chunks "
             "WHERE execution_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (execution_id, after_seq, limit),
         ).fetchall()
-    return conn.execute(
+        return rows
+    rows = conn.execute(
         "SELECT seq, stream, data, truncated, ts FROM chunks "
         "WHERE execution_id = ? AND seq > ? AND seq <= ? ORDER BY seq LIMIT ?",
         (execution_id, after_seq, upto_seq, limit),
     ).fetchall()
+    return rows
 
 
 def transcript_page(
-    conn: sqlite3.Connection, execution_id: str, after_seq: int, limit: int, max_bytes: int
+    conn: Conn, execution_id: str, after_seq: int, limit: int, max_bytes: int
 ) -> tuple[list[tuple[int, str, str, int, float]], bool]:
     """Chunks after ``after_seq``: at most ``limit`` and about ``max_bytes`` of
     data (at least one chunk); and whether more follow."""

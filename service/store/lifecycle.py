@@ -41,13 +41,15 @@ class Core:
     retention: Retention | None
 
 
-def build(store: Store | None, supervisor: Supervisor) -> Core:
-    """The store parts of ``supervisor``; call once, before ``store`` opens."""
+def build(store: Store | None, supervisor: Supervisor, node_id: str | None = None) -> Core:
+    """The store parts of ``supervisor``; call once, before ``store`` opens.
+    ``node_id``: the cluster node this server is, written into every execution
+    row and scoping restart recovery (None: a server alone)."""
     recorder: Recorder | None = None
     retention: Retention | None = None
     if store is not None:
         store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
-        recorder = Recorder(store, supervisor)
+        recorder = Recorder(store, supervisor, node_id)
         supervisor.observers.append(recorder)
         retention = Retention(store, lambda: list(supervisor.live))
     return Core(store, recorder, Attacher(store, recorder, supervisor), retention)
@@ -63,9 +65,9 @@ async def start(parts: Core, supervisor: Supervisor) -> None:
         await store.open()
     except (StoreError, MigrationError, OSError) as exc:
         # A configuration problem, not a bug: one clear line, no traceback.
-        logger.error("cannot open the store: %s", exc, extra={"path": str(store.path)})
+        logger.error("cannot open the store: %s", exc, extra=store.health_where())
         raise SystemExit(1) from None
-    recovered = await recover(store, recorder.server_id, recorder.boot_id)
+    recovered = await recover(store, recorder.server_id, recorder.boot_id, recorder.node_id)
     if recovered:
         logger.warning(
             "marked executions of an earlier server process lost",

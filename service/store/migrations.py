@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Sequence
+
+from service.store.dialect import SQLITE, Migration
 
 NAMESPACE_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
@@ -32,8 +35,19 @@ def validate_namespace(namespace: str) -> None:
         raise ValueError(f"invalid schema namespace {namespace!r}: use [a-z][a-z0-9_]*")
 
 
-def apply_migrations(conn: sqlite3.Connection, schemas: dict[str, list[str]]) -> dict[str, int]:
-    """Bring every namespace of ``schemas`` to its latest version; the versions.
+def check_version(namespace: str, version: int, scripts: Sequence[Migration]) -> None:
+    if version > len(scripts):
+        raise MigrationError(
+            f"schema {namespace!r} is at version {version}, newer than this code "
+            f"knows ({len(scripts)}): refusing to run an older release on it"
+        )
+
+
+def apply_migrations(
+    conn: sqlite3.Connection, schemas: dict[str, list[Migration]]
+) -> dict[str, int]:
+    """Bring every namespace of ``schemas`` to its latest version (SQLite); the
+    versions. (PostgreSQL's counterpart: :func:`service.store.postgres.migrate`.)
 
     ``conn`` must be in autocommit mode (``isolation_level=None``)."""
     conn.execute(BOOTSTRAP)
@@ -41,18 +55,14 @@ def apply_migrations(conn: sqlite3.Connection, schemas: dict[str, list[str]]) ->
     versions: dict[str, int] = {}
     for namespace, scripts in schemas.items():
         version = int(current.get(namespace, 0))
-        if version > len(scripts):
-            raise MigrationError(
-                f"schema {namespace!r} is at version {version}, newer than this code "
-                f"knows ({len(scripts)}): refusing to run an older release on it"
-            )
+        check_version(namespace, version, scripts)
         for index in range(version, len(scripts)):
             try:
                 # executescript commits any open transaction first, so the
                 # script carries its own BEGIN/COMMIT with the version bump.
                 conn.executescript(
                     "BEGIN IMMEDIATE;\n"
-                    + scripts[index]
+                    + SQLITE.script(scripts[index])
                     + ";\nINSERT INTO schema_versions(namespace, version) "
                     + f"VALUES ('{namespace}', {index + 1}) "
                     + f"ON CONFLICT(namespace) DO UPDATE SET version = {index + 1};\n"

@@ -12,6 +12,19 @@ chunks are counted (``unstored_chunks``, ``unstored_bytes``) and not stored.
 When the writer falls behind by more than ``store_queue_chunks`` chunks, the
 executions producing output are throttled through ``Execution.flow`` until the
 queue drains: their children block on a full pipe; the event loop does not.
+
+While the database cannot be reached (PostgreSQL down: ``Store.available``
+false), output is not queued: each chunk is counted as a *gap* (``gap_chunks``,
+``gap_bytes``, ``gaps`` ranges of seq, and among ``unstored_*``) and the
+execution is not throttled, so its output keeps flowing live. Chunks of a batch
+that failed for the same reason are moved from the stored counts to the gap.
+The rows whose writes failed are written whole (an upsert) once the database
+is back, before anything else of the recorder's.
+
+On PostgreSQL each committed batch notifies ``cc_output`` with
+``"<execution_id>:<seq>"`` (the last seq it stored of that execution) and each
+transition notifies ``cc_state`` with ``"<execution_id>:<state>"``: other
+nodes follow an execution from the shared store (:meth:`Store.notify`).
 """
 
 from __future__ import annotations
@@ -19,16 +32,18 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import sqlite3
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from service.process.execution import Execution
 from service.process.sinks import Chunk
 from service.process.state import ExecutionState
 from service.store.database import Store
+from service.store.dialect import Conn
+from service.store.errors import StoreDown
 
 if TYPE_CHECKING:
     from service.process.supervisor import Supervisor
@@ -42,6 +57,11 @@ BOOT_ID_PATH = "/proc/sys/kernel/random/boot_id"
 #: an attach flushes at once.
 FLUSH_INTERVAL_S = 0.05
 FLUSH_BYTES = 4 * 1024 * 1024
+#: The notification channels (PostgreSQL ``LISTEN``) and their payloads.
+OUTPUT_CHANNEL = "cc_output"  # "<execution_id>:<last stored seq>", per committed batch
+STATE_CHANNEL = "cc_state"  # "<execution_id>:<state>", per transition
+#: Gap ranges kept per execution; past it the last range grows to cover the rest.
+MAX_GAP_RANGES = 100
 
 
 def read_boot_id() -> str | None:
@@ -62,21 +82,52 @@ class Tally:
     unstored_chunks: int = 0
     unstored_bytes: int = 0
     capped: bool = False
+    #: Chunks not stored because the database could not be reached.
+    gap_chunks: int = 0
+    gap_bytes: int = 0
+    gaps: list[list[int]] = field(default_factory=list)
+
+    def add_gap(self, first: int, last: int, chunks: int, nbytes: int) -> None:
+        self.gap_chunks += chunks
+        self.gap_bytes += nbytes
+        self.unstored_chunks += chunks
+        self.unstored_bytes += nbytes
+        if self.gaps and first <= self.gaps[-1][1] + 1:
+            self.gaps[-1][1] = max(self.gaps[-1][1], last)
+        elif len(self.gaps) >= MAX_GAP_RANGES:
+            self.gaps[-1][1] = last
+        else:
+            self.gaps.append([first, last])
 
 
-ChunkRow = tuple[str, int, str, str, int, int, float]
+ChunkRow = tuple[str, int, str, str | bytes, int, int, float]
 
-INSERT_EXECUTION = """
-INSERT INTO executions (
-    id, connection_id, server_id, boot_id, command, argv, cwd, project_id, state, reason,
-    pid, pgid, start_ticks, exit_code, signal, created_at, started_at, ended_at, updated_at,
-    stdout_bytes, stderr_bytes, last_seq
-) VALUES (
-    :id, :connection_id, :server_id, :boot_id, :command, :argv, :cwd, :project_id, :state,
-    :reason, :pid, :pgid, :start_ticks, :exit_code, :signal, :created_at, :started_at,
-    :ended_at, :updated_at, :stdout_bytes, :stderr_bytes, :last_seq
+_FIRST_COLUMNS = (
+    "id, connection_id, server_id, boot_id, node, command, argv, cwd, project_id, created_at"
 )
-"""
+_STATE_COLUMNS = (
+    "state, reason, pid, pgid, start_ticks, exit_code, signal, started_at, ended_at, "
+    "updated_at, stdout_bytes, stderr_bytes, last_seq, stored_chunks, stored_bytes, "
+    "unstored_chunks, unstored_bytes, gap_chunks, gap_bytes, gaps"
+)
+
+
+def _names(columns: str) -> list[str]:
+    return [name.strip() for name in columns.split(",")]
+
+
+INSERT_EXECUTION = (
+    f"INSERT INTO executions ({_FIRST_COLUMNS}, {_STATE_COLUMNS}) VALUES ("
+    + ", ".join(f":{name}" for name in _names(_FIRST_COLUMNS) + _names(_STATE_COLUMNS))
+    + ")"
+)
+
+#: The whole row, inserted or brought up to date: the write after an outage.
+UPSERT_EXECUTION = (
+    INSERT_EXECUTION
+    + " ON CONFLICT(id) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _names(_STATE_COLUMNS))
+)
 
 UPDATE_EXECUTION = """
 UPDATE executions SET
@@ -84,7 +135,8 @@ UPDATE executions SET
     exit_code = :exit_code, signal = :signal, started_at = :started_at, ended_at = :ended_at,
     updated_at = :updated_at, stdout_bytes = :stdout_bytes, stderr_bytes = :stderr_bytes,
     last_seq = :last_seq, stored_chunks = :stored_chunks, stored_bytes = :stored_bytes,
-    unstored_chunks = :unstored_chunks, unstored_bytes = :unstored_bytes
+    unstored_chunks = :unstored_chunks, unstored_bytes = :unstored_bytes,
+    gap_chunks = :gap_chunks, gap_bytes = :gap_bytes, gaps = :gaps
 WHERE id = :id
 """
 
@@ -97,29 +149,39 @@ UPDATE_COUNTS = """
 UPDATE executions SET
     last_seq = :last_seq, stdout_bytes = :stdout_bytes, stderr_bytes = :stderr_bytes,
     stored_chunks = :stored_chunks, stored_bytes = :stored_bytes,
-    unstored_chunks = :unstored_chunks, unstored_bytes = :unstored_bytes, updated_at = :updated_at
+    unstored_chunks = :unstored_chunks, unstored_bytes = :unstored_bytes,
+    gap_chunks = :gap_chunks, gap_bytes = :gap_bytes, gaps = :gaps, updated_at = :updated_at
 WHERE id = :id
 """
 
 
 class Recorder:
-    """An ExecutionObserver that keeps executions and transcripts in ``store``."""
+    """An ExecutionObserver that keeps executions and transcripts in ``store``.
 
-    def __init__(self, store: Store, supervisor: Supervisor) -> None:
+    ``node_id`` is written into every execution row (``node``): the cluster
+    node this server is (None: a server alone)."""
+
+    def __init__(self, store: Store, supervisor: Supervisor, node_id: str | None = None) -> None:
         self.store = store
         self.supervisor = supervisor
+        self.node_id = node_id
         self.cap_bytes = store.settings.max_transcript_bytes
         #: This server process, so restart recovery knows what an earlier one left.
         self.server_id = uuid.uuid4().hex
         self.boot_id = read_boot_id()
+        #: Executions whose row could not be written (the database was down):
+        #: written whole once it is back.
+        self._unsynced: dict[str, tuple[Execution, Tally]] = {}
         self.tallies: dict[str, Tally] = {}
         self._rows: list[ChunkRow] = []
         self._rows_bytes = 0
         self._dirty: dict[str, Execution] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
+        self._text = store.dialect.text_blob
         self._throttled: dict[str, Execution] = {}
         self.failed_jobs = 0
         store.on_drain(self._release)
+        store.on_availability(self._availability)
 
     # --- ExecutionObserver -------------------------------------------------------
 
@@ -129,30 +191,82 @@ class Recorder:
         self.flush()
         first = execution.id not in self.tallies
         tally = self.tallies.setdefault(execution.id, Tally())
-        if first:
-            row = self._row(execution, tally)
-            row["connection_id"] = self._owner_id(execution)
-            row["server_id"] = self.server_id
-            row["boot_id"] = self.boot_id
-            row["command"] = execution.spec.display or None
-            row["argv"] = json.dumps(execution.spec.argv)
-            row["cwd"] = execution.spec.cwd
-            row["project_id"] = execution.spec.project_id
-            row["created_at"] = execution.created_at
-            self.store.submit(_run(INSERT_EXECUTION, row))
-            if not execution.state.is_final:
-                return
-        self.store.submit(_run(UPDATE_EXECUTION, self._row(execution, tally)))
         if execution.state.is_final:
             self.tallies.pop(execution.id, None)
             self._dirty.pop(execution.id, None)
             throttled = self._throttled.pop(execution.id, None)
             if throttled is not None:
                 throttled.flow.set()
+        if not self.store.available or execution.id in self._unsynced:
+            self._unsynced[execution.id] = (execution, tally)
+            return
+        row = self._row(execution, tally)
+        if first:
+            row.update(self._first_row(execution))
+        notice = f"{execution.id}:{execution.state.value}"
+        on_error = self._failed_row(execution, tally)
+        self.store.submit(
+            self._row_job(INSERT_EXECUTION if first else UPDATE_EXECUTION, row, notice),
+            on_error=on_error,
+        )
+
+    def _first_row(self, execution: Execution) -> dict[str, Any]:
+        return {
+            "connection_id": self._owner_id(execution),
+            "server_id": self.server_id,
+            "boot_id": self.boot_id,
+            "node": self.node_id,
+            "command": execution.spec.display or None,
+            "argv": json.dumps(execution.spec.argv),
+            "cwd": execution.spec.cwd,
+            "project_id": execution.spec.project_id,
+            "created_at": execution.created_at,
+        }
+
+    def _row_job(self, sql: str, row: dict[str, Any], notice: str) -> Callable[[Conn], None]:
+        store = self.store
+
+        def job(conn: Conn) -> None:
+            conn.execute(sql, row)
+            store.notify(conn, STATE_CHANNEL, notice)
+
+        return job
+
+    def _failed_row(self, execution: Execution, tally: Tally) -> Callable[[BaseException], None]:
+        def failed(exc: BaseException) -> None:
+            if isinstance(exc, StoreDown):
+                self._unsynced[execution.id] = (execution, tally)
+
+        return failed
+
+    def _availability(self, available: bool) -> None:
+        if available:
+            self._resync()
+
+    def _resync(self) -> None:
+        """Write whole every row the outage kept from the database, first."""
+        if not self._unsynced or not self.store.available or not self.store.is_open:
+            return
+        pending, self._unsynced = self._unsynced, {}
+        for execution, tally in pending.values():
+            row = self._row(execution, tally)
+            row.update(self._first_row(execution))
+            notice = f"{execution.id}:{execution.state.value}"
+            self.store.submit(
+                self._row_job(UPSERT_EXECUTION, row, notice),
+                on_error=self._failed_row(execution, tally),
+            )
+        logger.info("store back: execution rows written again", extra={"rows": len(pending)})
 
     def on_output(self, execution: Execution, chunk: Chunk) -> None:
         tally = self.tallies.get(execution.id)
         if tally is None or not self.store.is_open:
+            return
+        if not self.store.available:
+            # Nothing is queued for a database that is not there: counted, and
+            # the output keeps flowing live (no throttling).
+            tally.add_gap(chunk.seq, chunk.seq, 1, chunk.nbytes)
+            self._unsynced[execution.id] = (execution, tally)
             return
         if tally.capped or tally.stored_bytes + chunk.nbytes > self.cap_bytes:
             tally.unstored_chunks += 1
@@ -175,7 +289,7 @@ class Recorder:
                     execution.id,
                     chunk.seq,
                     chunk.stream,
-                    chunk.data,
+                    self._text(chunk.data),
                     chunk.nbytes,
                     int(chunk.truncated),
                     chunk.ts,
@@ -189,6 +303,7 @@ class Recorder:
             loop = asyncio.get_running_loop()
             self._flush_handle = loop.call_later(FLUSH_INTERVAL_S, self.flush)
         if self.store.congested or len(self._rows) >= self.store.settings.store_queue_chunks:
+            # (Only while the database is there: see the module's docstring.)
             if execution.id not in self._throttled and execution.state.is_live:
                 logger.warning(
                     "store writer is behind; throttling output",
@@ -204,22 +319,61 @@ class Recorder:
         if self._flush_handle is not None:
             self._flush_handle.cancel()
             self._flush_handle = None
+        self._resync()
         if not self._rows and not self._dirty:
             return
         rows, self._rows = self._rows, []
         nbytes, self._rows_bytes = self._rows_bytes, 0
-        counts = [self._counts(e, self.tallies[e.id]) for e in self._dirty.values()]
-        self._dirty = {}
+        dirty, self._dirty = self._dirty, {}
+        counts = [self._counts(e, self.tallies[e.id]) for e in dirty.values()]
         if not self.store.is_open:
             return
+        last: dict[str, int] = {}
+        for row in rows:
+            last[row[0]] = row[1]
+        store = self.store
 
-        def job(conn: sqlite3.Connection) -> None:
+        def job(conn: Conn) -> None:
             if rows:
                 conn.executemany(INSERT_CHUNK, rows)
             if counts:
                 conn.executemany(UPDATE_COUNTS, counts)
+            for execution_id, seq in last.items():
+                store.notify(conn, OUTPUT_CHANNEL, f"{execution_id}:{seq}")
 
-        self.store.submit(job, weight=max(1, len(rows)), nbytes=nbytes)
+        tallies = {e.id: (e, self.tallies[e.id]) for e in dirty.values()}
+        self.store.submit(
+            job,
+            weight=max(1, len(rows)),
+            nbytes=nbytes,
+            on_error=lambda exc: self._failed_batch(exc, rows, tallies),
+        )
+
+    def _failed_batch(
+        self,
+        exc: BaseException,
+        rows: list[ChunkRow],
+        tallies: dict[str, tuple[Execution, Tally]],
+    ) -> None:
+        """A batch of chunks did not reach the database: a gap, not stored."""
+        if not isinstance(exc, StoreDown):
+            return
+        spans: dict[str, list[int]] = {}
+        for row in rows:
+            span = spans.setdefault(row[0], [row[1], row[1], 0, 0])
+            span[1] = row[1]
+            span[2] += 1
+            span[3] += row[4]
+        for execution_id, (first, last, chunks, nbytes) in spans.items():
+            tally = tallies[execution_id][1]
+            tally.stored_chunks -= chunks
+            tally.stored_bytes -= nbytes
+            tally.add_gap(first, last, chunks, nbytes)
+        self._unsynced.update(tallies)
+        logger.warning(
+            "store down: output counted as a gap in the transcript",
+            extra={"chunks": len(rows), "executions": len(spans)},
+        )
 
     async def sync(self) -> None:
         """Return once everything the recorder has seen so far is committed."""
@@ -272,16 +426,12 @@ class Recorder:
             "stored_bytes": tally.stored_bytes,
             "unstored_chunks": tally.unstored_chunks,
             "unstored_bytes": tally.unstored_bytes,
+            "gap_chunks": tally.gap_chunks,
+            "gap_bytes": tally.gap_bytes,
+            "gaps": json.dumps(tally.gaps) if tally.gaps else None,
             "updated_at": time.time(),
         }
 
 
-def _run(sql: str, params: dict[str, Any]) -> Any:
-    def job(conn: sqlite3.Connection) -> None:
-        conn.execute(sql, params)
-
-    return job
-
-
-def _nothing(conn: sqlite3.Connection) -> None:
+def _nothing(conn: Conn) -> None:
     return None

@@ -24,7 +24,6 @@ import contextlib
 import logging
 import os
 import signal
-import sqlite3
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from service.process.ladder import terminate
 from service.process.spawn import EXECUTION_MARKER
 from service.process.state import ExecutionState
 from service.store.database import Store
+from service.store.dialect import Conn
 
 logger = logging.getLogger(__name__)
 
@@ -141,16 +141,21 @@ class LeftoverTree:
         self.signal(signal.SIGKILL)
 
 
-async def recover(store: Store, server_id: str, boot_id: str | None) -> list[Leftover]:
-    """Kill what earlier server processes left and mark their executions ``lost``;
-    the executions recovered."""
+async def recover(
+    store: Store, server_id: str, boot_id: str | None, node_id: str | None = None
+) -> list[Leftover]:
+    """Kill what earlier server processes of this node left and mark their
+    executions ``lost``; the executions recovered. Only rows of ``node_id``
+    (NULL: a server alone) are this server's: on a shared database the other
+    nodes' live executions are theirs to keep."""
 
-    def load(conn: sqlite3.Connection) -> list[Leftover]:
+    def load(conn: Conn) -> list[Leftover]:
         marks = ",".join("?" * len(LIVE_STATES))
+        node = "node IS NULL" if node_id is None else "node = ?"
         rows = conn.execute(
             "SELECT id, pid, pgid, start_ticks, boot_id, server_id, state FROM executions "
-            f"WHERE state IN ({marks}) AND server_id != ?",
-            (*LIVE_STATES, server_id),
+            f"WHERE state IN ({marks}) AND server_id != ? AND {node}",
+            (*LIVE_STATES, server_id, *([] if node_id is None else [node_id])),
         ).fetchall()
         return [Leftover(*row) for row in rows]
 
@@ -181,7 +186,7 @@ async def recover(store: Store, server_id: str, boot_id: str | None) -> list[Lef
             },
         )
 
-    def mark(conn: sqlite3.Connection) -> None:
+    def mark(conn: Conn) -> None:
         conn.executemany(
             "UPDATE executions SET state = ?, reason = ?, ended_at = COALESCE(ended_at, ?), "
             "updated_at = ? WHERE id = ?",

@@ -8,9 +8,18 @@ registered by the features that own them. Each pass:
 - then, while the pages in use exceed ``max_store_bytes``, deletes the oldest
   candidates of *all* trimmers together, oldest first, only as many as the
   excess needs; every namespace's pages count toward the cap;
-- returns the freed pages to the file system (``PRAGMA incremental_vacuum``;
-  the WAL is kept small by a checkpoint threshold sized from the cap, see
-  :func:`wal_pages_for`).
+- makes the space reusable (:meth:`Store.reclaim`: on SQLite the freed pages
+  go back to the file system with ``PRAGMA incremental_vacuum``, and the WAL
+  is kept small by a checkpoint threshold sized from the cap, see
+  :func:`~service.store.sqlite.wal_pages_for`; on PostgreSQL a ``VACUUM`` of
+  the trimmed tables lets new rows reuse the space).
+
+On PostgreSQL the size is the tables' (``pg_total_relation_size``, indexes
+and TOAST included), and deleting rows does not shrink it: the space is
+reused. So a pass deletes only what grew past both the cap and the size the
+last pass left (the *baseline*), once, instead of deleting until the size
+drops; the tables stay near the cap, and nothing is deleted for space that
+PostgreSQL will reuse anyway.
 
 Never deleted: a live execution (in this server or marked live in the store),
 history of a live execution, and anything younger than ``retention_min_age_s``.
@@ -27,14 +36,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from service.process.state import ExecutionState
-from service.store.database import Store
+from service.store.database import Store, StoreError
+from service.store.dialect import Conn
 
 logger = logging.getLogger(__name__)
 
@@ -43,15 +52,13 @@ FINAL_STATES = tuple(state.value for state in ExecutionState if state.is_final)
 DELETE_BATCH = 200
 #: How often the file size is compared with the cap between full passes.
 SIZE_CHECK_S = 1.0
-#: Free pages given back per write job (about 40 MiB; a few ms of the writer).
-VACUUM_PAGES = 10000
 #: Bytes counted for a row besides its data (its cells and index entries).
 ROW_OVERHEAD_BYTES = 256
 
 #: ``(timestamp, key, approximate bytes)`` of one row retention may delete.
 Candidate = tuple[float, Any, int]
-CandidatesFn = Callable[[sqlite3.Connection, float, Collection[str], int], list[Candidate]]
-DeleteFn = Callable[[list[Any]], Callable[[sqlite3.Connection], int]]
+CandidatesFn = Callable[[Conn, float, Collection[str], int], list[Candidate]]
+DeleteFn = Callable[[list[Any]], Callable[[Conn], int]]
 
 
 @dataclass(frozen=True)
@@ -66,10 +73,12 @@ class Trimmer:
     name: str
     candidates: CandidatesFn
     delete: DeleteFn
+    #: The tables its deletes free space in (for :meth:`Store.reclaim`).
+    tables: tuple[str, ...] = ()
 
 
 def _execution_candidates(
-    conn: sqlite3.Connection, before: float, live: Collection[str], limit: int
+    conn: Conn, before: float, live: Collection[str], limit: int
 ) -> list[Candidate]:
     marks = ",".join("?" * len(FINAL_STATES))
     rows = conn.execute(
@@ -82,8 +91,8 @@ def _execution_candidates(
     return [c for c in found if c[1] not in live][:limit]
 
 
-def _delete_executions(ids: list[Any]) -> Callable[[sqlite3.Connection], int]:
-    def job(conn: sqlite3.Connection) -> int:
+def _delete_executions(ids: list[Any]) -> Callable[[Conn], int]:
+    def job(conn: Conn) -> int:
         conn.executemany("DELETE FROM chunks WHERE execution_id = ?", [(i,) for i in ids])
         conn.executemany("DELETE FROM executions WHERE id = ?", [(i,) for i in ids])
         return len(ids)
@@ -92,28 +101,9 @@ def _delete_executions(ids: list[Any]) -> Callable[[sqlite3.Connection], int]:
 
 
 #: Finished executions and their transcripts (namespace ``core``).
-EXECUTIONS = Trimmer("executions", _execution_candidates, _delete_executions)
-
-
-def used_bytes(conn: sqlite3.Connection) -> int:
-    """Bytes of the database's pages that hold data (not the free list)."""
-    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    pages = conn.execute("PRAGMA page_count").fetchone()[0]
-    free = conn.execute("PRAGMA freelist_count").fetchone()[0]
-    return int((pages - free) * page_size)
-
-
-def _vacuum(conn: sqlite3.Connection) -> int:
-    """Give up to ``VACUUM_PAGES`` free pages back to the file system; how many.
-
-    ``PRAGMA incremental_vacuum`` frees one page per step and reports each as
-    a row without columns, which Python's sqlite3 does not step through: one
-    execute frees one page, whatever N says. Hence one execute per page."""
-    free = int(conn.execute("PRAGMA freelist_count").fetchone()[0])
-    pages = min(free, VACUUM_PAGES)
-    for _ in range(pages):
-        conn.execute("PRAGMA incremental_vacuum(1)")
-    return pages
+EXECUTIONS = Trimmer(
+    "executions", _execution_candidates, _delete_executions, ("executions", "chunks")
+)
 
 
 @dataclass
@@ -138,6 +128,22 @@ class Retention:
         self._live_ids = live_ids
         #: What may be deleted; features append theirs before the first pass.
         self.trimmers: list[Trimmer] = list(trimmers) if trimmers is not None else [EXECUTIONS]
+        #: PostgreSQL: the size the last pass left (see the module's docstring).
+        self._baseline: int | None = None
+
+    @property
+    def _reuses_space(self) -> bool:
+        """Whether deleting rows leaves the measured size as it is (PostgreSQL)."""
+        return self.store.backend == "postgresql"
+
+    def _threshold(self) -> int:
+        limit = self.settings.max_store_bytes
+        if self._reuses_space and self._baseline is not None:
+            return max(limit, self._baseline)
+        return limit
+
+    async def _measure(self) -> int:
+        return await self.store.read(self.store.used_bytes)
 
     async def run_forever(self) -> None:
         """A full pass every ``retention_interval_s``, and a size pass whenever
@@ -146,21 +152,32 @@ class Retention:
         while True:
             now = time.monotonic()
             try:
-                if now >= next_full:
+                if not self.store.available:
+                    pass  # the database is down: nothing to trim until it is back
+                elif now >= next_full:
                     next_full = now + self.settings.retention_interval_s
                     await self.run_once()
-                elif self.store.size_bytes() > self.settings.max_store_bytes:
+                elif await self._over_cap_now():
                     await self.run_once(by_age=False)
             except asyncio.CancelledError:
                 raise
+            except StoreError as exc:
+                logger.warning("retention pass skipped: %s", exc)
             except Exception:
                 logger.exception("retention pass failed")
             await asyncio.sleep(min(self.settings.retention_interval_s, SIZE_CHECK_S))
 
+    async def _over_cap_now(self) -> bool:
+        """The check between passes: a ``stat`` on SQLite, a catalog query on
+        PostgreSQL (whose tables are not files here)."""
+        if not self._reuses_space:
+            return self.store.size_bytes() > self.settings.max_store_bytes
+        return await self._measure() > self._threshold()
+
     async def _oldest(self, before: float, limit: int) -> list[tuple[Trimmer, Candidate]]:
         live = set(self._live_ids())
 
-        def load(conn: sqlite3.Connection) -> list[tuple[Trimmer, Candidate]]:
+        def load(conn: Conn) -> list[tuple[Trimmer, Candidate]]:
             found = [
                 (trimmer, candidate)
                 for trimmer in self.trimmers
@@ -197,9 +214,9 @@ class Retention:
                 report.by_age += deleted
                 if not deleted:
                     break
-        limit = settings.max_store_bytes
+        limit = self._threshold()
         while True:
-            report.used_bytes = await self.store.read(used_bytes)
+            report.used_bytes = await self._measure()
             if report.used_bytes <= limit:
                 break
             candidates = await self._oldest(youngest, DELETE_BATCH)
@@ -217,10 +234,13 @@ class Retention:
                     break
             deleted = await self._delete(chosen, report)
             report.by_size += deleted
-            if not deleted:
+            if not deleted or (self._reuses_space and freed >= excess):
                 break
-        while await self.store.write(_vacuum) == VACUUM_PAGES:
-            pass
+        if report.by_age or report.by_size or not self._reuses_space:
+            tables = sorted({table for trimmer in self.trimmers for table in trimmer.tables})
+            await self.store.reclaim(tables)
+        if self._reuses_space:
+            self._baseline = await self._measure()
         if report.by_age or report.by_size:
             logger.info(
                 "retention deleted executions",

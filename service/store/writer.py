@@ -14,6 +14,14 @@ producers check :attr:`Writer.congested` and back off. A stalled disk thus
 stalls the writer thread only. When idle for ``CHECKPOINT_IDLE_S`` after
 writing, the writer checkpoints the WAL, so the copy into the database file
 happens between floods rather than during one.
+
+The writer does not know the engine: it runs on a :class:`Session` (SQLite's
+or PostgreSQL's). When the session loses its connection (a PostgreSQL server
+gone), the batch's jobs fail with :class:`~service.store.errors.StoreDown`,
+the writer is *down*: every job queued while down fails at once without
+touching the database (the queue drains, nothing is held until memory runs
+out), and the writer tries to reconnect every ``RECONNECT_S``. The callbacks
+of :meth:`Writer.on_availability` hear both changes, on the event loop.
 """
 
 from __future__ import annotations
@@ -21,16 +29,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import sqlite3
 import threading
+import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
+
+from service.store.errors import StoreDown
 
 logger = logging.getLogger(__name__)
 
-Job = Callable[[sqlite3.Connection], Any]
+Job = Callable[[Any], Any]
 
 #: Jobs run in one transaction at most; bounds the time a commit waits.
 MAX_BATCH_JOBS = 512
@@ -46,6 +56,34 @@ CHECKPOINT_IDLE_S = 1.0
 TRUNCATE_WAIT_MS = 200
 #: Milliseconds every store connection waits on a lock before it fails.
 BUSY_TIMEOUT_MS = 30_000
+#: Seconds between two attempts to reconnect while the database is down.
+RECONNECT_S = 0.5
+
+
+class Session(Protocol):
+    """The writer's connection to one engine."""
+
+    #: What the jobs are given (their ``conn``).
+    conn: Any
+
+    def begin(self) -> None: ...
+
+    def commit(self) -> None: ...
+
+    def rollback(self) -> None:
+        """Roll the open transaction back; never raises."""
+
+    def idle(self) -> None:
+        """The queue has been empty for ``CHECKPOINT_IDLE_S`` after writes."""
+
+    def is_database_error(self, exc: BaseException) -> bool:
+        """Whether ``exc`` is the engine's (not a job's own failure)."""
+
+    def lost(self) -> bool:
+        """Whether the connection is gone (a database error may have ended it)."""
+
+    def reconnect(self) -> bool:
+        """Try once to connect again; whether it worked. Never raises."""
 
 
 @dataclass(slots=True)
@@ -56,6 +94,8 @@ class Entry:
     future: asyncio.Future[Any] | None
     weight: int
     nbytes: int
+    #: Called on the event loop with the exception when a fire-and-forget job fails.
+    on_error: Callable[[BaseException], None] | None = None
 
 
 class Writer:
@@ -72,7 +112,14 @@ class Writer:
         self._room = asyncio.Event()
         self._room.set()
         self._drain_callbacks: list[Callable[[], None]] = []
+        self._availability_callbacks: list[Callable[[bool], None]] = []
         self._stopping = False
+        #: The database cannot be reached; set by the thread (or :meth:`suspect`).
+        self.down = False
+        self._suspect = False
+        self._next_attempt = 0.0
+        #: Fire-and-forget jobs that failed because the database was down.
+        self.jobs_lost = 0
 
     # --- state -------------------------------------------------------------------
 
@@ -99,13 +146,25 @@ class Writer:
         queue no longer congested."""
         self._drain_callbacks.append(callback)
 
+    def on_availability(self, callback: Callable[[bool], None]) -> None:
+        """Call ``callback(available)`` on the event loop when the writer goes
+        down (False) and when it has reconnected (True)."""
+        self._availability_callbacks.append(callback)
+
+    def suspect(self) -> None:
+        """A reader lost its connection: the writer checks its own at once
+        (and goes down if the database is gone)."""
+        with self._cond:
+            self._suspect = True
+            self._cond.notify()
+
     # --- life ----------------------------------------------------------------------
 
-    def start(self, conn: sqlite3.Connection, loop: asyncio.AbstractEventLoop) -> None:
+    def start(self, session: Session, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
         self._stopping = False
         self._thread = threading.Thread(
-            target=self._run, args=(conn,), name="store-writer", daemon=True
+            target=self._run, args=(session,), name="store-writer", daemon=True
         )
         self._thread.start()
 
@@ -128,29 +187,44 @@ class Writer:
 
     # --- the thread ------------------------------------------------------------------
 
-    def _run(self, conn: sqlite3.Connection) -> None:
+    def _run(self, session: Session) -> None:
         wal_dirty = False
         while True:
             idle = False
             batch: list[Entry] = []
             with self._cond:
-                while not self._queue and not self._stopping:
-                    if not wal_dirty:
+                while not self._queue and not self._stopping and not self._suspect:
+                    if self.down:
+                        if not self._cond.wait(RECONNECT_S):
+                            break
+                    elif not wal_dirty:
                         self._cond.wait()
                     elif not self._cond.wait(CHECKPOINT_IDLE_S):
                         idle = True
                         break
+                suspect, self._suspect = self._suspect, False
                 if not idle:
                     if not self._queue and self._stopping:
                         return
                     while self._queue and len(batch) < MAX_BATCH_JOBS:
                         batch.append(self._queue.popleft())
-            if idle:
-                self._checkpoint(conn)
+            if self.down or suspect:
+                self._check(session, probe=suspect)
+            if idle and not self.down:
+                session.idle()
                 wal_dirty = False
                 continue
-            outcomes = self._run_batch(conn, batch)
-            wal_dirty = True
+            if not batch:
+                continue
+            if self.down:
+                down = StoreDown("the database is unreachable; the store reconnects by itself")
+                outcomes: list[tuple[bool, Any]] = [(False, down)] * len(batch)
+            else:
+                outcomes = self._run_batch(session, batch)
+                if session.lost():
+                    self._set_down(True)
+                    outcomes = [(ok, value if ok else _as_down(value)) for ok, value in outcomes]
+                wal_dirty = True
             with self._cond:
                 self._backlog -= sum(entry.weight for entry in batch)
                 self._backlog_bytes -= sum(entry.nbytes for entry in batch)
@@ -159,40 +233,57 @@ class Writer:
             self.jobs_done += len(batch)
             self._report(batch, outcomes, relieved)
 
-    @staticmethod
-    def _checkpoint(conn: sqlite3.Connection) -> None:
-        """Copy the WAL into the database; once all of it is copied, cut the
-        file back to nothing. A passive checkpoint alone leaves the file at its
-        high-water mark until the next write, so an idle store would keep a
-        WAL many times its cap. The truncation waits for readers briefly, not
-        for the connection's full busy timeout."""
-        try:
-            busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            if busy == 0 and frames > 0 and frames == copied:
-                conn.execute(f"PRAGMA busy_timeout = {TRUNCATE_WAIT_MS}")
-                try:
-                    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
-                finally:
-                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        except sqlite3.Error as exc:
-            logger.warning("store checkpoint failed", extra={"error": str(exc)})
+    def _check(self, session: Session, *, probe: bool) -> None:
+        """While down: try to reconnect. On a reader's suspicion: see whether
+        the connection still works, and go down if it does not."""
+        if not self.down and probe:
+            if not session.reconnect():
+                self._set_down(True)
+                self._next_attempt = time.monotonic() + RECONNECT_S
+            return
+        if self.down and time.monotonic() >= self._next_attempt:
+            if session.reconnect():
+                self._set_down(False)
+            else:
+                self._next_attempt = time.monotonic() + RECONNECT_S
+
+    def _set_down(self, down: bool) -> None:
+        if down == self.down:
+            return
+        self.down = down
+        if down:
+            logger.error("store database unreachable; writes fail until it is back")
+        else:
+            logger.warning("store database reachable again; writes resume")
+        loop = self._loop
+        assert loop is not None
+
+        def tell() -> None:
+            for callback in list(self._availability_callbacks):
+                callback(not down)
+
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(tell)
 
     @staticmethod
-    def _run_batch(conn: sqlite3.Connection, batch: list[Entry]) -> list[tuple[bool, Any]]:
+    def _run_batch(session: Session, batch: list[Entry]) -> list[tuple[bool, Any]]:
         # Every statement hands the GIL back and forth with the event loop, so a
         # batch of one job (the usual case) runs without a savepoint.
+        conn = session.conn
         single = len(batch) == 1
         outcomes: list[tuple[bool, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
+            session.begin()
             for entry in batch:
                 if not single:
                     conn.execute("SAVEPOINT job")
                 try:
                     result = entry.job(conn)
                 except Exception as exc:  # the job's own failure; report it to its owner
+                    if session.lost():
+                        raise
                     if single:
-                        conn.execute("ROLLBACK")
+                        session.rollback()
                         return [(False, exc)]
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
@@ -201,12 +292,14 @@ class Writer:
                     if not single:
                         conn.execute("RELEASE job")
                     outcomes.append((True, result))
-            conn.execute("COMMIT")
-        except sqlite3.Error as exc:
-            # The transaction itself failed (disk full, I/O error): every job fails.
+            session.commit()
+        except Exception as exc:
+            if not session.is_database_error(exc) and not session.lost():
+                raise
+            # The transaction itself failed (disk full, I/O error, connection
+            # gone): every job fails.
             logger.error("store batch failed", exc_info=exc, extra={"jobs": len(batch)})
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            session.rollback()
             outcomes = [(False, exc)] * len(batch)
         return outcomes
 
@@ -217,7 +310,13 @@ class Writer:
         def deliver() -> None:
             for entry, (ok, value) in zip(batch, outcomes, strict=True):
                 if entry.future is None:
-                    if not ok:
+                    if ok:
+                        continue
+                    if entry.on_error is not None:
+                        entry.on_error(value)
+                    if isinstance(value, StoreDown):
+                        self.jobs_lost += 1  # said once, when the writer went down
+                    else:
                         logger.error("store job failed", exc_info=value)
                     continue
                 if entry.future.done():
@@ -233,3 +332,13 @@ class Writer:
 
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
             loop.call_soon_threadsafe(deliver)
+
+
+def _as_down(exc: BaseException) -> BaseException:
+    """A job's failure once the connection is known gone: StoreDown, so the
+    wire says -32007 and the callers know it is the database, not them."""
+    if isinstance(exc, StoreDown):
+        return exc
+    down = StoreDown(f"the database connection was lost: {str(exc).strip()[:200]}")
+    down.__cause__ = exc
+    return down
