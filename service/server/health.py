@@ -99,4 +99,7 @@ async def report(root: Root) -> tuple[int, dict[str, Any]]:
             "claude": claude.public(),
         }
     )
+    if services.cluster is not None:
+        # This node's view of the cluster: nodes, leases, live executions per node.
+        document["cluster"] = services.cluster.health()
     return (503 if status == FAILING else 200), document
