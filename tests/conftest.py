@@ -7,7 +7,15 @@ from typing import Any
 
 import pytest
 
+from tests.pg import backend, mark_pg, module_server, pg_server, pg_url, store_url
 from tests.utils import RunningServer, new_marker, start_server, wait_no_marked
+
+# The PostgreSQL fixtures (tests/pg.py).
+__all__ = ["backend", "module_server", "pg_server", "pg_url", "store_url"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_pg(items)
 
 
 @pytest.fixture(scope="session")

@@ -13,7 +13,21 @@ import websockets
 
 from service.client import ExecutorClient
 from service.errors import NotFound
+from tests.pg import on_store
 from tests.utils import RunningServer
+
+
+@pytest.fixture
+def make_server(
+    make_server: Callable[..., RunningServer], store_url: str | None
+) -> Callable[..., RunningServer]:
+    """Every test here runs on both engines (tests/pg.py)."""
+    return on_store(make_server, store_url)
+
+
+@pytest.fixture
+def server(module_server: RunningServer) -> RunningServer:
+    return module_server
 
 
 def run(coro: Any, timeout: float = 60) -> Any:

@@ -216,11 +216,15 @@ def test_project_create_rules_over_the_wire(agent_server: RunningServer, tmp_pat
 
 
 def test_projects_and_history_survive_a_restart(
-    make_server: Callable[..., RunningServer], tmp_path: Path, agent_env: dict[str, str]
+    make_server: Callable[..., RunningServer],
+    tmp_path: Path,
+    agent_env: dict[str, str],
+    store_url: str | None,
 ) -> None:
+    """On both engines (tests/pg.py): on PostgreSQL both servers use one database."""
     root = tmp_path / "root"
     (root / "keep").mkdir(parents=True)
-    settings = agent_settings(root)
+    settings = agent_settings(root, **({"store_url": store_url} if store_url else {}))
     first = make_server(settings)
 
     async def before() -> tuple[str, str, list[Any]]:

@@ -11,14 +11,25 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service.client import ExecutorClient
 from service.store.database import DB_NAME
+from tests.pg import on_store
 from tests.test_projects import agent_settings, create_project, run_agent
 from tests.utils import RunningServer
 
 CAP = 1024 * 1024
 FILES_BOUND = 2 * CAP + 8 * 1024 * 1024
 FLOOD = "fake:flood=300"  # 300 events of 16 KiB: about 5 MB per run, twice stored
+
+
+@pytest.fixture
+def make_server(
+    make_server: Callable[..., RunningServer], store_url: str | None
+) -> Callable[..., RunningServer]:
+    """Both tests run on both engines (tests/pg.py)."""
+    return on_store(make_server, store_url)
 
 
 def run(coro: Any, timeout: float = 120) -> Any:
@@ -91,8 +102,14 @@ def test_retention_spares_young_executions_and_reports_over_cap(
 
 
 def test_the_cap_holds_over_every_namespace(
-    make_server: Callable[..., RunningServer], marker: dict[str, str], tmp_path: Path
+    make_server: Callable[..., RunningServer],
+    marker: dict[str, str],
+    tmp_path: Path,
+    backend: str,
 ) -> None:
+    """On SQLite the files stay within the bound; on PostgreSQL, whose tables
+    keep their size and reuse the space, the data they hold is what the cap
+    counts (service/store/retention.py), so only that is checked."""
     server, project_dir = server_with_root(make_server, tmp_path, retention_min_age_s=0)
     env = {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake")}
     data_dir = tmp_path / "data"
@@ -107,15 +124,17 @@ def test_the_cap_holds_over_every_namespace(
             return project_id, [*ids, started["execution_id"]]
 
     project_id, ids = run(main())
+    on_sqlite = backend == "sqlite"
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         store = health(server)["store"]
-        if not store["over_cap"] and files_bytes(data_dir) <= FILES_BOUND:
+        if not store["over_cap"] and (not on_sqlite or files_bytes(data_dir) <= FILES_BOUND):
             break
         time.sleep(0.5)
-    size = files_bytes(data_dir)
-    sizes = {p.name: p.stat().st_size for p in data_dir.glob(DB_NAME + "*")}
-    assert size <= FILES_BOUND, f"store files {size} bytes, bound {FILES_BOUND}: {sizes}, {store}"
+    if on_sqlite:
+        size = files_bytes(data_dir)
+        sizes = {p.name: p.stat().st_size for p in data_dir.glob(DB_NAME + "*")}
+        assert size <= FILES_BOUND, f"store files {size} bytes, bound {FILES_BOUND}: {sizes}"
     assert store["over_cap"] is False, store
 
     async def check() -> None:

@@ -1,4 +1,5 @@
-"""The recorder under a stalled writer: real processes, a real store, in process."""
+"""The recorder under a stalled writer: real processes, a real store (both
+engines), in process."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from service.params import ExecuteParams
 from service.process.spawn import build_spec
 from service.process.supervisor import Supervisor
 from service.settings import Settings
+from service.store import make_store
 from service.store.recorder import Recorder
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
-from service.store.sqlite import SqliteStore as Store
 
 #: Many chunks whatever the read sizes: every line is longer than
 #: ``max_line_bytes`` (64), so each is cut and sent as a chunk of its own.
@@ -36,18 +37,20 @@ class Counter:
 
 
 def test_a_stalled_writer_throttles_the_producer_and_loses_nothing(
-    tmp_path: Path, marker: dict[str, str]
+    tmp_path: Path, marker: dict[str, str], store_url: str | None
 ) -> None:
     """While the writer is stuck, the execution stops being read (its child
     blocks on a full pipe) instead of the server queueing without bound, and
     the event loop stays on time; once the writer moves, every chunk is stored."""
-    settings = Settings(data_dir=tmp_path, store_queue_chunks=100, max_line_bytes=64)
+    settings = Settings(
+        data_dir=tmp_path, store_queue_chunks=100, max_line_bytes=64, store_url=store_url
+    )
     argv = [sys.executable, "-c", PRODUCER]
     lines = subprocess.run(argv, capture_output=True, text=True, check=True).stdout.splitlines()
     expected = [line[:64] + "\n" for line in lines]  # cut lines keep their newline
 
     async def main() -> None:
-        store = Store(settings)
+        store = make_store(settings)
         store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
         await store.open()
         supervisor = Supervisor(settings)

@@ -267,6 +267,17 @@ def _delete_messages(ids: list[Any]) -> Callable[[Conn], int]:
 
 #: A project's history entries, for :class:`service.store.retention.Retention`:
 #: they count toward the store's cap and go oldest first with the executions.
+def _message_bytes(conn: Conn) -> int:
+    row = conn.execute(
+        "SELECT COALESCE(sum(length(data)), 0) + count(*) * 64 FROM project_messages"
+    ).fetchone()
+    return int(row[0])
+
+
 MESSAGES_TRIMMER = Trimmer(
-    "project_messages", _message_candidates, _delete_messages, ("project_messages",)
+    "project_messages",
+    _message_candidates,
+    _delete_messages,
+    ("project_messages",),
+    _message_bytes,
 )

@@ -31,13 +31,13 @@ from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import psycopg
-from psycopg import adapt, pq
+from psycopg import adapt, pq, sql
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.settings import Settings
 from service.store.database import Store, suppress_close
 from service.store.dialect import POSTGRESQL, Conn, to_postgres
-from service.store.errors import StoreDown
+from service.store.errors import StoreDown, StoreError
 from service.store.migrations import BOOTSTRAP, MigrationError, check_version
 from service.store.writer import Session
 from service.store_url import redact
@@ -198,7 +198,12 @@ class PostgresStore(Store):
             min_size=1,
             max_size=4,
             timeout=self.timeout_s,
-            kwargs={"autocommit": True, "connect_timeout": max(1, round(self.timeout_s))},
+            kwargs={
+                "autocommit": True,
+                "connect_timeout": max(1, round(self.timeout_s)),
+                # Readers must not write (as SQLite's query_only).
+                "options": "-c default_transaction_read_only=on",
+            },
             configure=configure,
             check=ConnectionPool.check_connection,
             reconnect_timeout=24 * 3600,
@@ -226,6 +231,10 @@ class PostgresStore(Store):
             # writer checks its own connection and goes down with it.
             self._writer.suspect()
             raise StoreDown(f"the database is unreachable: {str(exc).strip()[:200]}") from exc
+        except psycopg.Error as exc:
+            reason = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else repr(exc)
+            logger.error("store read failed: %s", reason, extra=self.health_where())
+            raise StoreError(reason) from exc
 
     # --- writing -------------------------------------------------------------------
 
@@ -245,14 +254,19 @@ class PostgresStore(Store):
     async def reclaim(self, tables: list[str]) -> None:
         """``VACUUM`` the trimmed tables (outside any transaction), so the
         deleted rows' space is reused rather than the tables growing."""
-        if not tables:
+        if not tables or not self.available:
             return
 
-        def vacuum(conn: Conn) -> None:
-            for table in tables:
-                conn.execute(f'VACUUM "{table}"')
+        def vacuum() -> None:
+            timeout = max(1, round(self.timeout_s))
+            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout) as raw:
+                for table in tables:
+                    raw.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
 
-        await self.read(vacuum)
+        try:
+            await asyncio.to_thread(vacuum)
+        except psycopg.Error as exc:
+            logger.warning("store vacuum failed: %s", exc)
 
 
 def migrate(conn: PgConnection, schemas: dict[str, list[Any]]) -> dict[str, int]:

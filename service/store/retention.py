@@ -14,12 +14,13 @@ registered by the features that own them. Each pass:
   :func:`~service.store.sqlite.wal_pages_for`; on PostgreSQL a ``VACUUM`` of
   the trimmed tables lets new rows reuse the space).
 
-On PostgreSQL the size is the tables' (``pg_total_relation_size``, indexes
-and TOAST included), and deleting rows does not shrink it: the space is
-reused. So a pass deletes only what grew past both the cap and the size the
-last pass left (the *baseline*), once, instead of deleting until the size
-drops; the tables stay near the cap, and nothing is deleted for space that
-PostgreSQL will reuse anyway.
+On PostgreSQL the store's size is its tables' (``pg_total_relation_size``,
+indexes and TOAST included: ``/health`` ``store.size_bytes``), but deleting
+rows does not shrink it: PostgreSQL reuses the space. Comparing that size
+with the cap would delete everything. So there the cap counts the data the
+trimmers hold (each trimmer's ``measure``: stored transcript bytes, history
+bytes, a fixed overhead per row), and between full passes a pass runs when
+the tables' size has grown past the cap and past the last size seen.
 
 Never deleted: a live execution (in this server or marked live in the store),
 history of a live execution, and anything younger than ``retention_min_age_s``.
@@ -75,6 +76,8 @@ class Trimmer:
     delete: DeleteFn
     #: The tables its deletes free space in (for :meth:`Store.reclaim`).
     tables: tuple[str, ...] = ()
+    #: In a read: the approximate bytes of all its rows (the cap on PostgreSQL).
+    measure: Callable[[Conn], int] | None = None
 
 
 def _execution_candidates(
@@ -101,8 +104,19 @@ def _delete_executions(ids: list[Any]) -> Callable[[Conn], int]:
 
 
 #: Finished executions and their transcripts (namespace ``core``).
+def _execution_bytes(conn: Conn) -> int:
+    row = conn.execute(
+        f"SELECT COALESCE(sum(stored_bytes), 0) + count(*) * {ROW_OVERHEAD_BYTES} FROM executions"
+    ).fetchone()
+    return int(row[0])
+
+
 EXECUTIONS = Trimmer(
-    "executions", _execution_candidates, _delete_executions, ("executions", "chunks")
+    "executions",
+    _execution_candidates,
+    _delete_executions,
+    ("executions", "chunks"),
+    _execution_bytes,
 )
 
 
@@ -128,22 +142,20 @@ class Retention:
         self._live_ids = live_ids
         #: What may be deleted; features append theirs before the first pass.
         self.trimmers: list[Trimmer] = list(trimmers) if trimmers is not None else [EXECUTIONS]
-        #: PostgreSQL: the size the last pass left (see the module's docstring).
-        self._baseline: int | None = None
+        #: PostgreSQL: the tables' size at the last check (see the module's docstring).
+        self._last_size = 0
 
     @property
     def _reuses_space(self) -> bool:
-        """Whether deleting rows leaves the measured size as it is (PostgreSQL)."""
+        """Whether deleting rows leaves the tables' size as it is (PostgreSQL)."""
         return self.store.backend == "postgresql"
 
-    def _threshold(self) -> int:
-        limit = self.settings.max_store_bytes
-        if self._reuses_space and self._baseline is not None:
-            return max(limit, self._baseline)
-        return limit
-
     async def _measure(self) -> int:
-        return await self.store.read(self.store.used_bytes)
+        """The bytes counted against the cap."""
+        if not self._reuses_space:
+            return await self.store.read(self.store.used_bytes)
+        measures = [t.measure for t in self.trimmers if t.measure is not None]
+        return await self.store.read(lambda conn: sum(measure(conn) for measure in measures))
 
     async def run_forever(self) -> None:
         """A full pass every ``retention_interval_s``, and a size pass whenever
@@ -170,9 +182,12 @@ class Retention:
     async def _over_cap_now(self) -> bool:
         """The check between passes: a ``stat`` on SQLite, a catalog query on
         PostgreSQL (whose tables are not files here)."""
+        cap = self.settings.max_store_bytes
         if not self._reuses_space:
-            return self.store.size_bytes() > self.settings.max_store_bytes
-        return await self._measure() > self._threshold()
+            return self.store.size_bytes() > cap
+        size = await self.store.read(self.store.used_bytes)
+        grew, self._last_size = size > self._last_size, max(size, self._last_size)
+        return grew and size > cap
 
     async def _oldest(self, before: float, limit: int) -> list[tuple[Trimmer, Candidate]]:
         live = set(self._live_ids())
@@ -214,7 +229,7 @@ class Retention:
                 report.by_age += deleted
                 if not deleted:
                     break
-        limit = self._threshold()
+        limit = settings.max_store_bytes
         while True:
             report.used_bytes = await self._measure()
             if report.used_bytes <= limit:
@@ -234,13 +249,11 @@ class Retention:
                     break
             deleted = await self._delete(chosen, report)
             report.by_size += deleted
-            if not deleted or (self._reuses_space and freed >= excess):
+            if not deleted:
                 break
         if report.by_age or report.by_size or not self._reuses_space:
             tables = sorted({table for trimmer in self.trimmers for table in trimmer.tables})
             await self.store.reclaim(tables)
-        if self._reuses_space:
-            self._baseline = await self._measure()
         if report.by_age or report.by_size:
             logger.info(
                 "retention deleted executions",

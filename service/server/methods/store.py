@@ -91,6 +91,9 @@ async def transcript_get(ctx: CallContext, params: TranscriptParams) -> dict[str
         "unstored_chunks": record["unstored_chunks"],
         "unstored_bytes": record["unstored_bytes"],
         "transcript_capped": record["transcript_capped"],
+        # Chunks the store could not take while its database was unreachable.
+        "gap_chunks": record["gap_chunks"],
+        "gaps": record["gaps"],
         "chunks": chunks,
         "next_since_seq": chunks[-1]["seq"] if chunks else params.since_seq,
         "more": more,
