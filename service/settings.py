@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from service.settings_cluster import ClusterSettings
 from service.store_url import StoreUrl
 
 DEFAULT_PASS_ENV = (
@@ -64,7 +65,7 @@ def default_data_dir() -> Path:
     return Path(base) / "cc-executor"
 
 
-class Settings(BaseSettings):
+class Settings(ClusterSettings):
     """Every knob of the service, with its unit in its name."""
 
     model_config = SettingsConfigDict(

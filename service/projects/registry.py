@@ -93,6 +93,14 @@ class Projects:
             await self._derive_last_status()
         logger.info("projects loaded", extra={"projects": len(self.projects)})
 
+    async def refresh(self) -> None:
+        """Load the projects the store has and this registry not yet (another
+        node of the cluster created them)."""
+        for record in await self.store.read(storage.load_projects):
+            if record["id"] not in self.projects:
+                project = Project.from_record(record)
+                self.projects[project.id] = project
+
     async def _derive_last_status(self) -> None:
         """``last_status`` is the state of each project's newest execution: a
         server that died mid-run never wrote the run's end, and restart

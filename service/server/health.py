@@ -42,6 +42,10 @@ def store_state(services: Services) -> tuple[dict[str, Any], str | None, str | N
     if not info.get("open"):
         info["state"] = "closed"
         return info, "the store is not open", None
+    if not info.get("available", True):
+        # Executions run and stream live; what needs the store gets -32007.
+        info["state"] = "unreachable"
+        return info, None, "the store's database is unreachable (reconnecting)"
     if info.get("corrupt_moved_to"):
         info["state"] = "recovered"
         moved = info["corrupt_moved_to"]
@@ -99,4 +103,7 @@ async def report(root: Root) -> tuple[int, dict[str, Any]]:
             "claude": claude.public(),
         }
     )
+    if services.cluster is not None:
+        # This node's view of the cluster: nodes, leases, live executions per node.
+        document["cluster"] = services.cluster.health()
     return (503 if status == FAILING else 200), document

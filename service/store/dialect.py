@@ -120,6 +120,8 @@ def to_postgres(sql: str, with_params: bool = True) -> str:
                 return f"%({match.group(5)})s"
             if match.group(6):
                 return "%%"
+            if match.group(1):  # psycopg looks for % inside literals too
+                return match.group(1).replace("%", "%%")
             return match.group(0)
 
         sql = _TOKEN.sub(replace, sql)

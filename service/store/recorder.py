@@ -88,16 +88,26 @@ class Tally:
     gaps: list[list[int]] = field(default_factory=list)
 
     def add_gap(self, first: int, last: int, chunks: int, nbytes: int) -> None:
+        """Count seqs ``first..last`` as not stored. A failed batch is reported
+        after the chunks that followed it were counted, so ranges may come out
+        of order: they are kept sorted and merged."""
         self.gap_chunks += chunks
         self.gap_bytes += nbytes
         self.unstored_chunks += chunks
         self.unstored_bytes += nbytes
-        if self.gaps and first <= self.gaps[-1][1] + 1:
-            self.gaps[-1][1] = max(self.gaps[-1][1], last)
-        elif len(self.gaps) >= MAX_GAP_RANGES:
-            self.gaps[-1][1] = last
-        else:
-            self.gaps.append([first, last])
+        if self.gaps and first > self.gaps[-1][1] + 1 and len(self.gaps) < MAX_GAP_RANGES:
+            self.gaps.append([first, last])  # the usual case: after the others
+            return
+        merged: list[list[int]] = []
+        for start, end in sorted([*self.gaps, [first, last]]):
+            if merged and start <= merged[-1][1] + 1:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        while len(merged) > MAX_GAP_RANGES:
+            tail = merged.pop()
+            merged[-1][1] = tail[1]
+        self.gaps = merged
 
 
 ChunkRow = tuple[str, int, str, str | bytes, int, int, float]
