@@ -17,15 +17,37 @@ from __future__ import annotations
 import json
 import os
 import string
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Self
 
+from service.client.launch import ServerProcess, run_server
 from service.client.postgres import DURABLE_SETTINGS, FAST_SETTINGS, PostgresServer
 
-from service.client.launch import ServerProcess, run_server
+
+class ClusterNotReady(RuntimeError):
+    """The nodes did not all see each other up in time."""
+
+
+def up_nodes(http_url: str, token: str | None) -> set[str]:
+    """The nodes a node's ``/health`` shows ``up``; empty when it cannot say."""
+    request = urllib.request.Request(http_url + "/health")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            document = json.load(response)
+    except urllib.error.HTTPError as exc:
+        document = json.load(exc)  # 503 "failing" still carries the document
+    except (OSError, ValueError):
+        return set()
+    nodes = (document.get("cluster") or {}).get("nodes") or []
+    return {str(row.get("node")) for row in nodes if row.get("state") == "up"}
 
 
 def node_id(index: int) -> str:
@@ -107,6 +129,25 @@ class LocalCluster:
         self.store_url = self.postgres.create_database("ccx")
         for index in range(self.count):
             self.nodes.append(self.start_node(index))
+        self.wait_ready()
+
+    def wait_ready(self, timeout_s: float = 60.0) -> None:
+        """Wait until every node's ``/health`` lists every node ``up``.
+
+        A node learns of the others at its heartbeat, so one started a moment
+        before another cannot reach it yet (-32005 "unknown to the cluster"):
+        a run starts only once each node sees them all. ClusterNotReady after
+        ``timeout_s``, naming what each node saw."""
+        wanted = {node.name for node in self.nodes}
+        deadline = time.monotonic() + timeout_s
+        seen: dict[str, set[str]] = {}
+        while time.monotonic() < deadline:
+            for node in self.nodes:
+                seen[node.name] = up_nodes(node.http_url, self.env.get("CC_EXECUTOR_TOKEN"))
+            if all(wanted <= up for up in seen.values()):
+                return
+            time.sleep(0.2)
+        raise ClusterNotReady(f"the nodes do not all see each other up: {seen}")
 
     def node_env(self, index: int) -> dict[str, str]:
         name = node_id(index)

@@ -38,11 +38,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.client.postgres import PostgresUnavailable
-
 from service.client.launch import ServerStartError, run_server
+from service.client.postgres import PostgresUnavailable
 from stress import orphans, variables
-from stress.cluster import LocalCluster
+from stress.cluster import ClusterNotReady, LocalCluster
 from stress.settings import new_marker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -319,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
         (work / "projects").mkdir()
         try:
             servers = (start_cluster if args.cluster else start_server)(work, reports, plan.name)
-        except (ServerStartError, PostgresUnavailable) as exc:
+        except (ServerStartError, PostgresUnavailable, ClusterNotReady) as exc:
             print(f"ci/stress: {exc}", file=sys.stderr)
             return 1
         for url, pid in zip(servers.urls, servers.pids, strict=True):
