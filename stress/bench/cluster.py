@@ -8,11 +8,12 @@ durable defaults and two nodes sharing it (:class:`stress.cluster.LocalCluster`)
 then measures:
 
 ``attach``
-    An execution on node A prints ``--attach-lines`` lines and waits. A client
-    on node B (remote) and a second client on node A (local, the reference)
-    each ``attach`` with ``since_seq`` 0: the time from sending ``attach`` to
-    the first replayed ``process.output``. Each replay is checked: seq 1..N,
-    every line once, in order.
+    An execution on node A prints ``--attach-lines`` lines and waits. Once node
+    B knows it (``status`` finds its row: that wait is reported apart), a
+    client on node B (remote) and a second client on node A (local, the
+    reference) each ``attach`` with ``since_seq`` 0: the time from sending
+    ``attach`` to the first replayed ``process.output``. Each replay is
+    checked: seq 1..N, every line once, in order.
 ``pause``
     One job on node A (a line every 50 ms). PAUSE then RESUME it from a client
     on node A (local) and from a client on node B (remote), alternately, one
@@ -43,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from service.client import ExecutorClient
+from service.errors import NotFound
 from stress.bench.report import machine, median, percentile
 from stress.bench.servers import cpu_seconds
 from stress.cluster import LocalCluster, Node
@@ -126,9 +128,23 @@ async def attach_and_read(
     return first, None
 
 
+async def visible_after(client: ExecutorClient, execution_id: str) -> float:
+    """Seconds until ``status {execution_id}`` on ``client``'s node finds the
+    execution (another node knows it once the store has its row)."""
+    started = time.perf_counter()
+    while True:
+        try:
+            await client.call("status", {"execution_id": execution_id})
+            return time.perf_counter() - started
+        except NotFound:
+            if time.perf_counter() - started > 30:
+                raise
+            await asyncio.sleep(0.005)
+
+
 async def bench_attach(a: Node, b: Node, rounds: int, lines: int) -> dict[str, Any]:
-    remote, local, problems = [], [], []
-    async with ExecutorClient(a.ws_url) as owner:
+    remote, local, visible, problems = [], [], [], []
+    async with ExecutorClient(a.ws_url) as owner, ExecutorClient(b.ws_url) as prober:
         for _ in range(rounds):
             run = await owner.execute(argv=["sh", "-c", f"seq 1 {lines}; exec sleep 60"])
             seen = 0
@@ -137,6 +153,8 @@ async def bench_attach(a: Node, b: Node, rounds: int, lines: int) -> dict[str, A
                     seen += message["params"]["data"].count("\n")
                 if seen >= lines:
                     break
+            # Measured apart: the attach below times the replay, not the row's arrival.
+            visible.append(await visible_after(prober, run.id))
             for node, sink in ((b, remote), (a, local)):
                 async with ExecutorClient(node.ws_url) as viewer:
                     took, problem = await asyncio.wait_for(
@@ -147,7 +165,12 @@ async def bench_attach(a: Node, b: Node, rounds: int, lines: int) -> dict[str, A
                     problems.append(f"{node.name}: {problem}")
             await run.cancel()
             await run.wait(30)
-    return {"remote": spread_of(remote), "local": spread_of(local), "problems": problems}
+    return {
+        "remote": spread_of(remote),
+        "local": spread_of(local),
+        "visible_on_other_node": spread_of(visible),
+        "problems": problems,
+    }
 
 
 async def bench_pause(a: Node, b: Node, rounds: int) -> dict[str, Any]:
@@ -226,6 +249,9 @@ def render(figures: dict[str, Any]) -> str:
         for side in ("remote", "local"):
             s = f[side]
             out.append(f"  {side:<45} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f}   (n={s['n']})")
+        s = f["visible_on_other_node"]
+        label = "(known on the other node, after the last line)"
+        out.append(f"  {label:<45} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f}   (n={s['n']})")
         out.append(f"  replay problems: {f['problems'] or 'none'}")
     if "pause" in figures:
         f = figures["pause"]
