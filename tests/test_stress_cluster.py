@@ -5,8 +5,8 @@
 - ``ci/stress --cluster``: a throwaway PostgreSQL, two nodes sharing it, and
   ClusterUser among the users: it starts a job on one node and attaches,
   pauses, resumes and cancels it from the other, every check passing; the
-  gates (orphans included) hold. Skipped when PostgreSQL is not installed
-  (``bash ci/install`` installs it).
+  gates (orphans included) hold. PostgreSQL missing is an error, not a skip
+  (``bash ci/install`` installs it; tests/pg.py).
 """
 
 from __future__ import annotations
@@ -22,7 +22,6 @@ from typing import Any
 import pytest
 
 from service.client import ExecutorClient
-from service.client.postgres import PostgresUnavailable, find_bindir
 from tests.utils import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,14 +31,6 @@ BIN = Path(sys.executable).parent
 def marker_arg(marker: dict[str, str]) -> str:
     ((name, value),) = marker.items()
     return f"{name}={value}"
-
-
-def postgres_missing() -> bool:
-    try:
-        find_bindir()
-    except PostgresUnavailable:
-        return True
-    return False
 
 
 async def executions_on(node: RunningServer) -> int:
@@ -71,7 +62,7 @@ def test_users_spread_over_the_hosts_given(
     assert summary["peak_rss_bytes"] is not None  # both nodes sampled (else None)
 
 
-@pytest.mark.skipif(postgres_missing(), reason="PostgreSQL is not installed (bash ci/install)")
+@pytest.mark.pg
 def test_ci_stress_cluster_runs_cluster_user_across_two_nodes(
     tmp_path: Path, marker: dict[str, str]
 ) -> None:

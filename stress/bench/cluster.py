@@ -21,8 +21,10 @@ then measures:
     50 ms).
 ``spread``
     ``--sessions`` streaming sessions (``seq 1 --lines``, one connection each)
-    all at once: first all on node A, then half on each node. Wall time, lines
-    per second, per-session p50/p99, nodes' CPU seconds. On a machine with few
+    all at once: all on node A, then half on each node, alternately for
+    ``--spread-rounds``. Wall time, lines per second, per-session p50/p99,
+    the nodes' CPU seconds (the servers only, not PostgreSQL or the
+    children), medians of the rounds. On a machine with few
     cores both nodes share the same cores: two nodes show their overhead
     (a second server, the bus), not a speed-up.
 
@@ -64,6 +66,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pause-rounds", type=int, default=200, help="pause: PAUSE per side")
     parser.add_argument("--sessions", type=int, default=200, help="spread: streaming sessions")
     parser.add_argument("--lines", type=int, default=20000, help="spread: lines per session")
+    parser.add_argument(
+        "--spread-rounds", type=int, default=3, help="spread: rounds of one node, then two"
+    )
     parser.add_argument("--only", default=",".join(WORKLOADS), help="comma-separated workloads")
     parser.add_argument("--json", type=Path, help="where to write the figures")
     args = parser.parse_args(argv)
@@ -261,19 +266,26 @@ def render(figures: dict[str, Any]) -> str:
                 s = f[side][kind]
                 label = f"{side} {kind}"
                 out.append(f"  {label:<45} {s['p50_ms']:8.1f} {s['p99_ms']:8.1f}   (n={s['n']})")
-    for key in ("spread_one", "spread_two"):
-        if key in figures:
-            f = figures[key]
+    if "spread" in figures:
+        f = figures["spread"]
+        out.append(
+            f"{f['sessions']} streaming sessions of {f['lines']} lines, "
+            f"{f['rounds']} rounds (one node, two nodes, alternately): median of the rounds"
+        )
+        for label, runs in (("one node", f["one"]), ("two nodes", f["two"])):
+            walls = [r["wall_s"] for r in runs]
+            each = ", ".join(f"{w:.2f}" for w in walls)
             out.append(
-                f"{f['nodes']} node(s), {f['sessions']} sessions: wall {f['wall_s']:.2f} s, "
-                f"{f['lines_per_s']:,.0f} lines/s, session p50 {f['session']['p50_ms']:.0f} ms "
-                f"p99 {f['session']['p99_ms']:.0f} ms, first output p50 "
-                f"{f['first_output']['p50_ms']:.0f} ms, server CPU {f['server_cpu_s']:.1f} s, "
-                f"dropped {f['dropped_chunks']}, short sessions {f['sessions_missing_lines']}"
+                f"  {label:<10} wall {median(walls):.2f} s ({each}), "
+                f"{median([r['lines_per_s'] for r in runs]):,.0f} lines/s, session p50 "
+                f"{median([r['session']['p50_ms'] for r in runs]):.0f} ms p99 "
+                f"{median([r['session']['p99_ms'] for r in runs]):.0f} ms, server CPU "
+                f"{median([r['server_cpu_s'] for r in runs]):.1f} s, dropped "
+                f"{sum(r['dropped_chunks'] for r in runs)}, short sessions "
+                f"{sum(r['sessions_missing_lines'] for r in runs)}"
             )
-    out.append(
-        f"load average {figures['machine']['loadavg']} on {figures['machine']['nproc']} cores"
-    )
+    where = figures["machine"]
+    out.append(f"load average {where['loadavg']} on {where['nproc']} cores (a shared machine)")
     return "\n".join(out)
 
 
@@ -285,9 +297,17 @@ async def run(args: argparse.Namespace, cluster: LocalCluster) -> dict[str, Any]
     if "pause" in args.only:
         figures["pause"] = await bench_pause(a, b, args.pause_rounds)
     if "spread" in args.only:
-        for key, nodes in (("spread_one", [a]), ("spread_two", [a, b])):
-            figures[key] = await bench_spread(nodes, args.sessions, args.lines)
-            figures[key]["sessions"] = args.sessions
+        spread: dict[str, Any] = {
+            "sessions": args.sessions,
+            "lines": args.lines,
+            "rounds": args.spread_rounds,
+            "one": [],
+            "two": [],
+        }
+        for _ in range(args.spread_rounds):
+            for key, nodes in (("one", [a]), ("two", [a, b])):
+                spread[key].append(await bench_spread(nodes, args.sessions, args.lines))
+        figures["spread"] = spread
     return figures
 
 
