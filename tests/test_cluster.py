@@ -192,7 +192,7 @@ def test_pause_resume_cancel_and_input_from_another_node(
     run(main())
 
 
-def test_project_agent_is_refused_on_the_other_node_while_it_runs(
+def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribers(
     pair: tuple[RunningServer, RunningServer], marker: dict[str, str], tmp_path: Path
 ) -> None:
     a, b = pair
@@ -204,7 +204,9 @@ def test_project_agent_is_refused_on_the_other_node_while_it_runs(
         async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
             # Created through A, after B loaded its registry: projects are global.
             project_id = await create_project(on_a, "locked", path)
-            slow = {"project_id": project_id, "prompt": "fake:slow=3 work", "env": env}
+            subscribed = await on_b.call("project.subscribe", {"project_id": project_id})
+            assert subscribed["subscribed"] is True
+            slow = {"project_id": project_id, "prompt": "fake:slow=2 work", "env": env}
             started = await on_a.call("agent.execute", slow)
             with pytest.raises(RpcError) as refused:
                 await on_b.call("agent.execute", {**slow, "prompt": "second"})
@@ -212,6 +214,21 @@ def test_project_agent_is_refused_on_the_other_node_while_it_runs(
             assert refused.value.data["node"] == "A"
             assert refused.value.data["execution_id"] == started["execution_id"]
             await RemoteExecution(on_a, started["execution_id"], started).wait(30)
+            # B's subscriber heard the run on A: its state, its events, one
+            # agent.result, then process.completed.
+            relayed = await RemoteExecution(on_b, started["execution_id"], {}).wait(30)
+            methods = [m["method"] for m in relayed.events]
+            assert "agent.event" in methods and methods.count("agent.result") == 1, methods
+            assert methods[-1] == "process.completed"
+            assert methods.index("agent.result") < methods.index("process.completed")
+            result = next(m["params"] for m in relayed.events if m["method"] == "agent.result")
+            assert result["is_error"] is False and result["project_id"] == project_id
+            states = []
+            while not on_b.notifications.empty():
+                note = on_b.notifications.get_nowait()
+                if note["method"] == "project.state":
+                    states.append((note["params"]["state"], note["params"].get("node")))
+            assert states == [("running", "A"), ("idle", "A")]
             # Freed when the agent ended: B may run one now.
             await asyncio.sleep(0.3)
             again = await on_b.call("agent.execute", {**slow, "prompt": "fake:success"})

@@ -31,6 +31,7 @@ from service.cluster.follow import Followers
 from service.cluster.identity import node_channel
 from service.cluster.ops import Ops
 from service.cluster.reap import reap_leftovers
+from service.cluster.relay import ProjectRelay
 from service.cluster.remote import Remote
 from service.cluster.rpc import Rpc
 from service.cluster.schema import CLUSTER_MIGRATIONS, CLUSTER_NAMESPACE
@@ -38,6 +39,7 @@ from service.errors import InvalidState
 from service.process.execution import Execution
 from service.process.sinks import Chunk
 from service.process.supervisor import Supervisor
+from service.projects import Projects
 from service.store import Store, StoreError
 from service.store.recorder import OUTPUT_CHANNEL, STATE_CHANNEL
 
@@ -47,7 +49,14 @@ logger = logging.getLogger(__name__)
 class Cluster:
     """This node's part in the cluster (see the module's docstring)."""
 
-    def __init__(self, store: Store, supervisor: Supervisor, node_id: str, server_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        projects: Projects,
+        node_id: str,
+        server_id: str,
+    ) -> None:
         settings = supervisor.settings
         self.store = store
         self.supervisor = supervisor
@@ -68,6 +77,9 @@ class Cluster:
         )
         self.remote = Remote(
             store, self.db, supervisor, node_id, self.rpc, self.followers, self._spawn
+        )
+        self.relay = ProjectRelay(
+            store, projects, self.followers, node_id, self._is_local, self._spawn
         )
         self.bus: Bus | None = None
         self.declared_dead = 0
@@ -136,6 +148,9 @@ class Cluster:
             logger.warning("could not mark this node down: %s", exc)
         await self.db.close()
         logger.info("left the cluster", extra={"node": self.node_id})
+
+    def _is_local(self, execution_id: str) -> bool:
+        return execution_id in self.supervisor.live or execution_id in self.supervisor.finished
 
     def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
         task = asyncio.create_task(coro, name=name)
@@ -208,6 +223,7 @@ class Cluster:
         elif channel == STATE_CHANNEL:
             execution_id, _, state = payload.rpartition(":")
             self.followers.on_state(execution_id, state)
+            self.relay.on_state(execution_id, state)
         else:
             self.rpc.on_message(payload)
 
