@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -68,7 +69,9 @@ def pair(
     nodes = []
     for name in ("A", "B"):
         (base / name).mkdir()
-        nodes.append(start_server(base / name, node_settings(url, name, base / "root")))
+        # A longer lease than the SIGKILL test's: the timeout test stalls A for 1.3 s.
+        settings = node_settings(url, name, base / "root", node_lease_s=4)
+        nodes.append(start_server(base / name, {**settings, "cluster_request_timeout_s": 1}))
     nodes[0].root = base / "root"  # type: ignore[attr-defined]
     yield nodes[0], nodes[1]
     for node in nodes:
@@ -116,7 +119,7 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
             view = health(b)["cluster"]
             assert view["node"] == "B" and view["shared"] and view["bus"]["connected"]
             assert {n["node"]: n["state"] for n in view["nodes"]} == {"A": "up", "B": "up"}
-            assert all(0 < n["lease_left_s"] <= LEASE_S for n in view["nodes"])
+            assert all(0 < n["lease_left_s"] <= 4 for n in view["nodes"])
 
         outputs = [e["params"] for e in events if e["method"] == "process.output"]
         seqs = [o["seq"] for o in outputs]
@@ -170,6 +173,22 @@ def test_pause_resume_cancel_and_input_from_another_node(
             with pytest.raises(RpcError) as finished:
                 await on_b.call("control", {"type": "PAUSE", **ask})
             assert finished.value.code == -32005
+
+            # A stalled node: no answer in time is -32004 NODE_TIMEOUT, and the
+            # request, arriving late, is dropped rather than acted on.
+            ticker = await on_a.execute(argv=["sh", "-c", TREE], env=marker)
+            await first_output(ticker)
+            os.kill(a.pid, signal.SIGSTOP)
+            try:
+                with pytest.raises(RpcError) as silent:
+                    await on_b.call("control", {"type": "PAUSE", "execution_id": ticker.id})
+            finally:
+                os.kill(a.pid, signal.SIGCONT)
+            assert silent.value.code == -32004 and silent.value.error_name == "NODE_TIMEOUT"
+            await asyncio.sleep(0.5)
+            assert not any(procfs.is_stopped(m) for m in procfs.group_members(ticker.pgid))
+            await ticker.cancel()
+            await ticker.wait(15)
 
             # input forwarded to A's child, its output read on A.
             cat = await on_a.execute(argv=["cat"], stdin=True, env=marker)
@@ -384,3 +403,76 @@ def test_a_server_alone_is_a_node_of_its_own(server: RunningServer) -> None:
             assert refused.value.error_name == "NODE_NOT_ALLOWED"
 
     run(main())
+
+
+def test_a_dead_node_is_declared_exactly_once_when_nodes_race(pg_url: str, tmp_path: Path) -> None:
+    """Two nodes sweep at the same instant: one declares, one finds nothing."""
+    import psycopg
+
+    from service.cluster import nodes
+    from service.cluster.schema import CLUSTER_MIGRATIONS, CLUSTER_NAMESPACE
+    from service.settings import Settings
+    from service.store import make_store
+    from service.store.postgres import PgConnection
+    from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
+
+    async def prepare() -> None:
+        store = make_store(Settings(data_dir=tmp_path, store_url=pg_url))
+        store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
+        store.register_schema(CLUSTER_NAMESPACE, CLUSTER_MIGRATIONS)
+        await store.open()
+        gone = time.time() - 60
+
+        def rows(conn: Any) -> None:
+            conn.execute(
+                "INSERT INTO nodes (id, state, host, pid, server_id, started_at, heartbeat_at, "
+                "lease_s, expires_at) VALUES ('gone', 'up', 'h', 1, 's', ?, ?, 2, ?)",
+                (gone, gone, gone + 2),
+            )
+            for n, state in enumerate(("running", "paused", "completed")):
+                conn.execute(
+                    "INSERT INTO executions (id, server_id, argv, state, created_at, updated_at, "
+                    "node) VALUES (?, 's', '[]', ?, ?, ?, 'gone')",
+                    (f"e{n}", state, gone, gone),
+                )
+
+        await store.write(rows)
+        await store.close()
+
+    run(prepare())
+    listener = psycopg.connect(pg_url, autocommit=True)
+    listener.execute("LISTEN cc_state")
+    barrier = threading.Barrier(2)
+    declared: list[list[nodes.Death]] = []
+
+    def sweep(name: str) -> None:
+        me = nodes.Me(name, "h", 1, name, 2.0, 10)
+        with psycopg.connect(pg_url) as raw:
+            conn = PgConnection(raw)
+            barrier.wait(10)
+            found = nodes.sweep(
+                conn, me, time.time(), lambda c, ch, p: c.execute("SELECT pg_notify(?, ?)", (ch, p))
+            )
+            raw.commit()
+            declared.append(found)
+
+    threads = [threading.Thread(target=sweep, args=(name,)) for name in ("x", "y")]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    deaths = [death for found in declared for death in found]
+    assert len(declared) == 2 and len(deaths) == 1
+    assert sorted(deaths[0].executions) == ["e0", "e1"]
+    with psycopg.connect(pg_url) as check:
+        states = dict(check.execute("SELECT id, state FROM executions ORDER BY id").fetchall())
+        assert states == {"e0": "lost", "e1": "lost", "e2": "completed"}
+        reasons = {
+            r for (r,) in check.execute("SELECT reason FROM executions WHERE state = 'lost'")
+        }
+        assert len(reasons) == 1 and "node gone's lease expired" in reasons.pop()
+        left = check.execute("SELECT count(*) FROM lost_leftovers WHERE node = 'gone'").fetchone()
+        assert left == (2,)
+    notes = [n.payload for n in listener.notifies(timeout=1.0)]
+    listener.close()
+    assert sorted(notes) == ["e0:lost", "e1:lost"]
