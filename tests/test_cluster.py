@@ -476,3 +476,29 @@ def test_a_dead_node_is_declared_exactly_once_when_nodes_race(pg_url: str, tmp_p
     notes = [n.payload for n in listener.notifies(timeout=1.0)]
     listener.close()
     assert sorted(notes) == ["e0:lost", "e1:lost"]
+
+
+def test_the_bus_reconnects_when_the_database_comes_back(
+    pg_server: PostgresServer, pg_url: str, tmp_path: Path
+) -> None:
+    node = start_server(tmp_path, node_settings(pg_url, "solo", tmp_path))
+    try:
+        assert health(node)["cluster"]["bus"]["connected"] is True
+        pg_server.stop()
+        deadline = time.monotonic() + 15
+        while health(node)["cluster"]["bus"]["connected"]:
+            assert time.monotonic() < deadline, "the bus never noticed the database left"
+            time.sleep(0.1)
+        document = health(node)
+        assert document["status"] in ("degraded", "failing")
+        assert any("cluster bus" in reason for reason in document["reasons"])
+        pg_server.start()
+        while not (view := health(node)["cluster"])["bus"]["connected"]:
+            assert time.monotonic() < deadline + 30, "the bus never reconnected"
+            time.sleep(0.1)
+        assert view["bus"]["losses"] >= 1
+        node.wait_for_log(lambda e: e.get("message") == "bus reconnected", timeout=5)
+    finally:
+        if not pg_server.running:
+            pg_server.start()
+        node.stop()

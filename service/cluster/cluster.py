@@ -86,6 +86,7 @@ class Cluster:
         #: Projects whose cluster lock this node holds: project id -> agent execution id.
         self._locks: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
         store.register_schema(CLUSTER_NAMESPACE, CLUSTER_MIGRATIONS)
 
     @property
@@ -138,6 +139,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Leave (after every execution ended): the row says ``down``, the locks go."""
+        self._closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -152,7 +154,10 @@ class Cluster:
     def _is_local(self, execution_id: str) -> bool:
         return execution_id in self.supervisor.live or execution_id in self.supervisor.finished
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        if self._closed:
+            coro.close()  # the node has left: nothing more to tell anyone
+            return None
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
