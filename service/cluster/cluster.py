@@ -41,7 +41,7 @@ from service.process.sinks import Chunk
 from service.process.supervisor import Supervisor
 from service.projects import Projects
 from service.store import Store, StoreError
-from service.store.recorder import OUTPUT_CHANNEL, STATE_CHANNEL
+from service.store.rows import OUTPUT_CHANNEL, STATE_CHANNEL
 
 logger = logging.getLogger(__name__)
 
