@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from service.cluster import locks, nodes
@@ -56,6 +56,7 @@ class Cluster:
         projects: Projects,
         node_id: str,
         server_id: str,
+        flush: Callable[[], None] | None = None,
     ) -> None:
         settings = supervisor.settings
         self.store = store
@@ -71,7 +72,7 @@ class Cluster:
         )
         self.db = ClusterDb(store)
         self.followers = Followers(store)
-        self.ops = Ops(supervisor, node_id)
+        self.ops = Ops(supervisor, node_id, flush)
         self.rpc = Rpc(
             node_id, self._send, self.ops.handle, self._spawn, settings.cluster_request_timeout_s
         )
