@@ -25,8 +25,9 @@ from service.process.supervisor import Supervisor
 from service.settings import Settings
 from service.store import make_store
 from service.store.dialect import POSTGRESQL, PerDialect, postgres_ddl, to_postgres
-from service.store.recorder import OUTPUT_CHANNEL, STATE_CHANNEL, Recorder
+from service.store.recorder import Recorder
 from service.store.recovery import recover
+from service.store.rows import OUTPUT_CHANNEL, STATE_CHANNEL
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store_url import redact
 from tests.utils import RunningServer

@@ -21,7 +21,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from service.cluster import locks, nodes
@@ -31,6 +31,7 @@ from service.cluster.follow import Followers
 from service.cluster.identity import node_channel
 from service.cluster.ops import Ops
 from service.cluster.reap import reap_leftovers
+from service.cluster.relay import ProjectRelay
 from service.cluster.remote import Remote
 from service.cluster.rpc import Rpc
 from service.cluster.schema import CLUSTER_MIGRATIONS, CLUSTER_NAMESPACE
@@ -38,8 +39,9 @@ from service.errors import InvalidState
 from service.process.execution import Execution
 from service.process.sinks import Chunk
 from service.process.supervisor import Supervisor
+from service.projects import Projects
 from service.store import Store, StoreError
-from service.store.recorder import OUTPUT_CHANNEL, STATE_CHANNEL
+from service.store.rows import OUTPUT_CHANNEL, STATE_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +49,15 @@ logger = logging.getLogger(__name__)
 class Cluster:
     """This node's part in the cluster (see the module's docstring)."""
 
-    def __init__(self, store: Store, supervisor: Supervisor, node_id: str, server_id: str) -> None:
+    def __init__(
+        self,
+        store: Store,
+        supervisor: Supervisor,
+        projects: Projects,
+        node_id: str,
+        server_id: str,
+        flush: Callable[[], None] | None = None,
+    ) -> None:
         settings = supervisor.settings
         self.store = store
         self.supervisor = supervisor
@@ -62,18 +72,22 @@ class Cluster:
         )
         self.db = ClusterDb(store)
         self.followers = Followers(store)
-        self.ops = Ops(supervisor, node_id)
+        self.ops = Ops(supervisor, node_id, flush)
         self.rpc = Rpc(
             node_id, self._send, self.ops.handle, self._spawn, settings.cluster_request_timeout_s
         )
         self.remote = Remote(
             store, self.db, supervisor, node_id, self.rpc, self.followers, self._spawn
         )
+        self.relay = ProjectRelay(
+            store, projects, self.followers, node_id, self._is_local, self._spawn
+        )
         self.bus: Bus | None = None
         self.declared_dead = 0
         #: Projects whose cluster lock this node holds: project id -> agent execution id.
         self._locks: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._closed = False
         store.register_schema(CLUSTER_NAMESPACE, CLUSTER_MIGRATIONS)
 
     @property
@@ -126,6 +140,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """Leave (after every execution ended): the row says ``down``, the locks go."""
+        self._closed = True
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -137,7 +152,13 @@ class Cluster:
         await self.db.close()
         logger.info("left the cluster", extra={"node": self.node_id})
 
-    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any]:
+    def _is_local(self, execution_id: str) -> bool:
+        return execution_id in self.supervisor.live or execution_id in self.supervisor.finished
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task[Any] | None:
+        if self._closed:
+            coro.close()  # the node has left: nothing more to tell anyone
+            return None
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         task.add_done_callback(self._done)
@@ -208,6 +229,7 @@ class Cluster:
         elif channel == STATE_CHANNEL:
             execution_id, _, state = payload.rpartition(":")
             self.followers.on_state(execution_id, state)
+            self.relay.on_state(execution_id, state)
         else:
             self.rpc.on_message(payload)
 

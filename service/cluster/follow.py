@@ -21,6 +21,7 @@ RESUME on A show here as ``process.paused`` / ``process.resumed``, from
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 from collections import defaultdict
@@ -37,6 +38,8 @@ logger = logging.getLogger(__name__)
 PAGE = 2000
 #: A follower reads the store at least this often (a missed notification).
 POLL_S = 1.0
+#: How long a follower waits for the row of an execution just started elsewhere.
+MISSING_S = 10.0
 FINAL_STATES = ("completed", "failed", "cancelled", "timed_out", "lost")
 
 
@@ -73,7 +76,7 @@ class Followers:
         wake, states = asyncio.Event(), asyncio.Queue[str]()
         self._wake[execution_id].add(wake)
         self._states[execution_id].add(states)
-        sent, state = since_seq, record["state"]
+        sent, state, missing = since_seq, record["state"], 0
         try:
             while True:
                 wake.clear()
@@ -81,7 +84,13 @@ class Followers:
                     state = await self._state_frame(connection, execution_id, state, states)
                 current = await self.store.read(lambda conn: get_execution(conn, execution_id))
                 if current is None:
-                    raise LookupError(f"execution {execution_id} left the store")
+                    # Started on another node a moment ago: its row is not committed yet.
+                    missing += 1
+                    if missing * POLL_S > MISSING_S:
+                        raise LookupError(f"execution {execution_id} is not in the store")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(wake.wait(), POLL_S)
+                    continue
                 sent = await self._send_after(connection, execution_id, sent)
                 if current["state"] in FINAL_STATES:
                     if current["state"] == "cancelled" and state != "cancelled":

@@ -9,7 +9,9 @@
   a :class:`RemoteOwner` standing for that client, which follows the output
   from the store;
 - ``own`` ``{execution_id, connection}``: a client of the asking node attached
-  to an execution of this one: it owns it too (the detach timer stops);
+  to an execution of this one: it owns it too (the detach timer stops), and
+  the output gathered for the next batch is written now (its follower reads
+  it from the store at once, not up to a batch interval later);
 - ``release`` ``{connection}``: that client went away: its executions here
   get detach timers, as for a local client.
 """
@@ -17,6 +19,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,9 +52,14 @@ def owner_of(node_id: str, connection_id: str) -> RemoteOwner:
 class Ops:
     """The operations one node runs for the others."""
 
-    def __init__(self, supervisor: Supervisor, node_id: str) -> None:
+    def __init__(
+        self, supervisor: Supervisor, node_id: str, flush: Callable[[], None] | None = None
+    ) -> None:
         self.supervisor = supervisor
         self.node_id = node_id
+        #: Hands the output gathered so far to the store writer (the recorder's
+        #: flush): a client attaching elsewhere need not wait for the next batch.
+        self.flush = flush or (lambda: None)
 
     async def handle(self, asker: str, op: str, args: dict[str, Any]) -> dict[str, Any]:
         try:
@@ -64,6 +72,7 @@ class Ops:
             if op == "own":
                 execution = self.supervisor.get(str(args["execution_id"]))
                 self.supervisor.add_owner(execution, owner_of(asker, str(args["connection"])))
+                self.flush()
                 return {}
             if op == "release":
                 self.supervisor.forget_connection(owner_of(asker, str(args["connection"])))

@@ -151,7 +151,7 @@ class Remote:
             raise InvalidParams(
                 f"node {node_id!r} is {'unknown to the cluster' if state is None else state}",
                 {"node": node_id, "node_state": state},
-                name="NODE_DOWN",
+                name="NODE_UNAVAILABLE",
             )
         result = await self.rpc.call(
             node_id, "execute", {"connection": connection.id, "params": params}

@@ -13,7 +13,9 @@ with the effect checked there.
 Payloads stay under PostgreSQL's 8000-byte limit (:data:`MAX_PAYLOAD_BYTES`);
 a request that would not fit is refused before it is sent (-32602). An
 answer that does not come within ``cluster_request_timeout_s`` is -32004
-``NODE_TIMEOUT``.
+``NODE_TIMEOUT``; the request carries its deadline (wall clock), and a node
+that receives it too late (it was stalled) drops it rather than act on it after
+its asker gave up.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
@@ -57,7 +60,14 @@ class Rpc:
         """``op`` run on ``node_id``: its result, or the typed error it raised."""
         request_id = uuid.uuid4().hex
         payload = json.dumps(
-            {"t": "req", "id": request_id, "from": self.me, "op": op, "args": args},
+            {
+                "t": "req",
+                "id": request_id,
+                "from": self.me,
+                "op": op,
+                "args": args,
+                "deadline": time.time() + self.timeout_s,
+            },
             separators=(",", ":"),
         )
         if len(payload.encode()) > MAX_PAYLOAD_BYTES:
@@ -105,6 +115,12 @@ class Rpc:
         asker, op, request_id = str(message.get("from")), str(message.get("op")), message["id"]
         reply: dict[str, Any] = {"t": "rep", "id": request_id}
         try:
+            deadline = message.get("deadline")
+            if isinstance(deadline, int | float) and time.time() > deadline:
+                # The asker already answered its client with NODE_TIMEOUT (this
+                # node was stalled): doing it now would surprise everyone.
+                logger.warning("dropped a request that came too late", extra={"op": op})
+                return
             args = message.get("args")
             reply["result"] = await self.handler(asker, op, args if isinstance(args, dict) else {})
         except RpcError as exc:

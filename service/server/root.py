@@ -175,7 +175,7 @@ def compose(settings: Settings) -> Root:
             store.register_schema(namespace, migrations)
     projects = Projects(settings, supervisor, store)
     cluster = (
-        Cluster(store, supervisor, node_id, core.recorder.server_id)
+        Cluster(store, supervisor, projects, node_id, core.recorder.server_id, core.recorder.flush)
         if store is not None and core.recorder is not None
         else None
     )

@@ -191,6 +191,10 @@ class Store:
         :data:`~service.store.writer.MAX_BACKLOG_BYTES`: producers back off."""
         return self._writer.congested
 
+    async def room(self) -> None:
+        """Return once the writer's queue is not congested (at once when it is not)."""
+        await self._writer.room()
+
     async def write(self, fn: Callable[[Conn], T]) -> T:
         """Run ``fn(conn)`` in the writer thread inside a transaction; its result.
 
