@@ -48,18 +48,23 @@ def add_arguments(parser: Any) -> None:
         "(the web UI's class picker chooses instead).",
         include_in_web_ui=False,
     )
-    add("--job-seconds", type=float, default=90.0, help="ControlUser: length of the long job.")
+    add(
+        "--job-seconds",
+        type=float,
+        default=90.0,
+        help="ControlUser, ClusterUser: length of the long job.",
+    )
     add(
         "--run-before-pause-seconds",
         type=float,
         default=1.0,
-        help="ControlUser: output time before PAUSE.",
+        help="ControlUser, ClusterUser: output time before PAUSE (ClusterUser: before attach).",
     )
     add(
         "--pause-hold-seconds",
         type=float,
         default=2.0,
-        help="ControlUser: how long a paused job must stay silent.",
+        help="ControlUser, ClusterUser: how long a paused job must stay silent.",
     )
     add(
         "--stream-mode",
