@@ -260,3 +260,41 @@ def test_a_sqlite_server_never_loads_psycopg(server: RunningServer) -> None:
     with open(f"/proc/{server.pid}/maps", encoding="utf-8") as handle:
         maps = handle.read()
     assert "psycopg" not in maps and "libpq" not in maps
+
+
+def test_prompt_records_on_both_engines(tmp_path: Path, store_url: str | None) -> None:
+    """The prompts namespace's insert (``RETURNING id``) and list, on each engine."""
+    from service.prompts import records
+
+    async def main() -> None:
+        store = make_store(Settings(data_dir=tmp_path, store_url=store_url))
+        store.register_schema(records.NAMESPACE, records.MIGRATIONS)
+        await store.open()
+
+        def record(execution_id: str, marker: str) -> dict[str, Any]:
+            values = {**base, "execution_id": execution_id, "marker": marker}
+            return {name: values[name] for name in records.COLUMNS[1:]}  # insert's order
+
+        base = {
+            "prompt": "T01",
+            "version": 1,
+            "argv": "[]",
+            "state": "completed",
+            "exit_code": 0,
+            "verdict": "pass",
+            "reasons": "[]",
+            "patterns": "[]",
+            "transcript_sha256": "0" * 64,
+            "transcript_bytes": 1,
+            "created_at": 1.0,
+        }
+        first = await store.write(lambda c: records.insert(c, record("e1", "m" * 16)))
+        second = await store.write(lambda c: records.insert(c, record("e2", "n" * 16)))
+        assert second["id"] == first["id"] + 1
+        with pytest.raises(records.Refused):
+            await store.write(lambda c: records.insert(c, record("e1", "o" * 16)))
+        listed = await store.read(lambda c: records.list_records(c, "T01", 0, 10))
+        assert [row["execution_id"] for row in listed] == ["e1", "e2"]
+        await store.close()
+
+    run(main())

@@ -94,6 +94,20 @@ class PgConnection:
         return cursor
 
 
+def connect_options(timeout_s: float) -> dict[str, Any]:
+    """libpq options that bound every wait on an unreachable database: the
+    connect timeout, and TCP keepalives with a user timeout, so a statement
+    on a network that went silent fails instead of hanging the writer."""
+    return {
+        "connect_timeout": max(1, round(timeout_s)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(timeout_s)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout_s * 1000),
+    }
+
+
 class PgSession:
     """The writer's connection. It is *lost* when psycopg says the connection
     broke; :meth:`reconnect` then opens a new one."""
@@ -105,7 +119,7 @@ class PgSession:
         self.conn: PgConnection | None = None
 
     def connect(self) -> None:
-        raw = psycopg.connect(self.dsn, connect_timeout=max(1, round(self.timeout_s)))
+        raw = psycopg.connect(self.dsn, **connect_options(self.timeout_s))
         configure(raw)
         self._raw, self.conn = raw, PgConnection(raw)
 
@@ -202,7 +216,7 @@ class PostgresStore(Store):
             timeout=self.timeout_s,
             kwargs={
                 "autocommit": True,
-                "connect_timeout": max(1, round(self.timeout_s)),
+                **connect_options(self.timeout_s),
                 # Readers must not write (as SQLite's query_only).
                 "options": "-c default_transaction_read_only=on",
             },
@@ -260,8 +274,8 @@ class PostgresStore(Store):
             return
 
         def vacuum() -> None:
-            timeout = max(1, round(self.timeout_s))
-            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout) as raw:
+            options = connect_options(self.timeout_s)
+            with psycopg.connect(self._dsn, autocommit=True, **options) as raw:
                 for table in tables:
                     raw.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
 
