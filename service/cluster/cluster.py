@@ -234,9 +234,7 @@ class Cluster:
             self.rpc.on_message(payload)
 
     async def _send(self, channel: str, payload: str) -> None:
-        await self.db.run(
-            lambda conn: conn.execute("SELECT pg_notify(?, ?)", (channel, payload)).fetchone()
-        )
+        await self.db.notify(channel, payload)
 
     # --- projects --------------------------------------------------------------------
 

@@ -9,6 +9,10 @@ transaction. A broken connection is reopened at the next call; while the
 database cannot be reached the call raises :class:`~service.store.StoreDown`
 (the wire's -32007).
 
+Requests and replies between nodes (``pg_notify``) go through a second
+connection with a thread of its own, in autocommit and without waiting for the
+WAL flush (:meth:`ClusterDb.notify`): one round trip per message.
+
 On SQLite the cluster is one node: its statements go through the store's own
 writer (:meth:`Store.write`), the same SQL (written once in SQLite's dialect,
 :mod:`service.store.dialect`).
@@ -40,6 +44,8 @@ class ClusterDb:
         self.store = store
         self._session: PgSession | None = None
         self._thread: ThreadPoolExecutor | None = None
+        self._notifier: PgSession | None = None
+        self._notify_thread: ThreadPoolExecutor | None = None
 
     @property
     def shared(self) -> bool:
@@ -56,9 +62,58 @@ class ClusterDb:
 
         self._session = PgSession(dsn, self.store.settings.store_timeout_s)
         self._thread = ThreadPoolExecutor(1, thread_name_prefix="cluster-db")
-        await self._call(self._session.connect)
+        self._notifier = PgSession(dsn, self.store.settings.store_timeout_s)
+        self._notify_thread = ThreadPoolExecutor(1, thread_name_prefix="cluster-notify")
+        try:
+            await self._call(self._session.connect)
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(self._notify_thread, self._open_notifier)
+        except Exception as exc:
+            raise StoreDown(f"cannot connect: {str(exc).strip()[:200]}") from exc
+
+    def _open_notifier(self) -> None:
+        notifier = self._notifier
+        assert notifier is not None
+        notifier.connect()
+        assert notifier.conn is not None
+        # One statement per message, no transaction around it; and no wait for
+        # the WAL flush, which a notification does not need (a database crash
+        # in between loses the message: its asker times out).
+        notifier.conn.raw.autocommit = True
+        notifier.conn.execute("SET synchronous_commit = off")
+
+    async def notify(self, channel: str, payload: str) -> None:
+        """``pg_notify(channel, payload)`` at once, on a connection of its own
+        (requests and replies between nodes never wait behind a heartbeat)."""
+        if self._notify_thread is None:
+            raise StoreDown("the cluster's connection is closed")
+        await asyncio.get_running_loop().run_in_executor(
+            self._notify_thread, self._notify, channel, payload
+        )
+
+    def _notify(self, channel: str, payload: str) -> None:
+        notifier = self._notifier
+        assert notifier is not None
+        if notifier.lost():
+            notifier.close()
+            try:
+                self._open_notifier()
+            except Exception as exc:
+                raise StoreDown(f"the database is unreachable: {str(exc).strip()[:200]}") from exc
+        assert notifier.conn is not None
+        try:
+            notifier.conn.execute("SELECT pg_notify(?, ?)", (channel, payload)).fetchone()
+        except Exception as exc:
+            if notifier.is_database_error(exc) and notifier.lost():
+                raise StoreDown(f"the database is unreachable: {str(exc).strip()[:200]}") from exc
+            raise
 
     async def close(self) -> None:
+        if self._notify_thread is not None and self._notifier is not None:
+            notifier, thread = self._notifier, self._notify_thread
+            self._notifier = self._notify_thread = None
+            await asyncio.get_running_loop().run_in_executor(thread, notifier.close)
+            thread.shutdown(wait=True)
         if self._thread is None or self._session is None:
             return
         session, thread = self._session, self._thread

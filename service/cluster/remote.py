@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -30,6 +31,8 @@ from service.store.history import get_execution
 
 logger = logging.getLogger(__name__)
 
+#: Remote executions whose node is remembered.
+NODE_CACHE = 10000
 Spawn = Callable[[Coroutine[Any, Any, Any], str], Any]
 
 
@@ -56,6 +59,8 @@ class Remote:
         self._spawn = spawn
         #: The ``nodes`` rows as last read (every heartbeat).
         self.view: list[dict[str, Any]] = []
+        #: The node of each remote execution seen lately (it never changes).
+        self._node_of: OrderedDict[str, str] = OrderedDict()
         #: Connections of this node that own executions on other nodes.
         self._remote_owned: dict[str, set[str]] = {}
 
@@ -73,6 +78,9 @@ class Remote:
         record = await self.store.read(functools.partial(get_execution, execution_id=execution_id))
         if record is None or record.get("node") in (None, self.node_id):
             return None
+        self._node_of[execution_id] = str(record["node"])
+        while len(self._node_of) > NODE_CACHE:
+            self._node_of.popitem(last=False)
         return record
 
     def node_state(self, node_id: str) -> str | None:
@@ -95,6 +103,11 @@ class Remote:
     ) -> dict[str, Any] | None:
         """``op`` (``control``, ``input``) run by the node that runs
         ``execution_id``: its answer; None when the execution is not remote."""
+        node = self._node_of.get(execution_id)
+        if node is not None and self.node_state(node) == "up":
+            # Known to run there (an execution never moves): that node answers,
+            # finished or not, without a read of the store first.
+            return await self.rpc.call(node, op, {"execution_id": execution_id, **args})
         record = await self.remote_record(execution_id)
         if record is None:
             return None
