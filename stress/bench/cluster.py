@@ -29,7 +29,9 @@ then measures:
     (a second server, the bus), not a speed-up.
 
 Figures are printed as a table and written as JSON (``--json``, default
-``bench-results/cluster-STAMP.json``) with the machine's load average.
+``bench-results/cluster-STAMP.json``) with the machine's load average. The
+exit status is 1 when a replay was not whole or a session ended with lines
+missing while its ``process.completed`` counted nothing dropped.
 """
 
 from __future__ import annotations
@@ -326,7 +328,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(figures, indent=2) + "\n")
     print(f"figures: {path}")
-    return 1 if figures.get("attach", {}).get("problems") else 0
+    short = sum(
+        run["sessions_missing_lines"]
+        for key in ("one", "two")
+        for run in figures.get("spread", {}).get(key, [])
+    )
+    if short:
+        # Output lost with nothing counted as dropped: the contract is broken.
+        print(f"FAILED: {short} sessions ended with lines missing and dropped 0")
+    return 1 if figures.get("attach", {}).get("problems") or short else 0
 
 
 if __name__ == "__main__":
