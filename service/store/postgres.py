@@ -16,11 +16,13 @@ to reconnect every ``RECONNECT_S``, and everything resumes when it succeeds.
 A request never waits on an unreachable database longer than
 ``store_timeout_s`` (the connect timeout and the pool's wait).
 
-Migrations run in one transaction per script under an advisory lock, so two
-nodes starting at once do not both apply them. The cap counts the store's
-tables with ``pg_total_relation_size``; WAL checkpoints, ``quick_check`` and
-salvage are SQLite's and have no counterpart here (PostgreSQL keeps its own
-files sound).
+The data directory is locked for this server as with SQLite
+(``cc-executor.postgres.lock``). Migrations run in one transaction per script
+under an advisory lock, so two nodes starting at once do not both apply them.
+``/health`` shows the tables' size (``pg_total_relation_size``); the cap
+counts the data the rows hold (:mod:`service.store.retention` says why).
+WAL checkpoints, ``quick_check`` and salvage are SQLite's and have no
+counterpart here (PostgreSQL keeps its own files sound).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 import psycopg
 from psycopg import adapt, pq, sql
@@ -38,6 +41,7 @@ from service.settings import Settings
 from service.store.database import Store, suppress_close
 from service.store.dialect import POSTGRESQL, Conn, to_postgres
 from service.store.errors import StoreDown, StoreError
+from service.store.files import DataDirInUse, take_lock
 from service.store.migrations import BOOTSTRAP, MigrationError, check_version
 from service.store.writer import Session
 from service.store_url import redact
@@ -46,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: The lock file in ``data_dir`` (``cc-executor.postgres.lock``): one server per directory.
+LOCK_NAME = "cc-executor.postgres"
 #: The advisory lock key that serialises migrations across nodes ("ccexec").
 MIGRATION_LOCK = 0x6363657865630001
 #: The catalog query behind the cap: every table of the store's schema, with
@@ -181,6 +187,7 @@ class PostgresStore(Store):
         self._session = PgSession(dsn, self.timeout_s)
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._size = 0
+        self._lock: TextIO | None = None
 
     @property
     def dsn(self) -> str:
@@ -196,6 +203,26 @@ class PostgresStore(Store):
         return self._session
 
     def _open_sync(self) -> None:
+        # The data directory is still this server's alone: restart recovery
+        # would take a second server's executions for its own leftovers.
+        data_dir = Path(self.settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._lock = take_lock(data_dir / LOCK_NAME)
+        except DataDirInUse as exc:
+            raise StoreError(str(exc)) from None
+        try:
+            self._connect_and_migrate()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _connect_and_migrate(self) -> None:
         try:
             self._session.connect()
         except psycopg.Error as exc:
@@ -233,6 +260,7 @@ class PostgresStore(Store):
             self._pool.close(timeout=5)
             self._pool = None
         self._session.close()
+        self._release_lock()
 
     # --- reading -------------------------------------------------------------------
 
