@@ -126,6 +126,14 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
             assert attached.info["node"] == "A" and attached.info["status"] == "attached"
             assert 0 < attached.info["last_seq"]
             events = await collect(attached)
+            # The store answers for the cluster: B lists A's execution and its transcript.
+            listed = await on_b.call("executions.list", {"limit": 50})
+            row = next(r for r in listed["executions"] if r["execution_id"] == started.id)
+            assert row["node"] == "A"
+            page = await on_b.call("transcript.get", {"execution_id": started.id})
+            assert page["chunks"][0]["seq"] == 1 and page["chunks"][0]["data"].startswith(
+                "line-1\n"
+            )
             # The cluster view on B shows both nodes, with their leases.
             view = health(b)["cluster"]
             assert view["node"] == "B" and view["shared"] and view["bus"]["connected"]
