@@ -201,14 +201,15 @@ def test_a_store_cut_in_the_middle_is_moved_aside(tmp_path: Path) -> None:
     run(main())
 
 
-def test_one_data_directory_one_server(tmp_path: Path) -> None:
+def test_one_data_directory_one_server(tmp_path: Path, make: Callable[..., Store]) -> None:
     """A second store on the same directory is refused: its restart recovery
-    would take the first server's executions for a crash's leftovers."""
+    would take the first server's executions for a crash's leftovers. (On
+    PostgreSQL too: the data directory stays one server's.)"""
 
     async def main() -> None:
-        first = sqlite_store(tmp_path)
+        first = make(tmp_path)
         await first.open()
-        second = sqlite_store(tmp_path)
+        second = make(tmp_path)
         with pytest.raises(StoreError, match="in use by another cc-executor"):
             await second.open()
         await first.close()

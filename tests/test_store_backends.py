@@ -215,12 +215,13 @@ def test_committed_output_and_transitions_are_notified(
     states = [p.split(":")[1] for c, p in heard if c == STATE_CHANNEL and execution_id in p]
     assert states[0] in ("starting", "running") and states[-1] == "completed", states
     seqs = [int(p.split(":")[1]) for c, p in heard if c == OUTPUT_CHANNEL and execution_id in p]
-    assert seqs and seqs == sorted(seqs) and seqs[-1] == 3, seqs
     with psycopg.connect(pg_url) as conn:
-        stored = conn.execute(
-            "SELECT count(*) FROM chunks WHERE execution_id = %s", (execution_id,)
+        stored, last_seq = conn.execute(
+            "SELECT (SELECT count(*) FROM chunks WHERE execution_id = %s), last_seq "
+            "FROM executions WHERE id = %s",
+            (execution_id, execution_id),
         ).fetchone()
-    assert stored == (3,)
+    assert seqs and seqs == sorted(seqs) and seqs[-1] == last_seq == stored >= 1, seqs
 
 
 def test_two_nodes_migrate_one_database_at_once(tmp_path: Path, pg_url: str) -> None:
@@ -260,3 +261,41 @@ def test_a_sqlite_server_never_loads_psycopg(server: RunningServer) -> None:
     with open(f"/proc/{server.pid}/maps", encoding="utf-8") as handle:
         maps = handle.read()
     assert "psycopg" not in maps and "libpq" not in maps
+
+
+def test_prompt_records_on_both_engines(tmp_path: Path, store_url: str | None) -> None:
+    """The prompts namespace's insert (``RETURNING id``) and list, on each engine."""
+    from service.prompts import records
+
+    async def main() -> None:
+        store = make_store(Settings(data_dir=tmp_path, store_url=store_url))
+        store.register_schema(records.NAMESPACE, records.MIGRATIONS)
+        await store.open()
+
+        def record(execution_id: str, marker: str) -> dict[str, Any]:
+            values = {**base, "execution_id": execution_id, "marker": marker}
+            return {name: values[name] for name in records.COLUMNS[1:]}  # insert's order
+
+        base = {
+            "prompt": "T01",
+            "version": 1,
+            "argv": "[]",
+            "state": "completed",
+            "exit_code": 0,
+            "verdict": "pass",
+            "reasons": "[]",
+            "patterns": "[]",
+            "transcript_sha256": "0" * 64,
+            "transcript_bytes": 1,
+            "created_at": 1.0,
+        }
+        first = await store.write(lambda c: records.insert(c, record("e1", "m" * 16)))
+        second = await store.write(lambda c: records.insert(c, record("e2", "n" * 16)))
+        assert second["id"] == first["id"] + 1
+        with pytest.raises(records.Refused):
+            await store.write(lambda c: records.insert(c, record("e1", "o" * 16)))
+        listed = await store.read(lambda c: records.list_records(c, "T01", 0, 10))
+        assert [row["execution_id"] for row in listed] == ["e1", "e2"]
+        await store.close()
+
+    run(main())

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 import urllib.request
@@ -21,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from service.client import ExecutorClient
+from service.client import ExecutorClient, RemoteExecution
 from service.client.postgres import PostgresServer
 from service.errors import RpcError
 from tests.utils import RunningServer
@@ -80,11 +81,14 @@ def test_database_down_then_back(
         async with ExecutorClient(server.url) as client:
             execution = await client.execute(argv=[sys.executable, "-c", PRODUCER], env=marker)
             live: list[int] = []
+            ends: list[dict[str, Any]] = []
 
             async def read() -> None:
                 async for message in execution.events():
                     if message["method"] == "process.output":
                         live.append(message["params"]["seq"])
+                    else:
+                        ends.append(message)
 
             reader = asyncio.create_task(read())
             while len(live) < 10:
@@ -107,11 +111,27 @@ def test_database_down_then_back(
             # Nothing is held for the absent database.
             assert store["backlog"] == 0 and store["backlog_bytes"] == 0, store
 
+            # A second client attaches meanwhile: no replay, but the live stream.
+            async with ExecutorClient(server.url) as other:
+                attached = await other.call("attach", {"execution_id": execution.id})
+                assert attached["replay"] is False and attached["state"] == "running"
+                joined = RemoteExecution(other, execution.id, attached)
+                seen: list[int] = []
+                async for message in joined.events():
+                    if message["method"] == "process.output":
+                        seen.append(message["params"]["seq"])
+                        if len(seen) == 5:
+                            break
+                assert seen == list(range(seen[0], seen[0] + 5)) and seen[0] > attached["last_seq"]
+
             # The execution runs on, and its output still flows live.
             await asyncio.sleep(1.0)
             assert len(live) > at_stop + 10, "output stopped flowing while the database was down"
             await asyncio.wait_for(reader, 30)  # the whole run, database down throughout
-            assert live == list(range(1, LINES + 1)), "the live stream lost chunks"
+            # (A chunk may carry several lines: count seqs, not lines.)
+            assert live == list(range(1, len(live) + 1)), f"the live stream lost chunks: {ends}"
+            total_bytes = ends[-1]["params"]["stdout_bytes"]
+            assert total_bytes == sum(len(f"line {i}\n") for i in range(LINES)), ends
 
             await asyncio.to_thread(own_pg.start)
             await until_back(client)
@@ -119,15 +139,17 @@ def test_database_down_then_back(
                 "transcript.get", {"execution_id": execution.id, "limit": 10000}
             )
             # The row ended while the database was away; it was written once back.
-            assert page["state"] == "completed" and page["last_seq"] == LINES, page
+            assert page["state"] == "completed" and page["last_seq"] == len(live), page
             stored = [chunk["seq"] for chunk in page["chunks"]]
             missing = [seq for first, last in page["gaps"] for seq in range(first, last + 1)]
             assert page["gap_chunks"] == len(missing) > 0, page["gaps"]
-            assert sorted(stored + missing) == list(range(1, LINES + 1)), "seqs unaccounted for"
+            assert sorted(stored + missing) == live, "seqs unaccounted for"
             assert page["stored_chunks"] == len(stored)
             assert page["unstored_chunks"] == len(missing)
             assert page["transcript_capped"] is False
-            assert all(chunk["data"] == f"line {chunk['seq'] - 1}\n" for chunk in page["chunks"])
+            stored_text = "".join(chunk["data"] for chunk in page["chunks"])
+            assert len(stored_text) + page["unstored_bytes"] == total_bytes
+            assert re.fullmatch(r"(line \d+\n)+", stored_text), stored_text[:200]
 
             # And the next execution is stored whole.
             after = await client.run(argv=["echo", "after"], env=marker)

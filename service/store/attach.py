@@ -23,6 +23,10 @@ Attaching to a finished execution replays its transcript and then sends its
 has). An execution known only to the store (an earlier server's, now
 ``lost`` or finished) replays the same way.
 
+While the store's database is unreachable (PostgreSQL down), attaching to a
+live execution joins its live stream at once without a replay
+(``replay: false``), as without a store.
+
 Every replay ends with a terminal notification for the client: the live
 stream (which ends with ``process.completed``), ``process.completed``, or
 ``process.error`` with the reason (``error_name`` ``STORE_ERROR`` when the
@@ -171,10 +175,11 @@ class Attacher:
             "pgid": execution.pgid,
             "since_seq": since_seq,
             "last_seq": seam,
-            "replay": self.recorder is not None,
+            "replay": self.recorder is not None and self._reachable(),
         }
-        if self.recorder is None:
-            # No store: nothing to replay; the client sees the gap in seq.
+        if not result["replay"]:
+            # No store, or its database unreachable: nothing to replay, but the
+            # live stream joins at once; the client sees the gap in seq.
             if finished:
                 connection.offer(completed_frame(execution.id, snapshot), droppable=False)
             return result
@@ -196,6 +201,9 @@ class Attacher:
             },
         )
         return result
+
+    def _reachable(self) -> bool:
+        return self.store is not None and self.store.available
 
     async def _attach_stored(
         self, connection: Subscriber, key: tuple[str, str], execution_id: str, since_seq: int

@@ -16,11 +16,13 @@ to reconnect every ``RECONNECT_S``, and everything resumes when it succeeds.
 A request never waits on an unreachable database longer than
 ``store_timeout_s`` (the connect timeout and the pool's wait).
 
-Migrations run in one transaction per script under an advisory lock, so two
-nodes starting at once do not both apply them. The cap counts the store's
-tables with ``pg_total_relation_size``; WAL checkpoints, ``quick_check`` and
-salvage are SQLite's and have no counterpart here (PostgreSQL keeps its own
-files sound).
+The data directory is locked for this server as with SQLite
+(``cc-executor.postgres.lock``). Migrations run in one transaction per script
+under an advisory lock, so two nodes starting at once do not both apply them.
+``/health`` shows the tables' size (``pg_total_relation_size``); the cap
+counts the data the rows hold (:mod:`service.store.retention` says why).
+WAL checkpoints, ``quick_check`` and salvage are SQLite's and have no
+counterpart here (PostgreSQL keeps its ownfiles sound).
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from typing import Any, TypeVar
+from pathlib import Path
+from typing import Any, TextIO, TypeVar
 
 import psycopg
 from psycopg import adapt, pq, sql
@@ -38,6 +41,7 @@ from service.settings import Settings
 from service.store.database import Store, suppress_close
 from service.store.dialect import POSTGRESQL, Conn, to_postgres
 from service.store.errors import StoreDown, StoreError
+from service.store.files import DataDirInUse, take_lock
 from service.store.migrations import BOOTSTRAP, MigrationError, check_version
 from service.store.writer import Session
 from service.store_url import redact
@@ -46,6 +50,8 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: The lock file in ``data_dir`` (``cc-executor.postgres.lock``): one server per directory.
+LOCK_NAME = "cc-executor.postgres"
 #: The advisory lock key that serialises migrations across nodes ("ccexec").
 MIGRATION_LOCK = 0x6363657865630001
 #: The catalog query behind the cap: every table of the store's schema, with
@@ -94,6 +100,20 @@ class PgConnection:
         return cursor
 
 
+def connect_options(timeout_s: float) -> dict[str, Any]:
+    """libpq options that bound every wait on an unreachable database: the
+    connect timeout, and TCP keepalives with a user timeout, so a statement
+    on a network that went silent fails instead of hanging the writer."""
+    return {
+        "connect_timeout": max(1, round(timeout_s)),
+        "keepalives": 1,
+        "keepalives_idle": max(1, round(timeout_s)),
+        "keepalives_interval": 1,
+        "keepalives_count": 3,
+        "tcp_user_timeout": int(timeout_s * 1000),
+    }
+
+
 class PgSession:
     """The writer's connection. It is *lost* when psycopg says the connection
     broke; :meth:`reconnect` then opens a new one."""
@@ -105,7 +125,7 @@ class PgSession:
         self.conn: PgConnection | None = None
 
     def connect(self) -> None:
-        raw = psycopg.connect(self.dsn, connect_timeout=max(1, round(self.timeout_s)))
+        raw = psycopg.connect(self.dsn, **connect_options(self.timeout_s))
         configure(raw)
         self._raw, self.conn = raw, PgConnection(raw)
 
@@ -167,6 +187,7 @@ class PostgresStore(Store):
         self._session = PgSession(dsn, self.timeout_s)
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._size = 0
+        self._lock: TextIO | None = None
 
     @property
     def dsn(self) -> str:
@@ -182,6 +203,26 @@ class PostgresStore(Store):
         return self._session
 
     def _open_sync(self) -> None:
+        # The data directory is still this server's alone: restart recovery
+        # would take a second server's executions for its own leftovers.
+        data_dir = Path(self.settings.data_dir)
+        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            self._lock = take_lock(data_dir / LOCK_NAME)
+        except DataDirInUse as exc:
+            raise StoreError(str(exc)) from None
+        try:
+            self._connect_and_migrate()
+        except BaseException:
+            self._release_lock()
+            raise
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def _connect_and_migrate(self) -> None:
         try:
             self._session.connect()
         except psycopg.Error as exc:
@@ -202,7 +243,7 @@ class PostgresStore(Store):
             timeout=self.timeout_s,
             kwargs={
                 "autocommit": True,
-                "connect_timeout": max(1, round(self.timeout_s)),
+                **connect_options(self.timeout_s),
                 # Readers must not write (as SQLite's query_only).
                 "options": "-c default_transaction_read_only=on",
             },
@@ -219,6 +260,7 @@ class PostgresStore(Store):
             self._pool.close(timeout=5)
             self._pool = None
         self._session.close()
+        self._release_lock()
 
     # --- reading -------------------------------------------------------------------
 
@@ -260,8 +302,8 @@ class PostgresStore(Store):
             return
 
         def vacuum() -> None:
-            timeout = max(1, round(self.timeout_s))
-            with psycopg.connect(self._dsn, autocommit=True, connect_timeout=timeout) as raw:
+            options = connect_options(self.timeout_s)
+            with psycopg.connect(self._dsn, autocommit=True, **options) as raw:
                 for table in tables:
                     raw.execute(sql.SQL("VACUUM {}").format(sql.Identifier(table)))
 
