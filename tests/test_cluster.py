@@ -91,6 +91,17 @@ async def first_output(execution: RemoteExecution) -> None:
             return
 
 
+async def in_store(client: ExecutorClient, execution_id: str) -> None:
+    """Wait until ``client``'s node finds the execution in the shared store."""
+    for _ in range(200):
+        with contextlib.suppress(RpcError):  # not there yet: -32003
+            status = await client.call("status", {"execution_id": execution_id})
+            if status["state"] == "running":
+                return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the execution never reached the store")
+
+
 async def collect(execution: RemoteExecution) -> list[dict[str, Any]]:
     """Every notification of ``execution`` up to ``process.completed``."""
     events = []
@@ -115,6 +126,14 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
             assert attached.info["node"] == "A" and attached.info["status"] == "attached"
             assert 0 < attached.info["last_seq"]
             events = await collect(attached)
+            # The store answers for the cluster: B lists A's execution and its transcript.
+            listed = await on_b.call("executions.list", {"limit": 50})
+            row = next(r for r in listed["executions"] if r["execution_id"] == started.id)
+            assert row["node"] == "A"
+            page = await on_b.call("transcript.get", {"execution_id": started.id})
+            assert page["chunks"][0]["seq"] == 1 and page["chunks"][0]["data"].startswith(
+                "line-1\n"
+            )
             # The cluster view on B shows both nodes, with their leases.
             view = health(b)["cluster"]
             assert view["node"] == "B" and view["shared"] and view["bus"]["connected"]
@@ -145,6 +164,7 @@ def test_pause_resume_cancel_and_input_from_another_node(
         async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
             execution = await on_a.execute(argv=["sh", "-c", TREE], env=marker)
             await first_output(execution)
+            await in_store(on_b, execution.id)  # B knows it once A committed its row
             await asyncio.sleep(0.1)
             assert len(procfs.group_members(execution.pgid)) >= 4
             ask = {"execution_id": execution.id}
@@ -178,6 +198,7 @@ def test_pause_resume_cancel_and_input_from_another_node(
             # request, arriving late, is dropped rather than acted on.
             ticker = await on_a.execute(argv=["sh", "-c", TREE], env=marker)
             await first_output(ticker)
+            await in_store(on_b, ticker.id)  # B knows where it runs
             os.kill(a.pid, signal.SIGSTOP)
             try:
                 with pytest.raises(RpcError) as silent:
@@ -192,7 +213,7 @@ def test_pause_resume_cancel_and_input_from_another_node(
 
             # input forwarded to A's child, its output read on A.
             cat = await on_a.execute(argv=["cat"], stdin=True, env=marker)
-            await asyncio.sleep(0.2)
+            await in_store(on_b, cat.id)
             written = await on_b.call(
                 "input", {"execution_id": cat.id, "data": "from B\n", "eof": True}
             )
@@ -323,13 +344,8 @@ def test_sigkilled_node_is_declared_dead_and_its_restart_kills_what_it_left(
             async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
                 # A grandchild that outlives the shell when A dies.
                 execution = await on_a.execute(argv=["sh", "-c", "sleep 300 & wait"], env=marker)
-                for _ in range(100):  # in the shared store, seen from B
-                    with contextlib.suppress(RpcError):  # not there yet: -32003
-                        status = await on_b.call("status", {"execution_id": execution.id})
-                        if status["state"] == "running":
-                            return execution.id
-                    await asyncio.sleep(0.05)
-                raise AssertionError("the execution never reached the store")
+                await in_store(on_b, execution.id)
+                return execution.id
 
         execution_id = run(start_on_a())
         assert marked_pids(value)
@@ -502,3 +518,51 @@ def test_the_bus_reconnects_when_the_database_comes_back(
         if not pg_server.running:
             pg_server.start()
         node.stop()
+
+
+def test_a_stalled_node_declared_dead_ends_its_executions_and_rejoins(
+    pg_url: str, tmp_path: Path, marker: dict[str, str]
+) -> None:
+    """SIGSTOP node A past its lease: B declares it dead and reports its
+    execution lost; when A runs again it finds out, cancels what it runs (the
+    cluster was told it is gone) and joins again."""
+    root = tmp_path / "root"
+    root.mkdir()
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = start_server(tmp_path / "a", node_settings(pg_url, "A", root))
+    b = start_server(tmp_path / "b", node_settings(pg_url, "B", root))
+    try:
+
+        async def main() -> None:
+            async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+                execution = await on_a.execute(argv=["sh", "-c", TREE], env=marker)
+                await first_output(execution)
+                await in_store(on_b, execution.id)
+                os.kill(a.pid, signal.SIGSTOP)
+                try:
+                    deadline = time.monotonic() + 4 * LEASE_S
+                    while True:
+                        status = await on_b.call("status", {"execution_id": execution.id})
+                        if status["state"] == "lost":
+                            break
+                        assert time.monotonic() < deadline, status
+                        await asyncio.sleep(0.1)
+                finally:
+                    os.kill(a.pid, signal.SIGCONT)
+                result = await execution.wait(20)
+                assert result.status == "cancelled"
+                assert not procfs.group_members(execution.pgid)
+                a.wait_for_log(
+                    lambda e: e.get("message", "").startswith("this node was declared dead"),
+                    timeout=10,
+                )
+                deadline = time.monotonic() + 4 * LEASE_S
+                while {n["node"]: n["state"] for n in health(b)["cluster"]["nodes"]}["A"] != "up":
+                    assert time.monotonic() < deadline, "A never joined again"
+                    await asyncio.sleep(0.1)
+
+        run(main())
+    finally:
+        a.stop()
+        b.stop()
