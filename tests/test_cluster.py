@@ -85,6 +85,12 @@ def health(server: RunningServer) -> dict[str, Any]:
     return document
 
 
+def metrics(server: RunningServer) -> str:
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
 async def first_output(execution: RemoteExecution) -> None:
     async for event in execution.events():
         if event["method"] == "process.output":
@@ -409,6 +415,9 @@ def test_a_server_alone_is_a_node_of_its_own(server: RunningServer) -> None:
     view = health(server)["cluster"]
     assert view["shared"] is False and view["bus"] is None
     assert [n["state"] for n in view["nodes"]] == ["up"]
+    scrape = metrics(server)
+    assert 'cc_executor_cluster_nodes{state="up"} 1.0' in scrape
+    assert "cc_executor_cluster_bus_connected 0.0" in scrape
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
@@ -513,6 +522,9 @@ def test_the_bus_reconnects_when_the_database_comes_back(
             assert time.monotonic() < deadline + 30, "the bus never reconnected"
             time.sleep(0.1)
         assert view["bus"]["losses"] >= 1
+        scrape = metrics(node)
+        assert "cc_executor_cluster_bus_connected 1.0" in scrape
+        assert "cc_executor_cluster_bus_losses_total 0.0" not in scrape
         node.wait_for_log(lambda e: e.get("message") == "bus reconnected", timeout=5)
     finally:
         if not pg_server.running:
