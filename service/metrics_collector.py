@@ -95,7 +95,8 @@ class ServiceCollector(Collector):
             "Output bytes queued for the store writer, not yet on disk.",
         )
         store_bytes = GaugeMetricFamily(
-            "cc_executor_store_bytes", "Size of the SQLite store on disk (database and WAL)."
+            "cc_executor_store_bytes",
+            "Size of the store: SQLite database and WAL on disk, or its PostgreSQL tables.",
         )
         if live is not None:
             for status in FINAL:

@@ -22,7 +22,7 @@ under an advisory lock, so two nodes starting at once do not both apply them.
 ``/health`` shows the tables' size (``pg_total_relation_size``); the cap
 counts the data the rows hold (:mod:`service.store.retention` says why).
 WAL checkpoints, ``quick_check`` and salvage are SQLite's and have no
-counterpart here (PostgreSQL keeps its ownfiles sound).
+counterpart here (PostgreSQL keeps its own files sound).
 """
 
 from __future__ import annotations
