@@ -280,6 +280,18 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             again = await on_b.call("agent.execute", {**slow, "prompt": "fake:success"})
             result = await RemoteExecution(on_b, again["execution_id"], again).wait(30)
             assert result.status == "completed"
+            # agent.kill through A ends the agent that runs on B.
+            await asyncio.sleep(0.3)
+            third = await on_b.call("agent.execute", {**slow, "prompt": "fake:slow=20 long"})
+            await in_store(on_a, third["execution_id"])
+            killed = await on_a.call("agent.kill", {"project_id": project_id})
+            assert killed == {
+                "status": "cancelled",
+                "execution_id": third["execution_id"],
+                "project_id": project_id,
+            }
+            ended = await RemoteExecution(on_b, third["execution_id"], third).wait(30)
+            assert ended.status == "cancelled"
 
     run(main())
 

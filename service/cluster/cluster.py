@@ -284,6 +284,14 @@ class Cluster:
                 "could not free a project lock: %s", exc, extra={"project_id": project_id}
             )
 
+    async def kill_remote_agent(self, project_id: str) -> dict[str, Any] | None:
+        """Cancel the agent another node runs in ``project_id`` (the ``control``
+        CANCEL answer); None when no other node holds the project."""
+        holder = await self.db.run(lambda conn: locks.holder(conn, project_id))
+        if holder is None or holder["node"] == self.node_id or holder["execution_id"] is None:
+            return None
+        return await self.remote.forward(holder["execution_id"], "control", {"type": "CANCEL"})
+
     # --- health ----------------------------------------------------------------------
 
     def health(self) -> dict[str, Any]:
