@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any, TextIO, TypeVar
 
 import psycopg
-from psycopg import adapt, pq, sql
+from psycopg import adapt, sql
+from psycopg.types.string import ByteaBinaryLoader, ByteaLoader
 from psycopg_pool import ConnectionPool, PoolTimeout
 
 from service.settings import Settings
@@ -63,19 +64,25 @@ WHERE n.nspname = current_schema() AND c.relkind = 'r'
 """
 
 
-class TextLoader(adapt.Loader):
+class TextLoader(ByteaLoader):
     """``bytea`` read back as ``str``: the store keeps text that may hold NUL
-    there (see :mod:`service.store.dialect`) and no other binary data."""
+    there (see :mod:`service.store.dialect`) and no other binary data.
+    psycopg's own loader parses the bytes (hex or escape output)."""
 
-    def load(self, data: adapt.Buffer) -> str:
-        raw = bytes(data)
-        if self.format == pq.Format.TEXT:
-            raw = bytes.fromhex(raw[2:].decode("ascii")) if raw.startswith(b"\\x") else raw
-        return raw.decode("utf-8", "surrogatepass")
+    def load(self, data: adapt.Buffer) -> str:  # type: ignore[override]
+        return bytes(super().load(bytes(data))).decode("utf-8", "surrogatepass")
+
+
+class TextBinaryLoader(ByteaBinaryLoader):
+    """The same, for results in binary format."""
+
+    def load(self, data: adapt.Buffer) -> str:  # type: ignore[override]
+        return bytes(super().load(bytes(data))).decode("utf-8", "surrogatepass")
 
 
 def configure(conn: psycopg.Connection[Any]) -> None:
     conn.adapters.register_loader("bytea", TextLoader)
+    conn.adapters.register_loader("bytea", TextBinaryLoader)
 
 
 class PgConnection:
