@@ -85,6 +85,12 @@ def health(server: RunningServer) -> dict[str, Any]:
     return document
 
 
+def metrics(server: RunningServer) -> str:
+    with urllib.request.urlopen(server.http_url + "/metrics", timeout=10) as response:
+        text: str = response.read().decode()
+    return text
+
+
 async def first_output(execution: RemoteExecution) -> None:
     async for event in execution.events():
         if event["method"] == "process.output":
@@ -274,6 +280,18 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             again = await on_b.call("agent.execute", {**slow, "prompt": "fake:success"})
             result = await RemoteExecution(on_b, again["execution_id"], again).wait(30)
             assert result.status == "completed"
+            # agent.kill through A ends the agent that runs on B.
+            await asyncio.sleep(0.3)
+            third = await on_b.call("agent.execute", {**slow, "prompt": "fake:slow=20 long"})
+            await in_store(on_a, third["execution_id"])
+            killed = await on_a.call("agent.kill", {"project_id": project_id})
+            assert killed == {
+                "status": "cancelled",
+                "execution_id": third["execution_id"],
+                "project_id": project_id,
+            }
+            ended = await RemoteExecution(on_b, third["execution_id"], third).wait(30)
+            assert ended.status == "cancelled"
 
     run(main())
 
@@ -409,6 +427,9 @@ def test_a_server_alone_is_a_node_of_its_own(server: RunningServer) -> None:
     view = health(server)["cluster"]
     assert view["shared"] is False and view["bus"] is None
     assert [n["state"] for n in view["nodes"]] == ["up"]
+    scrape = metrics(server)
+    assert 'cc_executor_cluster_nodes{state="up"} 1.0' in scrape
+    assert "cc_executor_cluster_bus_connected 0.0" in scrape
 
     async def main() -> None:
         async with ExecutorClient(server.url) as client:
@@ -494,30 +515,58 @@ def test_a_dead_node_is_declared_exactly_once_when_nodes_race(pg_url: str, tmp_p
     assert sorted(notes) == ["e0:lost", "e1:lost"]
 
 
-def test_the_bus_reconnects_when_the_database_comes_back(
-    pg_server: PostgresServer, pg_url: str, tmp_path: Path
+def test_a_database_outage_longer_than_the_lease_declares_no_node_dead(
+    pg_server: PostgresServer, pg_url: str, tmp_path: Path, marker: dict[str, str]
 ) -> None:
-    node = start_server(tmp_path, node_settings(pg_url, "solo", tmp_path))
+    """PostgreSQL away for longer than the lease: nobody could renew, so when
+    it is back nobody is declared dead (each node first renews for a whole
+    lease); the bus reconnects; executions never stopped."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a = start_server(tmp_path / "a", node_settings(pg_url, "A", tmp_path))
+    b = start_server(tmp_path / "b", node_settings(pg_url, "B", tmp_path))
     try:
-        assert health(node)["cluster"]["bus"]["connected"] is True
+
+        async def start_on_a() -> tuple[str, int]:
+            async with ExecutorClient(a.url) as on_a:
+                execution = await on_a.execute(argv=["sleep", "60"], env=marker)
+                await in_store(on_a, execution.id)
+                assert execution.pgid is not None
+                return execution.id, execution.pgid
+
+        execution_id, pgid = run(start_on_a())
+        assert health(a)["cluster"]["bus"]["connected"] is True
         pg_server.stop()
         deadline = time.monotonic() + 15
-        while health(node)["cluster"]["bus"]["connected"]:
+        while health(a)["cluster"]["bus"]["connected"]:
             assert time.monotonic() < deadline, "the bus never noticed the database left"
             time.sleep(0.1)
-        document = health(node)
+        document = health(a)
         assert document["status"] in ("degraded", "failing")
         assert any("cluster bus" in reason for reason in document["reasons"])
+        time.sleep(1.5 * LEASE_S)  # every lease in the table has expired by now
         pg_server.start()
-        while not (view := health(node)["cluster"])["bus"]["connected"]:
-            assert time.monotonic() < deadline + 30, "the bus never reconnected"
+        deadline = time.monotonic() + 30
+        while not all(health(n)["cluster"]["bus"]["connected"] for n in (a, b)):
+            assert time.monotonic() < deadline, "the bus never reconnected"
             time.sleep(0.1)
-        assert view["bus"]["losses"] >= 1
-        node.wait_for_log(lambda e: e.get("message") == "bus reconnected", timeout=5)
+        time.sleep(2 * LEASE_S)  # time enough for a sweep to (wrongly) declare someone
+        for node in (a, b):
+            view = health(node)["cluster"]
+            assert {n["node"]: n["state"] for n in view["nodes"]} == {"A": "up", "B": "up"}
+            assert view["declared_dead"] == 0 and view["bus"]["losses"] >= 1
+            assert "declared a node dead; its live executions are lost" not in node.log_messages()
+        assert procfs.group_members(pgid), "the execution stopped"
+        scrape = metrics(a)
+        assert "cc_executor_cluster_bus_connected 1.0" in scrape
+        assert "cc_executor_cluster_bus_losses_total 0.0" not in scrape
+        a.wait_for_log(lambda e: e.get("message") == "bus reconnected", timeout=5)
     finally:
         if not pg_server.running:
             pg_server.start()
-        node.stop()
+        a.stop()
+        b.stop()
+    assert execution_id
 
 
 def test_a_stalled_node_declared_dead_ends_its_executions_and_rejoins(

@@ -88,6 +88,8 @@ class Cluster:
         self._locks: dict[str, str | None] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        #: Since when (monotonic) every heartbeat succeeded; None after a failure.
+        self._beating_since: float | None = None
         store.register_schema(CLUSTER_NAMESPACE, CLUSTER_MIGRATIONS)
 
     @property
@@ -177,16 +179,25 @@ class Cluster:
             try:
                 await self._beat()
             except StoreError as exc:
+                # The others could not renew either: judge no lease until
+                # everyone had a whole lease to renew after the database is back.
+                self._beating_since = None
                 logger.warning("heartbeat failed: %s", exc, extra={"node": self.node_id})
 
     async def _beat(self) -> None:
         live = len(self.supervisor.live)
         store = self.store
+        if self._beating_since is None:
+            self._beating_since = time.monotonic()
+        # Only a node that has renewed its own lease for a whole lease judges
+        # the others': after a database outage (or this node's own start) the
+        # live nodes get the time to renew before anyone is declared dead.
+        judge = self.shared and time.monotonic() - self._beating_since >= self.me.lease_s
 
         def beat(conn: Any) -> tuple[bool, list[nodes.Death], list[dict[str, Any]]]:
             now = time.time()
             renewed = nodes.renew(conn, self.me, now, live)
-            deaths = nodes.sweep(conn, self.me, now, store.notify) if self.shared else []
+            deaths = nodes.sweep(conn, self.me, now, store.notify) if judge else []
             return renewed, deaths, nodes.all_nodes(conn)
 
         renewed, deaths, view = await self.db.run(beat)
@@ -272,6 +283,14 @@ class Cluster:
             logger.warning(
                 "could not free a project lock: %s", exc, extra={"project_id": project_id}
             )
+
+    async def kill_remote_agent(self, project_id: str) -> dict[str, Any] | None:
+        """Cancel the agent another node runs in ``project_id`` (the ``control``
+        CANCEL answer); None when no other node holds the project."""
+        holder = await self.db.run(lambda conn: locks.holder(conn, project_id))
+        if holder is None or holder["node"] == self.node_id or holder["execution_id"] is None:
+            return None
+        return await self.remote.forward(holder["execution_id"], "control", {"type": "CANCEL"})
 
     # --- health ----------------------------------------------------------------------
 

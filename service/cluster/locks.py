@@ -46,3 +46,11 @@ def release(conn: Conn, project_id: str, node_id: str) -> None:
     conn.execute(
         "DELETE FROM project_locks WHERE project_id = ? AND node = ?", (project_id, node_id)
     )
+
+
+def holder(conn: Conn, project_id: str) -> dict[str, Any] | None:
+    """Who holds ``project_id`` (node and agent execution), or None."""
+    row = conn.execute(
+        "SELECT node, execution_id FROM project_locks WHERE project_id = ?", (project_id,)
+    ).fetchone()
+    return None if row is None else {"node": row[0], "execution_id": row[1]}

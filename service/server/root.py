@@ -27,6 +27,7 @@ from typing import Any, Protocol
 
 from service import __version__
 from service.cluster import Cluster, node_id_of
+from service.cluster.figures import ClusterCollector
 from service.dispatch import Peer, Router
 from service.metrics import Metrics
 from service.metrics_collector import LiveFigures
@@ -203,6 +204,8 @@ def compose(settings: Settings) -> Root:
     root.router.on_answer = metrics.request
     supervisor.observers.append(metrics)
     projects.on_cost = metrics.agent_cost
+    if cluster is not None and metrics.registry is not None:
+        metrics.registry.register(ClusterCollector(cluster))
     root.busy_checks.append(lambda peer: bool(supervisor.live_owned_by(peer)))
     root.busy_checks.append(projects.follows)
     # A stats subscriber watches the server: not idle.

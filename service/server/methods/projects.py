@@ -184,7 +184,15 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
 
 @router.method("agent.kill", ProjectParams)
 async def agent_kill(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    execution = await projects_of(ctx).kill(params.project_id)
+    projects = await known(ctx, params.project_id)
+    project = projects.get(params.project_id)
+    cluster = ctx.connection.services.cluster
+    if project.execution is None and cluster is not None:
+        # The project's agent may run on another node: cancelled there.
+        remote = await cluster.kill_remote_agent(params.project_id)
+        if remote is not None:
+            return {**remote, "project_id": params.project_id}
+    execution = await projects.kill(params.project_id)
     logger.info(
         "agent killed",
         extra=log_fields(ctx, project_id=params.project_id, execution_id=execution.id),
