@@ -278,6 +278,8 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             # Freed when the agent ended: B may run one now.
             await asyncio.sleep(0.3)
             again = await on_b.call("agent.execute", {**slow, "prompt": "fake:success"})
+            # B resumes the Claude session A's run left (projects are global).
+            assert again["resumed_session_id"] == result["session_id"] is not None
             result = await RemoteExecution(on_b, again["execution_id"], again).wait(30)
             assert result.status == "completed"
             # agent.kill through A ends the agent that runs on B.

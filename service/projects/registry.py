@@ -95,11 +95,15 @@ class Projects:
 
     async def refresh(self) -> None:
         """Load the projects the store has and this registry not yet (another
-        node of the cluster created them)."""
+        node of the cluster created them); an idle project takes its stored
+        columns (another node's last run moved its session and counters)."""
         for record in await self.store.read(storage.load_projects):
-            if record["id"] not in self.projects:
-                project = Project.from_record(record)
-                self.projects[project.id] = project
+            project = self.projects.get(record["id"])
+            if project is None:
+                self.projects[record["id"]] = Project.from_record(record)
+            elif not project.busy:
+                for name, value in record.items():
+                    setattr(project, name, value)
 
     async def _derive_last_status(self) -> None:
         """``last_status`` is the state of each project's newest execution: a

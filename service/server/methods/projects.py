@@ -146,6 +146,9 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
         # One agent per project in the whole cluster: -32005 while one runs anywhere.
         await cluster.lock_project(params.project_id)
     try:
+        if cluster is not None and cluster.shared:
+            # The last run may have been another node's: its session and counters.
+            await projects.refresh()
         execution = await projects.run_agent(
             ctx.connection,
             params.project_id,
