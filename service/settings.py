@@ -18,6 +18,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
 from service.settings_cluster import ClusterSettings
+from service.settings_errors import SettingsConflict
 from service.store_url import StoreUrl
 
 DEFAULT_PASS_ENV = (
@@ -39,10 +40,6 @@ DEFAULT_PASS_ENV = (
     "XDG_STATE_HOME",
     "XDG_CACHE_HOME",
 )
-
-
-class SettingsConflict(ValueError):
-    """Two sources of one setting disagree; the server must not guess."""
 
 
 StrList = Annotated[list[str], NoDecode]
