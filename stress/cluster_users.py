@@ -135,8 +135,9 @@ class ClusterUser(RpcUser):
             stream.take(event)
             if event.get("method") != OUTPUT:
                 step.fail(f"first event after attach is {event.get('method')}, not output")
-        self.read_other(execution_id, stream, run.run_before_pause_s)
         with self.step("verify: attached stream intact") as step:
+            self.read_other(execution_id, stream, run.run_before_pause_s)
+            step.waited()  # the job prints at its own pace
             step.response_length = len(stream.seqs)
             problem = stream.problem()
             if problem:
@@ -151,7 +152,10 @@ class ClusterUser(RpcUser):
             if members and not stopped:
                 step.fail(f"process group {pgid} has members not stopped")
             step.response_length = members
-        self.read_other(execution_id, stream, PAUSE_SETTLE_S)
+        with self.step("verify: output settles after PAUSE") as step:
+            # Output read before the stop may still arrive; then nothing may.
+            self.read_other(execution_id, stream, PAUSE_SETTLE_S)
+            step.waited()
         paused_seq = stream.last_seq
         status = self.other_call("status", {"execution_id": execution_id}, "status (other node)")
         with self.step("verify: status paused (other node)") as step:

@@ -93,7 +93,8 @@ def test_ci_stress_cluster_runs_cluster_user_across_two_nodes(
     summary_path = reports / "cluster-summary.json"
     assert summary_path.exists(), output
     summary = json.loads(summary_path.read_text())
-    assert proc.returncode == 0 and summary["passed"], (summary["gates"], output)
+    failed = [gate for gate in summary["gates"] if not gate["passed"]]
+    assert proc.returncode == 0 and summary["passed"], f"failed gates: {failed}\n{output}"
     assert "ClusterUser" not in summary["skipped"], summary["skipped"]
     rows = {row["name"]: row for row in summary["stats"]}
     for name in (
