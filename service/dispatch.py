@@ -51,7 +51,7 @@ class Peer(Protocol):
     :class:`~service.server.connection.Connection` or an in-process
     :class:`~service.server.local_connection.LocalConnection` (the MCP tools).
 
-    A peer is the :class:`~service.process.execution.Sink` its executions'
+    A peer is the :class:`~service.process.sinks.Sink` its executions'
     notifications go to, and hashable so that it can own executions."""
 
     id: str

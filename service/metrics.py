@@ -4,7 +4,7 @@ One :class:`Metrics` per :class:`~service.services.Services`, built at the
 composition root and passed down; no module-global registry, so several
 servers can live in one process (tests) without sharing figures.
 
-It follows executions as an :class:`~service.execution.ExecutionObserver` and
+It follows executions as an :class:`~service.process.execution.ExecutionObserver` and
 hears about requests, dropped chunks, controls and agent costs through one call
 per event. The counters are plain numbers, always kept: ``server.stats``
 (:mod:`service.stats`) reads them whether or not Prometheus is on. With

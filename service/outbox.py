@@ -36,7 +36,6 @@ class Outbox(Generic[F]):
         self.max_pending_bytes = max_pending_bytes
         self.hard_limit_bytes = max_pending_bytes * hard_limit_factor
         self.pending_bytes = 0
-        self.sent_frames = 0
         self.dropped_frames = 0
         self.overflowed = False
         self._frames: deque[F] = deque()
@@ -95,7 +94,6 @@ class Outbox(Generic[F]):
             await self._ready.wait()
         frame = self._frames.popleft()
         self.pending_bytes -= len(frame)
-        self.sent_frames += 1
         if self.pending_bytes <= self.max_pending_bytes // 2:
             self._room.set()
         return frame

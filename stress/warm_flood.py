@@ -10,6 +10,7 @@ the first and last thirds of the flood (flat: within 10 MB of each other).
     .venv/bin/python -m stress.warm_flood --seconds 30
     .venv/bin/python -m stress.warm_flood --seconds 30 --no-warm
     .venv/bin/python -m stress.warm_flood --tracemalloc   # + top allocations
+    .venv/bin/python -m stress.warm_flood --maps          # + what the warm-up added, by mapping
 
 With ``--tracemalloc`` the server runs under ``PYTHONTRACEMALLOC=1`` and the
 script asks it for its top allocations (SIGUSR2, logged by
@@ -44,6 +45,29 @@ def rss(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) * 1024
     return 0
+
+
+def mappings(pid: int) -> dict[str, int]:
+    """Resident bytes per mapping of ``/proc/PID/smaps``: each shared library
+    (its file name), ``[heap]``, and ``[anon]`` for every anonymous one
+    (pymalloc's arenas, thread stacks, large allocations)."""
+    found: dict[str, int] = {}
+    name = "[anon]"
+    with open(f"/proc/{pid}/smaps") as handle:
+        for line in handle:
+            fields = line.split()
+            if fields and "-" in fields[0] and not fields[0].endswith(":"):
+                name = Path(fields[5]).name if len(fields) > 5 else "[anon]"
+            elif fields and fields[0] == "Rss:":
+                found[name] = found.get(name, 0) + int(fields[1]) * 1024
+    return found
+
+
+def grown(before: dict[str, int], after: dict[str, int], top: int = 8) -> dict[str, float]:
+    """The mappings that grew most between two :func:`mappings`, in MB."""
+    deltas = {name: after[name] - before.get(name, 0) for name in after}
+    largest = sorted(deltas.items(), key=lambda item: -item[1])[:top]
+    return {name: round(delta / MB, 1) for name, delta in largest if delta > 0}
 
 
 class Server:
@@ -132,10 +156,12 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
         try:
             await asyncio.sleep(1)
             idle = rss(server.proc.pid)
+            idle_maps = mappings(server.proc.pid)
             if args.warm:
                 mcp_initialize(server.port)
                 await asyncio.sleep(1)
             warmed = rss(server.proc.pid)
+            warmed_maps = mappings(server.proc.pid)
             samples: list[int] = []
             clients = asyncio.gather(
                 flood_client(server.port, args.seconds, args.rate, None),
@@ -179,6 +205,9 @@ async def measure(args: argparse.Namespace) -> dict[str, Any]:
             figures["flat"] = (
                 abs(figures["last_third_peak_mb"] - figures["first_third_peak_mb"]) <= 10
             )
+            if args.maps:
+                figures["warm_up_grew_mb"] = grown(idle_maps, warmed_maps)
+                figures["flood_grew_mb"] = grown(warmed_maps, mappings(server.proc.pid))
             if args.timeline:
                 await asyncio.sleep(1)
                 memory = [e for e in server.lines if e.get("message") == "memory"]
@@ -208,6 +237,9 @@ def main() -> int:
     parser.add_argument("--slow-read-s", type=float, default=0.05, help="the slow reader's pause")
     parser.add_argument("--no-warm", dest="warm", action="store_false")
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--maps", action="store_true", help="what the warm-up and the flood added, by mapping"
+    )
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the server")
     parser.add_argument(
         "--timeline", action="store_true", help="every 2 s: allocator figures and store backlog"

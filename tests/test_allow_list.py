@@ -7,7 +7,6 @@ the file that was checked, and the child gets the client's argv[0].
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 from pathlib import Path
@@ -18,10 +17,7 @@ import pytest
 from service.client import ExecutorClient
 from service.errors import NotAllowed
 from service.process.spawn import check_allowed
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+from tests.utils import run
 
 
 def test_another_name_for_the_same_file_is_refused(tmp_path: Path) -> None:

@@ -30,7 +30,9 @@ from service import errors
 from service.client import ExecutionResult, ExecutorClient, RemoteExecution
 from service.projects.approvals import MAX_PENDING_PER_RUN
 from tests.test_projects import agent_events, agent_settings, all_messages
-from tests.utils import RunningServer, start_server
+from tests.utils import RunningServer, runner, start_server
+
+run = runner(180)
 
 TOKEN = "operator-secret-token"
 #: Long enough for a CLI to start and answer on a loaded machine.
@@ -56,10 +58,6 @@ def approvals_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Runni
 @pytest.fixture
 def agent_env(marker: dict[str, str], tmp_path: Path) -> dict[str, str]:
     return {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake-claude-state")}
-
-
-def run(coro: Any, timeout: float = 180) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def client(server: RunningServer) -> ExecutorClient:

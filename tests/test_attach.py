@@ -14,7 +14,7 @@ import websockets
 from service.client import ExecutorClient
 from service.errors import NotFound
 from tests.pg import on_store
-from tests.utils import RunningServer
+from tests.utils import RunningServer, run
 
 
 @pytest.fixture
@@ -28,10 +28,6 @@ def make_server(
 @pytest.fixture
 def server(module_server: RunningServer) -> RunningServer:
     return module_server
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def seq_output(n: int) -> str:

@@ -3,7 +3,6 @@ and the token never showing up in a log line or a child's environment."""
 
 from __future__ import annotations
 
-import asyncio
 import http.client
 import logging
 from collections.abc import Iterator
@@ -19,14 +18,12 @@ from service.client import ExecutorClient
 from service.hosts import is_loopback_host
 from service.server.auth import AccessPolicy, TokenRedactor
 from service.settings import Settings
-from tests.utils import MARKER_NAME, RunningServer, start_server
+from tests.utils import MARKER_NAME, RunningServer, runner, start_server
+
+run = runner(30)
 
 TOKEN = "s3cret-T0ken-for-tests"
 ALLOWED_ORIGIN = "https://app.example"
-
-
-def run(coro: Any, timeout: float = 30) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture(scope="module")

@@ -11,13 +11,11 @@ import orjson
 import websockets
 
 from service.client import ExecutorClient
-from tests.utils import RunningServer
+from tests.utils import RunningServer, runner
+
+run = runner(120)
 
 MB = 1024 * 1024
-
-
-def run(coro: Any, timeout: float = 120) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def test_non_reading_client_during_yes_flood(server: RunningServer, marker: dict[str, str]) -> None:

@@ -9,7 +9,9 @@ from typing import Any
 
 from service.client import ExecutorClient
 from service.process import procfs
-from tests.utils import RunningServer
+from tests.utils import RunningServer, runner
+
+run = runner(90)
 
 PY = sys.executable
 
@@ -17,10 +19,6 @@ PY = sys.executable
 TREE = "for i in 1 2 3; do (while true; do echo tick-$i; sleep 0.02; done) & done; wait"
 # Ignores SIGTERM: only the ladder's SIGKILL ends it.
 STUBBORN = "import signal, time\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\nprint('ready', flush=True)\nwhile True: time.sleep(1)"
-
-
-def run(coro: Any, timeout: float = 90) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 async def first_output(execution: Any) -> None:

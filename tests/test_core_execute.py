@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from pathlib import Path
@@ -29,13 +28,11 @@ from service.errors import (
     NotAllowed,
     NotFound,
 )
-from tests.utils import RunningServer
+from tests.utils import RunningServer, runner
+
+run = runner(90)
 
 PY = sys.executable
-
-
-def run(coro: Any, timeout: float = 90) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def test_connected_notification(server: RunningServer) -> None:

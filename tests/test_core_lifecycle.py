@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -15,18 +13,11 @@ import orjson
 import websockets
 
 from service.client import ExecutorClient
-from tests.utils import marked_pids
+from tests.utils import get_json, marked_pids, runner
+
+run = runner(90)
 
 TREE = "for i in 1 2 3; do (trap '' TERM; while true; do sleep 0.05; done) & done; wait"
-
-
-def run(coro: Any, timeout: float = 90) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
 
 
 def test_health_endpoints(make_server: Any) -> None:

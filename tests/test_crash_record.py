@@ -5,17 +5,15 @@ the documented gap of what a live client had already received
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from service.client import ExecutorClient
 from service.store.recorder import FLUSH_INTERVAL_S
 from tests.test_projects import agent_settings, create_project, run_agent
-from tests.utils import RunningServer
+from tests.utils import RunningServer, run
 
 #: The gap asserted, in seconds of output: the recorder's flush interval plus
 #: the writer's commit, with a wide margin for a loaded test machine.
@@ -25,10 +23,6 @@ PRODUCER = (
     "for n in range(1, 100000):\n"
     "    sys.stdout.write(f'{n} {time.time():.6f}\\n'); sys.stdout.flush(); time.sleep(0.002)\n"
 )
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def test_last_status_is_the_last_runs_after_a_crash(

@@ -18,11 +18,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from service.errors import LIMIT_REACHED, NOT_ALLOWED
-from tests.utils import RunningServer
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+from tests.utils import RunningServer, run
 
 
 async def call(ws: ClientConnection, request_id: int, method: str, params: Any) -> Any:

@@ -15,11 +15,7 @@ from typing import Any
 from websockets.asyncio.client import connect
 
 from tests.test_projects import agent_settings
-from tests.utils import RunningServer
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+from tests.utils import RunningServer, run
 
 
 def test_a_debug_log_holds_no_env_value_and_no_token(

@@ -20,11 +20,9 @@ from mcp.client.streamable_http import streamable_http_client
 from service.cli import main
 from service.client import ExecutorClient
 from tests.test_projects import FAKE_CLAUDE
-from tests.utils import MARKER_NAME, RunningServer, marked_pids, start_server
+from tests.utils import MARKER_NAME, RunningServer, marked_pids, runner, start_server
 
-
-def run(coro: Any, timeout: float = 30) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(30)
 
 
 def mcp_url(server: RunningServer) -> str:

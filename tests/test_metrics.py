@@ -13,13 +13,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.client import ExecutorClient
 from service.errors import RpcError
+from tests.utils import runner
+
+run = runner(90)
 
 TOKEN = "metrics-test-token"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def run(coro: Any, timeout: float = 90) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def fetch(url: str, token: str | None = TOKEN) -> tuple[int, str, str]:

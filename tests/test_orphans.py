@@ -8,36 +8,14 @@ import os
 import signal
 import time
 from collections.abc import Callable
-from typing import Any
 
 from service.client import ExecutorClient
 from service.process import procfs
-from tests.utils import MARKER_NAME, RunningServer, marked_pids
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(interval)
+from tests.utils import MARKER_NAME, RunningServer, marked_pids, run, wait_until, zombie_children
 
 
 def marker_value(marker: dict[str, str]) -> str:
     return marker[MARKER_NAME]
-
-
-def zombie_children(pid: int) -> list[int]:
-    return [
-        s.pid
-        for s in map(procfs.read_stat, procfs.all_pids())
-        if s is not None and s.ppid == pid and s.state == "Z"
-    ]
 
 
 def pids_by_cmdline(cmdline: str) -> list[int]:

@@ -4,22 +4,16 @@ agents run in the real path of the moment."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from service.client import ExecutorClient
 from service.errors import InvalidParams
 from tests.test_projects import agent_events, agent_settings, create_project, run_agent
-from tests.utils import RunningServer
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+from tests.utils import RunningServer, run
 
 
 def test_a_project_swapped_for_a_symlink_out_of_the_roots_is_refused(

@@ -4,6 +4,7 @@ graduation and reset, the audit, and concurrent runs counting exactly."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +20,7 @@ from service import errors
 from service.client import ExecutorClient
 from service.process import procfs
 from service.prompts import audit, crosscheck, document, runner
-from service.prompts.source import FileSource, ServerSource
+from service.prompts.source import ServerSource
 from service.store.database import DB_NAME
 from tests.utils import RunningServer
 
@@ -208,12 +209,9 @@ def test_graduation_then_reset_then_hand_edit_caught(
     (result,) = audit_dir(server.url, directory)
     assert not result.ok
     assert "table says Success 14, the records give 10" in [p.message for p in result.problems]
-    # The repository alone catches it, and so does the read-only file source.
+    # The repository alone catches it too.
     (alone,) = audit.audit_directory(directory)
     assert [p.message for p in alone.problems] == [p.message for p in result.problems]
-    (offline,) = audit.audit_directory(directory)
-    asyncio.run(crosscheck.crosscheck(offline, FileSource(server.data_dir / DB_NAME)))
-    assert [p.message for p in offline.problems] == [p.message for p in result.problems]
     # A forged graduation row is caught too.
     path.write_text(text + "")
     forged = text.replace(
@@ -383,3 +381,49 @@ def test_a_record_forged_in_the_database_is_caught_by_the_audit(
     assert any("the store says status 'completed', evidence run 1 'failed'" in m for m in messages)
     (alone,) = audit.audit_directory(path.parent)
     assert alone.ok  # the repository alone cannot see the store, by design
+
+
+def test_audit_data_dir_reads_the_store_through_a_private_executor(tmp_path: Path) -> None:
+    """``--data-dir`` reads the store only through the wire: a private executor
+    on that directory, started and stopped by the audit."""
+    data, directory = tmp_path / "data", tmp_path / "prompts"
+    path = write_prompt(directory, unique("dd"))
+    env = {**os.environ, "CC_EXECUTOR_DATA_DIR": str(tmp_path / "unused")}
+    ran = cli("--dir", str(directory), "run", path.stem, "--data-dir", str(data), env=env)
+    out, err = ran.communicate(timeout=120)
+    assert ran.returncode == 0, out + err
+    audited = cli("--dir", str(directory), "audit", "--data-dir", str(data), env=env)
+    out, err = audited.communicate(timeout=120)
+    assert audited.returncode == 0, out + err
+    assert f"ok    {path.stem}: 1:0 active; 1 records, 1 counted successes re-judged" in out
+    assert "started a private executor" in err
+    assert not (tmp_path / "unused").exists()
+
+    # The store's exit code is read too (``status``): a forged one is caught.
+    conn = sqlite3.connect(data / DB_NAME, timeout=30)
+    with conn:
+        (execution_id,) = conn.execute("SELECT execution_id FROM prompt_runs").fetchone()
+        conn.execute("UPDATE executions SET exit_code = 7 WHERE id = ?", (execution_id,))
+    conn.close()
+    audited = cli("--dir", str(directory), "audit", "--data-dir", str(data), env=env)
+    out, err = audited.communicate(timeout=120)
+    assert audited.returncode == 1, out + err
+    assert "the store says exit code 7, the record 0" in out
+
+
+def test_audit_data_dir_refuses_a_directory_a_server_holds_or_none(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    directory = tmp_path / "prompts"
+    write_prompt(directory, unique("held"))
+    audited = cli("--dir", str(directory), "audit", "--data-dir", str(server.data_dir))
+    out, err = audited.communicate(timeout=120)
+    assert audited.returncode == 2, out + err
+    (line,) = err.strip().splitlines()[-1:]
+    assert "is in use by another cc-executor" in line and "pass --url" in line, err
+    missing = tmp_path / "never"
+    audited = cli("--dir", str(directory), "audit", "--data-dir", str(missing))
+    out, err = audited.communicate(timeout=60)
+    assert audited.returncode == 2, out + err
+    assert f"no data directory at {missing}" in err
+    assert not missing.exists()

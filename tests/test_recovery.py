@@ -21,12 +21,7 @@ from service.store.recorder import read_boot_id
 from service.store.recovery import recover
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store.sqlite import SqliteStore as Store
-from tests.utils import MARKER_NAME, RunningServer, marked_pids
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
+from tests.utils import MARKER_NAME, RunningServer, marked_pids, run
 
 TREES = [
     # a leader with two children in its group

@@ -11,7 +11,6 @@ import struct
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
@@ -19,7 +18,9 @@ import websockets
 
 from service.client import ExecutorClient
 from service.errors import LIMIT_REACHED, NOT_ALLOWED, RATE_LIMITED, LimitReached, NotAllowed
-from tests.utils import MARKER_NAME, RunningServer, marked_pids, start_server
+from tests.utils import MARKER_NAME, RunningServer, marked_pids, runner, start_server
+
+run = runner(30)
 
 SECRET_VALUE = "do-not-log-this-value"
 LIMITS = {
@@ -34,10 +35,6 @@ LIMITS = {
     "detach_grace_s": 0.2,
     "allowed_commands": ["echo", "sleep"],
 }
-
-
-def run(coro: Any, timeout: float = 30) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 @pytest.fixture(scope="module")

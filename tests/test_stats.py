@@ -10,6 +10,9 @@ import pytest
 
 from service.client import ExecutorClient
 from service.errors import RpcError
+from tests.utils import runner
+
+run = runner(90)
 
 FIELDS = {
     "connections",
@@ -24,10 +27,6 @@ FIELDS = {
     "store_backlog_bytes",
     "containment",
 }
-
-
-def run(coro: Any, timeout: float = 90) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 async def next_stats(client: ExecutorClient, within_s: float) -> dict[str, Any]:

@@ -18,10 +18,9 @@ from service.client.postgres import PostgresServer
 from service.settings import Settings
 from service.store import MigrationError, Store, StoreClosed, StoreError, make_store
 from service.store.sqlite import SqliteStore
+from tests.utils import runner
 
-
-def run(coro: Any, timeout: float = 20) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
+run = runner(20)
 
 
 def sqlite_store(tmp_path: Path, **fields: Any) -> SqliteStore:

@@ -30,12 +30,7 @@ from service.store.recovery import recover
 from service.store.rows import OUTPUT_CHANNEL, STATE_CHANNEL
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store_url import redact
-from tests.utils import RunningServer
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
+from tests.utils import RunningServer, run
 
 # --- the dialect -------------------------------------------------------------------
 

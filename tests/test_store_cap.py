@@ -4,9 +4,7 @@ just written: real servers, real agent floods (fake-claude), real files."""
 from __future__ import annotations
 
 import asyncio
-import json
 import time
-import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +15,9 @@ from service.client import ExecutorClient
 from service.store.database import DB_NAME
 from tests.pg import on_store
 from tests.test_projects import agent_settings, create_project, run_agent
-from tests.utils import RunningServer
+from tests.utils import RunningServer, health, runner
+
+run = runner(120)
 
 CAP = 1024 * 1024
 FILES_BOUND = 2 * CAP + 8 * 1024 * 1024
@@ -30,15 +30,6 @@ def make_server(
 ) -> Callable[..., RunningServer]:
     """Both tests run on both engines (tests/pg.py)."""
     return on_store(make_server, store_url)
-
-
-def run(coro: Any, timeout: float = 120) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
-
-
-def health(server: RunningServer) -> dict[str, Any]:
-    with urllib.request.urlopen(server.http_url + "/health", timeout=5) as response:
-        return dict(json.load(response))
 
 
 def files_bytes(data_dir: Path) -> int:

@@ -27,15 +27,11 @@ from service.store.database import DB_NAME
 from service.store.salvage import _recover_with_shell
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store.sqlite import SqliteStore as Store
-from tests.utils import RunningServer
+from tests.utils import RunningServer, run
 
 EXECUTIONS = 40
 CHUNKS_PER_EXECUTION = 50
 MESSAGES = 400
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 def open_store(data_dir: Path) -> Store:

@@ -12,7 +12,7 @@ import pytest
 from service.client import ExecutorClient
 from service.errors import InvalidParams, InvalidState, NotFound
 from tests.pg import on_store
-from tests.utils import RunningServer
+from tests.utils import RunningServer, run
 
 
 @pytest.fixture
@@ -26,10 +26,6 @@ def make_server(
 @pytest.fixture
 def server(module_server: RunningServer) -> RunningServer:
     return module_server
-
-
-def run(coro: Any, timeout: float = 60) -> Any:
-    return asyncio.run(asyncio.wait_for(coro, timeout))
 
 
 TICKER = (

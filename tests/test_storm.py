@@ -6,18 +6,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import random
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
 
 from service.client import ExecutionResult, ExecutorClient
-from service.process import procfs
-from tests.utils import MARKER_NAME, RunningServer, marked_pids
+from tests.utils import (
+    MARKER_NAME,
+    RunningServer,
+    get_json,
+    marked_pids,
+    wait_until,
+    zombie_children,
+)
 
 SESSIONS = 60
 SEED = int(os.environ.get("CCX_STORM_SEED", "0")) or random.randrange(1, 10**6)
@@ -31,11 +34,6 @@ TREES = {
     "stubborn": "trap '' TERM; sleep 30 & wait",
 }
 ACTIONS = ("cancel", "pause_cancel", "close", "drop")
-
-
-def get_json(url: str) -> Any:
-    with urllib.request.urlopen(url, timeout=5) as response:
-        return json.load(response)
 
 
 async def session(
@@ -81,15 +79,6 @@ async def session(
         tally["actions"] += 1
         with contextlib.suppress(Exception):
             await asyncio.wait_for(client.close(), 2)
-
-
-def wait_until(predicate: Callable[[], Any], timeout: float) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value or time.monotonic() > deadline:
-            return value
-        time.sleep(0.05)
 
 
 def test_storm_of_sixty_clients_leaves_nothing(
@@ -171,11 +160,3 @@ def test_storm_of_sixty_clients_leaves_nothing(
             assert result.stdout == "after the storm\n"
 
     asyncio.run(asyncio.wait_for(still_serves(), 15))
-
-
-def zombie_children(pid: int) -> list[int]:
-    return [
-        s.pid
-        for s in map(procfs.read_stat, procfs.all_pids())
-        if s is not None and s.ppid == pid and s.state == "Z"
-    ]

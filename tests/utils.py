@@ -1,22 +1,27 @@
 """Helpers for tests that run the real service: a real uvicorn server in a
-child process on a free port, and checks that no process was left behind."""
+child process on a free port, checks that no process was left behind, and
+the small helpers many test modules share (running a coroutine with a bound,
+polling, reading ``/health``)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
-import threading
 import time
+import urllib.request
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from service.client.launch import run_server
+from service.client.launch import ServerProcess, run_server
 from service.process import procfs
+
+T = TypeVar("T")
 
 MARKER_NAME = "CCX_TEST_MARKER"
 
@@ -32,7 +37,7 @@ class RunningServer:
     scheme: str = "ws"
     logs: list[dict[str, Any]] = field(default_factory=list)
     raw: list[str] = field(default_factory=list)
-    _reader: threading.Thread | None = None
+    _server: ServerProcess | None = None
 
     @property
     def pid(self) -> int:
@@ -69,16 +74,9 @@ class RunningServer:
         raise AssertionError(f"no matching log line in {timeout}s; last: {self.raw[-5:]}")
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 15) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = self.proc.wait(5)
-        if self._reader is not None:
-            self._reader.join(5)
-        return code
+        """Signal the server and wait (SIGKILL past ``timeout``); its exit code."""
+        assert self._server is not None
+        return self._server.stop(sig, timeout)
 
 
 def start_server(
@@ -119,7 +117,7 @@ def start_server(
         scheme=scheme,
         logs=logs,
         raw=raw,
-        _reader=started.reader,
+        _server=started,
     )
 
 
@@ -147,3 +145,46 @@ def wait_no_marked(value: str, timeout: float = 5.0) -> list[int]:
         except ProcessLookupError:
             pass
     return left
+
+
+def run(coro: Coroutine[Any, Any, T], timeout: float = 60) -> T:
+    """Run ``coro`` on a fresh event loop; TimeoutError past ``timeout`` seconds."""
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+def runner(timeout: float) -> Callable[[Coroutine[Any, Any, Any]], Any]:
+    """:func:`run` with another default bound, for a module whose tests take longer."""
+
+    def run_bounded(coro: Coroutine[Any, Any, Any], timeout: float = timeout) -> Any:
+        return run(coro, timeout)
+
+    return run_bounded
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.02) -> Any:
+    """Poll ``predicate`` until it is truthy or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value or time.monotonic() > deadline:
+            return value
+        time.sleep(interval)
+
+
+def get_json(url: str) -> Any:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.load(response)
+
+
+def health(server: RunningServer) -> dict[str, Any]:
+    """The server's ``/health`` document."""
+    return dict(get_json(server.http_url + "/health"))
+
+
+def zombie_children(pid: int) -> list[int]:
+    """The children of ``pid`` that exited and were not reaped."""
+    return [
+        s.pid
+        for s in map(procfs.read_stat, procfs.all_pids())
+        if s is not None and s.ppid == pid and s.state == "Z"
+    ]

@@ -31,7 +31,12 @@ TAIL_LINES = 30
 
 class ServerStartError(RuntimeError):
     """The server exited or did not log ``listening`` in time; the message
-    holds its last log lines."""
+    holds its last log lines, :attr:`errors` the messages of those at level
+    ERROR or above (why it exited, usually the last one)."""
+
+    def __init__(self, message: str, tail: Sequence[str | bytes]) -> None:
+        super().__init__(message)
+        self.errors = [text for text in map(error_message, tail) if text is not None]
 
 
 @dataclass
@@ -61,15 +66,25 @@ class ServerProcess:
         return code
 
 
-def listening_port(line: str | bytes) -> int | None:
-    """The port of a ``listening`` log line; None for any other line."""
+def log_entry(line: str | bytes) -> dict[str, Any]:
+    """One JSON log line as a dict; empty for a line that is not one."""
     try:
         entry: Any = json.loads(line)
     except ValueError:
-        return None
-    if isinstance(entry, dict) and entry.get("message") == "listening":
-        return int(entry["port"])
-    return None
+        return {}
+    return entry if isinstance(entry, dict) else {}
+
+
+def listening_port(line: str | bytes) -> int | None:
+    """The port of a ``listening`` log line; None for any other line."""
+    entry = log_entry(line)
+    return int(entry["port"]) if entry.get("message") == "listening" else None
+
+
+def error_message(line: str | bytes) -> str | None:
+    """The message of an ERROR or CRITICAL log line; None for any other line."""
+    entry = log_entry(line)
+    return str(entry.get("message")) if entry.get("level") in ("ERROR", "CRITICAL") else None
 
 
 def run_server(
@@ -121,7 +136,7 @@ def run_server(
     server = ServerProcess(proc, 0, None, reader)
     if not listening.wait(timeout_s) or not ports:
         server.stop(signal.SIGKILL)
-        raise ServerStartError("the server did not start:\n" + "\n".join(tail))
+        raise ServerStartError("the server did not start:\n" + "\n".join(tail), tail)
     server.port = ports[0]
     return server
 
@@ -162,4 +177,6 @@ def _run_logged(
         time.sleep(0.05)
     server.stop()
     text = "\n".join(line.decode(errors="replace") for line in lines[-TAIL_LINES:])
-    raise ServerStartError(f"the server did not start (log {log_path}):\n{text}")
+    raise ServerStartError(
+        f"the server did not start (log {log_path}):\n{text}", lines[-TAIL_LINES:]
+    )

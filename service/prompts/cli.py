@@ -9,7 +9,7 @@ Where the commands find them:
   answers, else through a private executor started on a free loopback port
   with the data directory (``--data-dir`` always starts a private one).
 - ``audit`` and ``report`` read the repository alone (``prompts/evidence/``);
-  ``audit --url`` (or ``--data-dir``, the store file opened read-only) also
+  ``audit --url`` (or ``--data-dir``, through a private executor on it) also
   checks that store against the evidence, and ``audit --rerun K`` re-executes
   runs through a private executor.
 - ``list``, ``new`` and ``restart`` read and write prompt files (and the

@@ -2,10 +2,11 @@
 
 - :func:`executor_client`: ``--url``; else the server the settings name, when
   one answers; else a private executor on a free loopback port with the data
-  directory (never beside a server that refused us, nor on a store with live
-  executions).
-- :func:`record_source`: the store to cross-check the evidence against:
-  ``--url``, else the store file in the data directory, opened read-only.
+  directory (never beside a server that refused us; and never on a data
+  directory another server holds: the store's lock makes the private one exit,
+  and its error is reported).
+- :func:`record_source`: the store to cross-check the evidence against, read
+  through the wire: ``--url``, else a private executor on the data directory.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import websockets
 from service.client import ConnectionLost, ExecutorClient
 from service.client.commands import CommandError
 from service.prompts.executor import ExecutorStartError, LocalExecutor
-from service.prompts.source import FileSource, RecordSource, ServerSource
+from service.prompts.source import RecordSource, ServerSource
 
 
 def settings(args: argparse.Namespace) -> Any:
@@ -53,28 +54,6 @@ def token(args: argparse.Namespace) -> str | None:
     except OSError as exc:
         raise CommandError(f"cannot read the token file: {exc}") from None
     return token
-
-
-def live_executions(data_dir: Path) -> int:
-    """Executions the store in ``data_dir`` marks live (read-only; 0 when none or no store)."""
-    import sqlite3
-
-    from service.store.database import DB_NAME
-
-    path = data_dir / DB_NAME
-    if not path.exists():
-        return 0
-    try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10.0)
-        try:
-            row = conn.execute(
-                "SELECT count(*) FROM executions WHERE state IN ('starting', 'running', 'paused')"
-            ).fetchone()
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return 0  # no executions table yet, or a damaged file the server will move aside
-    return int(row[0])
 
 
 @contextlib.asynccontextmanager
@@ -108,18 +87,18 @@ async def executor_client(
             await client.close()
         return
     directory = data_dir(args)
-    live = await asyncio.to_thread(live_executions, directory)
-    if live:
-        raise CommandError(
-            f"the store in {directory} has {live} live executions: a server is using it. "
-            "Pass its --url, or another --data-dir (a second server would treat them as "
-            "leftovers of a crash and end them)"
-        )
     local = LocalExecutor(directory, env=env)
     try:
         url = await asyncio.to_thread(local.start)
     except ExecutorStartError as exc:
-        raise CommandError(str(exc)) from None
+        if exc.reason is None:
+            raise CommandError(str(exc)) from None
+        # One line, the server's own: "the data directory ... is in use by another
+        # cc-executor (pid N)" is the usual one, and that server's --url is the answer.
+        raise CommandError(
+            f"the private executor on {directory} did not start: {exc.reason} "
+            f"(its log: {local.log_path}; pass --url to use a running server)"
+        ) from None
     print(f"started a private executor at {url} (data dir {local.data_dir})", file=sys.stderr)
     try:
         async with ExecutorClient(url, token(args), max_frame_bytes=None) as client:
@@ -130,10 +109,11 @@ async def executor_client(
 
 @contextlib.asynccontextmanager
 async def record_source(args: argparse.Namespace) -> AsyncIterator[RecordSource]:
-    if args.url:
-        async with executor_client(args) as client:
-            yield ServerSource(client)
-        return
-    from service.store.database import DB_NAME
-
-    yield FileSource(data_dir(args) / DB_NAME)
+    """``--url``, else a private executor on ``--data-dir`` (which must exist:
+    an audit creates no store where no run was ever recorded)."""
+    if not args.url:
+        directory = data_dir(args)
+        if not directory.is_dir():
+            raise CommandError(f"no data directory at {directory} (no run was ever recorded there)")
+    async with executor_client(args) as client:
+        yield ServerSource(client)

@@ -8,8 +8,8 @@ store, for every audited prompt:
   same (version, marker, argv, state, exit code, verdict, transcript SHA-256);
 - every counted success whose execution the store still holds is re-judged
   from what the store holds, independently of both records: its final state
-  (and exit code where the source exposes it), its transcript (marker,
-  patterns, the same SHA-256 as when it was judged).
+  and exit code (``status``), its transcript (marker, patterns, the same
+  SHA-256 as when it was judged).
 
 Evidence of runs the store never saw (another machine's) is fine: the
 repository is where runs from every machine meet.

@@ -4,23 +4,27 @@
 loopback port (``--port 0``), with the given data directory, and learns the
 port from its JSON "listening" log line. The child's log goes to a file in
 the data directory (no pipe to fill). :meth:`LocalExecutor.stop` sends
-SIGTERM and waits: the server cancels what still runs and closes its store.
+SIGTERM and waits (:meth:`~service.client.launch.ServerProcess.stop`): the
+server cancels what still runs and closes its store.
 """
 
 from __future__ import annotations
 
 import os
-import signal
-import subprocess
 from pathlib import Path
 
-from service.client.launch import ServerStartError, run_server
+from service.client.launch import ServerProcess, ServerStartError, run_server
 
 LOG_NAME = "prompts-executor.log"
 
 
 class ExecutorStartError(Exception):
-    """The private executor did not start; the message holds its last log lines."""
+    """The private executor did not start; the message holds its last log
+    lines, :attr:`reason` the last error it logged (None when it logged none)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 class LocalExecutor:
@@ -34,14 +38,13 @@ class LocalExecutor:
         #: Extra environment (``CC_EXECUTOR_*`` settings) for the server.
         self.extra_env = dict(env or {})
         self.start_timeout_s = start_timeout_s
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port: int | None = None
+        self.server: ServerProcess | None = None
         self.log_path = data_dir / LOG_NAME
 
     @property
     def url(self) -> str:
-        assert self.port is not None, "not started"
-        return f"ws://127.0.0.1:{self.port}/ws/mcp"
+        assert self.server is not None, "not started"
+        return f"ws://127.0.0.1:{self.server.port}/ws/mcp"
 
     def start(self) -> str:
         """Start the server; its WebSocket URL."""
@@ -51,26 +54,18 @@ class LocalExecutor:
         env["CC_EXECUTOR_HOST"] = "127.0.0.1"
         env.update(self.extra_env)
         try:
-            started = run_server(
+            self.server = run_server(
                 env,
                 args=["--host", "127.0.0.1", "--data-dir", str(self.data_dir)],
                 log_path=self.log_path,
                 timeout_s=self.start_timeout_s,
             )
         except ServerStartError as exc:
-            raise ExecutorStartError(str(exc)) from None
-        self.proc, self.port = started.proc, started.port
+            reason = exc.errors[-1] if exc.errors else None
+            raise ExecutorStartError(str(exc), reason) from None
         return self.url
 
-    def stop(self, timeout_s: float = 15.0) -> int | None:
-        """SIGTERM, wait, SIGKILL as a last resort; the exit code. Safe twice."""
-        proc = self.proc
-        if proc is None:
-            return None
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            return proc.wait(5)
+    def stop(self) -> int | None:
+        """SIGTERM, wait, SIGKILL as a last resort; the exit code (None when
+        never started). Safe twice."""
+        return self.server.stop() if self.server is not None else None

@@ -21,11 +21,15 @@ past it raises :class:`PatternTimeout`: it is refused, never judged either way.
 from __future__ import annotations
 
 import hashlib
+import importlib
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING
 
-import regex
+if TYPE_CHECKING:
+    import regex
 
 #: Seconds all the patterns of one judgement may take together.
 PATTERN_BUDGET_S = 2.0
@@ -46,11 +50,20 @@ class PatternTimeout(Exception):
         self.pattern = pattern
 
 
+def _regex() -> ModuleType:
+    """The ``regex`` package, imported on the first judgement: the server
+    imports this module at start, and most servers never judge a prompt run,
+    so they never pay its ~1.5 MB of resident memory (docs/performance.md)."""
+    return importlib.import_module("regex")
+
+
 def compile_pattern(pattern: str) -> regex.Pattern[str]:
     """Compile one expected pattern (multiline, like the judgement uses it)."""
+    module = _regex()
     try:
-        return regex.compile(pattern, regex.MULTILINE)
-    except (regex.error, ValueError, OverflowError, RecursionError) as exc:
+        compiled: regex.Pattern[str] = module.compile(pattern, module.MULTILINE)
+        return compiled
+    except (module.error, ValueError, OverflowError, RecursionError) as exc:
         raise PatternError(f"pattern {pattern!r} is invalid: {exc}") from None
 
 

@@ -83,7 +83,6 @@ class Connection:
         client = websocket.client
         self.peer = f"{client.host}:{client.port}" if client else "unknown"
         self.peer_host = client.host if client else "unknown"
-        self.opened_at = time.time()
         self.close_code = CLOSE_GOING_AWAY
         self.close_reason = ""
         #: When the client last sent a frame, or was last seen busy (monotonic).

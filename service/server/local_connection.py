@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import logging
-import time
 import uuid
 from typing import TYPE_CHECKING, Any
 
@@ -40,7 +39,6 @@ class LocalConnection:
         self.services = root.services
         self.peer = peer
         self.peer_host = peer.rsplit(":", 1)[0]
-        self.opened_at = time.time()
         self.outbox: Outbox[Frame] = Outbox(root.settings.max_pending_bytes)
         self.log = ContextAdapter(logger, {"connection_id": self.id, "peer": peer})
         self._ids = itertools.count(1)

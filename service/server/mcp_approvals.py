@@ -57,16 +57,11 @@ def bearer(ctx: Context) -> str | None:
     return credentials.strip() if scheme.lower() == "bearer" else None
 
 
-def approvals_of(services: Services) -> Approvals | None:
-    return services.projects.approvals if services.projects is not None else None
-
-
 def refuse_run_credential(services: Services, ctx: Context, tool: str) -> None:
     """Raise ToolError when the call presents a per-run credential (live or
     revoked): it is valid for ``approve`` only."""
-    approvals = approvals_of(services)
     token = bearer(ctx)
-    if approvals is not None and token is not None and approvals.grants.is_run_token(token):
+    if token is not None and services.projects.approvals.grants.is_run_token(token):
         logger.warning("per-run credential refused for tool %s", tool, extra={"tool": tool})
         raise ToolError(f"this credential is valid only for the approve tool, not for {tool}")
 
@@ -78,10 +73,10 @@ class ApproveTool:
         self.services = services
 
     def _grant(self, ctx: Context) -> tuple[Approvals, Grant]:
-        approvals = approvals_of(self.services)
+        approvals = self.services.projects.approvals
         token = bearer(ctx)
-        grant = approvals.grants.find(token) if approvals is not None and token else None
-        if approvals is None or grant is None:
+        grant = approvals.grants.find(token) if token else None
+        if grant is None:
             logger.warning("approve refused: no live per-run credential")
             raise ToolError(
                 "approve needs the per-run credential of a running agent "

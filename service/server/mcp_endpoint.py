@@ -75,6 +75,40 @@ INSTRUCTIONS = (
     "executions; `agent` runs a Claude Code agent in a registered project."
 )
 
+#: Every tool: its description and the hints MCP clients show (the handlers
+#: are :class:`McpEndpoint`'s methods of the same name, and the approve tool).
+TOOLS: dict[str, tuple[str, ToolAnnotations]] = {
+    "execute": (
+        "Run a command on the cc-executor host and wait for it to finish. "
+        "Output streams as progress notifications; the result holds the status, exit code "
+        "and the last part of stdout and stderr. Give argv (a list, run as is) or command "
+        "(split like a shell would, but never run through a shell).",
+        ToolAnnotations(destructive_hint=True, open_world_hint=True),
+    ),
+    "control": (
+        "PAUSE (SIGSTOP the process group), RESUME (SIGCONT) or CANCEL (SIGTERM, "
+        "then SIGKILL after the grace period) a running execution.",
+        ToolAnnotations(destructive_hint=True),
+    ),
+    "status": (
+        "One execution's state (with execution_id), or the 50 newest "
+        "executions of this server, running and finished.",
+        ToolAnnotations(read_only_hint=True),
+    ),
+    "transcript": (
+        "A page of an execution's stored output (stdout and stderr chunks in "
+        "order), after since_seq. Works for finished executions too.",
+        ToolAnnotations(read_only_hint=True),
+    ),
+    "agent": (
+        "Run the Claude Code agent of a registered project (id or name) with a "
+        "prompt, resuming the project's session; streams the agent's text as progress and "
+        "returns its final result.",
+        ToolAnnotations(destructive_hint=True, open_world_hint=True),
+    ),
+    "approve": (APPROVE_DESCRIPTION, ToolAnnotations(read_only_hint=True)),
+}
+
 
 class McpEndpoint:
     """The MCP server of one cc-executor process: its routes and its lifespan.
@@ -135,56 +169,25 @@ class McpEndpoint:
     # --- tools -------------------------------------------------------------------
 
     def _register_tools(self) -> None:
-        server = self.server
-        server.add_tool(
-            self.execute,
-            name="execute",
-            description="Run a command on the cc-executor host and wait for it to finish. "
-            "Output streams as progress notifications; the result holds the status, exit code "
-            "and the last part of stdout and stderr. Give argv (a list, run as is) or command "
-            "(split like a shell would, but never run through a shell).",
-            annotations=ToolAnnotations(destructive_hint=True, open_world_hint=True),
-        )
-        server.add_tool(
-            self.control,
-            name="control",
-            description="PAUSE (SIGSTOP the process group), RESUME (SIGCONT) or CANCEL (SIGTERM, "
-            "then SIGKILL after the grace period) a running execution.",
-            annotations=ToolAnnotations(destructive_hint=True),
-        )
-        server.add_tool(
-            self.status,
-            name="status",
-            description="One execution's state (with execution_id), or the 50 newest "
-            "executions of this server, running and finished.",
-            annotations=ToolAnnotations(read_only_hint=True),
-        )
-        server.add_tool(
-            self.transcript,
-            name="transcript",
-            description="A page of an execution's stored output (stdout and stderr chunks in "
-            "order), after since_seq. Works for finished executions too.",
-            annotations=ToolAnnotations(read_only_hint=True),
-        )
-        server.add_tool(
-            self.agent,
-            name="agent",
-            description="Run the Claude Code agent of a registered project (id or name) with a "
-            "prompt, resuming the project's session; streams the agent's text as progress and "
-            "returns its final result.",
-            annotations=ToolAnnotations(destructive_hint=True, open_world_hint=True),
-        )
-        server.add_tool(
-            ApproveTool(self.services).__call__,
-            name="approve",
-            description=APPROVE_DESCRIPTION,
-            annotations=ToolAnnotations(read_only_hint=True),
-        )
+        handlers: dict[str, Callable[..., Any]] = {
+            "execute": self.execute,
+            "control": self.control,
+            "status": self.status,
+            "transcript": self.transcript,
+            "agent": self.agent,
+            "approve": ApproveTool(self.services).__call__,
+        }
+        for name, (description, hints) in TOOLS.items():
+            self.server.add_tool(
+                handlers[name], name=name, description=description, annotations=hints
+            )
 
     def _connection(self, ctx: Context, tool: str) -> LocalConnection:
         refuse_run_credential(self.services, ctx, tool)
         peer = "mcp"
-        with contextlib.suppress(Exception):
+        # The SDK raises ValueError outside a request; over HTTP ``request`` is
+        # the Starlette request, whose ``client`` is None on some transports.
+        with contextlib.suppress(ValueError):
             request = ctx.request_context.request
             client = getattr(request, "client", None)
             if client is not None:
