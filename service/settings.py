@@ -212,7 +212,7 @@ class Settings(ClusterSettings):
         None, description="Unset: SQLite in data_dir; postgresql://USER@HOST:PORT/DB: PostgreSQL."
     )
     store_timeout_s: float = Field(
-        5.0, gt=0, le=300, description="PostgreSQL: how long a request waits for the database."
+        5.0, gt=0, le=300, description="How long a request (execute: its row) waits for the store."
     )
     max_transcript_bytes: int = Field(
         64 * 1024 * 1024, ge=0, description="Transcript bytes stored per execution."

@@ -6,24 +6,34 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import os
 import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from service.client import ExecutorClient, RemoteExecution
-from service.process import procfs
+from service.errors import RpcError
+from service.process import cgroup, procfs
+from service.process.child import Launcher
 from service.process.containment import resolve_root, subtree_name
+from service.process.spawn import EXECUTION_MARKER
+from service.settings import Settings
 from service.store.database import DB_NAME
+from service.store.recorder import read_boot_id
+from service.store.recovery import recover
+from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
+from service.store.sqlite import SqliteStore as Store
 from tests.utils import MARKER_NAME, RunningServer, marked_pids
 
 CGROUP_ROOT = resolve_root("auto")
@@ -174,23 +184,21 @@ def test_double_forked_daemon_dies_with_its_execution(
     assert wait_until(lambda: not children_of(server.pid, "Z"), 3)
 
 
-def recorded(data_dir: Path, execution_id: str) -> bool:
-    """Whether the store on disk holds the execution with its pid."""
-    try:
-        with contextlib.closing(
-            sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True, timeout=1)
-        ) as conn:
-            row = conn.execute(
-                "SELECT pid FROM executions WHERE id = ?", (execution_id,)
-            ).fetchone()
-    except sqlite3.Error:
-        return False
-    return row is not None and row[0] is not None
+def stored_state(data_dir: Path, execution_id: str) -> str | None:
+    """The execution's state in the store on disk (None: no row)."""
+    with contextlib.closing(
+        sqlite3.connect(f"file:{data_dir / DB_NAME}?mode=ro", uri=True, timeout=5)
+    ) as conn:
+        row = conn.execute("SELECT state FROM executions WHERE id = ?", (execution_id,)).fetchone()
+    return None if row is None else str(row[0])
 
 
 def test_server_sigkill_then_restart_kills_leftovers(
     make_server: Any, backend: str, marker: dict[str, str], tmp_path: Path
 ) -> None:
+    """SIGKILL right after the `execute` reply, without waiting for the store:
+    the row was committed before the spawn, so the restart knows the
+    execution, ends what the parent-death signal did not, and marks it lost."""
     data_dir = tmp_path / "kept"
     server = make_server({"cgroup_root": backend}, data_dir=data_dir)
     value = marker[MARKER_NAME]
@@ -200,13 +208,12 @@ def test_server_sigkill_then_restart_kills_leftovers(
             execution = await client.execute(
                 argv=["sh", "-c", "(setsid sleep 65 &); trap '' TERM; sleep 66"], env=marker
             )
+            # The tree exists (else there would be nothing to leave behind); the
+            # store is not asked.
             assert wait_until(lambda: len(marked_pids(value)) >= 2, 5)
             return execution.id
 
     execution_id = run(start())
-    # The store learns of an execution a moment after its spawn (docs/protocol.md,
-    # "What a crash can cost"); restart recovery works from what the store holds.
-    assert wait_until(lambda: recorded(data_dir, execution_id), 10), "never recorded"
     server.stop(signal.SIGKILL)
     # Whatever the parent-death signal did not reach (the escaped daemon) lives on.
     survivors = wait_until(lambda: marked_pids(value), 2)
@@ -215,6 +222,67 @@ def test_server_sigkill_then_restart_kills_leftovers(
     again = make_server({"cgroup_root": backend}, data_dir=data_dir)
     assert wait_until(lambda: not marked_pids(value), 10), (survivors, marked_pids(value))
     assert wait_until(lambda: not leaves(again), 5), leaves(again)
+
+    async def state() -> dict[str, Any]:
+        async with ExecutorClient(again.url) as client:
+            result: dict[str, Any] = await client.call("status", {"execution_id": execution_id})
+            return result
+
+    found = run(state())
+    assert found["state"] == "lost", found
+
+
+def test_execute_waits_for_the_store_and_refuses_without_it(
+    make_server: Any, marker: dict[str, str]
+) -> None:
+    """Nothing is spawned before the store committed the execution's row: while
+    another connection holds the database's write lock, `execute` waits (no
+    process runs); past `store_timeout_s` it is refused with -32007 and
+    nothing ever runs."""
+    # Wide: the first phase must stay well inside it on a loaded machine.
+    server = make_server({"store_timeout_s": 4})
+    value = marker[MARKER_NAME]
+    lock = sqlite3.connect(server.data_dir / DB_NAME, timeout=5, isolation_level=None)
+
+    async def main() -> None:
+        async with ExecutorClient(server.url) as client:
+            await client.run(argv=["true"])  # the store is open and idle
+            lock.execute("BEGIN IMMEDIATE")
+            pending = asyncio.ensure_future(client.execute(argv=["sleep", "30"], env=marker))
+            await asyncio.sleep(0.5)
+            assert not pending.done() and marked_pids(value) == [], "spawned unrecorded"
+            lock.execute("ROLLBACK")
+            execution = await asyncio.wait_for(pending, 10)
+            assert marked_pids(value), "runs once recorded"
+            assert stored_state(server.data_dir, execution.id) in ("starting", "running")
+            await execution.cancel()
+            await execution.wait(15)
+
+            lock.execute("BEGIN IMMEDIATE")
+            try:
+                with pytest.raises(RpcError) as refused:
+                    await client.execute(argv=["sleep", "31"], env=marker)
+                assert refused.value.code == -32007, refused.value
+                assert "not started" in refused.value.message
+                assert marked_pids(value) == []
+            finally:
+                lock.execute("ROLLBACK")
+            # The server goes on, and the refused execution's row (committed late,
+            # if at all) is not left `starting`.
+            assert (await client.run(argv=["true"])).status == "completed"
+            with contextlib.closing(
+                sqlite3.connect(f"file:{server.data_dir / DB_NAME}?mode=ro", uri=True)
+            ) as conn:
+                starting = conn.execute(
+                    "SELECT id, reason FROM executions WHERE state = 'starting'"
+                ).fetchall()
+            assert starting == [], starting
+
+    try:
+        run(main())
+    finally:
+        lock.close()
+    assert marked_pids(value) == []
 
 
 def test_execute_cancel_cycles_leave_nothing(
@@ -298,3 +366,168 @@ def test_child_nice_lowers_the_child_and_its_autogroup(
                 assert lines[1].endswith(f"nice {nice}"), result.stdout
 
     run(main())
+
+
+def test_recovery_of_starting_rows(tmp_path: Path, marker: dict[str, str]) -> None:
+    """A row left ``starting`` (recorded before the spawn; the server died before
+    it knew the pid): the processes carrying its id are ended; one whose
+    process never started is simply marked lost. In process, real processes."""
+    started = subprocess.Popen(
+        ["sleep", "300"],
+        env={**os.environ, **marker, EXECUTION_MARKER: "spawned"},
+        start_new_session=True,
+    )
+    try:
+
+        async def main() -> tuple[list[Any], list[Any]]:
+            store = Store(Settings(data_dir=tmp_path, kill_grace_s=1))
+            store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
+            await store.open()
+            await store.write(
+                lambda conn: conn.executemany(
+                    "INSERT INTO executions (id, server_id, argv, state, created_at, updated_at) "
+                    "VALUES (?, 'old', '[\"sleep\"]', 'starting', 1.0, 1.0)",
+                    [("spawned",), ("never",)],
+                )
+            )
+            found = await recover(store, "new", read_boot_id())
+            rows = await store.read(
+                lambda conn: conn.execute(
+                    "SELECT id, state, reason FROM executions ORDER BY id"
+                ).fetchall()
+            )
+            await store.close()
+            return found, rows
+
+        found, rows = run(main())
+        assert started.wait(5) is not None, "the unrecorded leader was not ended"
+        assert {item.execution_id: sorted(item.pids) for item in found} == {
+            "never": [],
+            "spawned": [started.pid],
+        }
+        (never, never_state, never_reason), (spawned, spawned_state, spawned_reason) = rows
+        assert (never, never_state, spawned, spawned_state) == ("never", "lost", "spawned", "lost")
+        assert "no process of it was left" in never_reason
+        assert "1 leftover process(es) killed" in spawned_reason
+    finally:
+        started.kill()
+        started.wait()
+
+
+@pytest.mark.skipif(CGROUP_ROOT is None, reason="no writable cgroup2 hierarchy on this machine")
+@pytest.mark.parametrize("rounds", [0, cgroup.STOP_ROUNDS], ids=["frozen", "unfrozen"])
+def test_pause_of_a_forking_tree_stops_every_member(
+    tmp_path: Path, marker: dict[str, str], monkeypatch: pytest.MonkeyPatch, rounds: int
+) -> None:
+    """PAUSE of a shell forking as fast as it can, in process on a real leaf:
+    every member is stopped when it returns, and no member appears while
+    paused; ``rounds`` 0 forces the frozen way (what a fork storm falls back to)."""
+    monkeypatch.setattr(cgroup, "STOP_ROUNDS", rounds)
+    forks = "i=0; while [ $i -lt 400 ]; do sleep 30 & i=$((i+1)); done; wait"
+
+    async def main() -> None:
+        settings = Settings(data_dir=tmp_path, cgroup_root="auto")
+        assert CGROUP_ROOT is not None
+        containment = cgroup.CgroupContainment(Path(CGROUP_ROOT) / subtree_name(tmp_path), settings)
+        await containment.start()
+        launcher = Launcher()
+        tree = containment.open("forks")
+        child = await launcher.spawn(
+            executable="/bin/sh",
+            argv=["sh", "-c", forks],
+            cwd=None,
+            env={**marker, "PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+            keep_stdin=False,
+            procs_file=tree.procs_file,
+            limit=65536,
+        )
+        try:
+            tree.attach(child.pid)
+            assert wait_until(lambda: len(tree.members()) > 20, 10)
+            await tree.stop(10)
+            members = tree.members()
+            live = procfs.live_stats(members)
+            assert live and all(procfs.is_stopped(s) for s in live), [
+                (s.pid, s.state) for s in live if not procfs.is_stopped(s)
+            ]
+            await asyncio.sleep(0.3)
+            assert set(tree.members()) == set(members), "a member appeared while paused"
+        finally:
+            tree.kill()
+            await tree.wait_empty(10)
+            await child.wait()
+            child.close()
+            tree.release()
+            await containment.close()
+            launcher.close()
+
+    run(main())
+
+
+@pytest.mark.skipif(CGROUP_ROOT is None, reason="no writable cgroup2 hierarchy on this machine")
+@pytest.mark.parametrize("into_leaf", ["clone", "move"])
+def test_spawn_into_a_leaf_both_ways(
+    tmp_path: Path, marker: dict[str, str], into_leaf: Literal["clone", "move"]
+) -> None:
+    """The two ways into a leaf (born by clone3, or moved), in process: the
+    program runs in the leaf as the server's own child, its exit status and
+    a signal come back, and a file that cannot be exec'd is an OSError with
+    its errno and leaves no process behind."""
+    assert CGROUP_ROOT is not None
+    leaf_root = Path(tempfile.mkdtemp(prefix="ccx-test-", dir=CGROUP_ROOT))
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\x00\x01 not a program\n")
+    garbage.chmod(0o755)
+    env = {**marker, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    async def main() -> None:
+        launcher = Launcher(into_leaf=into_leaf)
+        try:
+            for name, argv, expected in (
+                ("exits", ["sh", "-c", "grep -q /exits$ /proc/self/cgroup && exit 3"], 3),
+                ("killed", ["sh", "-c", "kill -9 $$"], -9),
+            ):
+                leaf = leaf_root / name
+                leaf.mkdir()
+                child = await launcher.spawn(
+                    executable="/bin/sh",
+                    argv=argv,
+                    cwd=None,
+                    env=env,
+                    keep_stdin=False,
+                    procs_file=str(leaf / "cgroup.procs"),
+                    limit=65536,
+                )
+                stat = procfs.read_stat(child.pid)
+                assert stat is not None and stat.ppid == os.getpid() and stat.pgid == child.pid
+                assert await asyncio.wait_for(child.wait(), 10) == expected, name
+                child.close()
+                leaf.rmdir()
+            leaf = leaf_root / "garbage"
+            leaf.mkdir()
+            with pytest.raises(OSError) as failed:
+                await launcher.spawn(
+                    executable=str(garbage),
+                    argv=["garbage"],
+                    cwd=None,
+                    env=env,
+                    keep_stdin=False,
+                    procs_file=str(leaf / "cgroup.procs"),
+                    limit=65536,
+                )
+            assert failed.value.errno == errno.ENOEXEC, failed.value
+            assert (leaf / "cgroup.procs").read_text() == ""
+            leaf.rmdir()
+        finally:
+            launcher.close()
+
+    try:
+        run(main())
+        assert wait_until(lambda: not children_of(os.getpid(), "Z"), 5), children_of(
+            os.getpid(), "Z"
+        )
+    finally:
+        for leaf in leaf_root.iterdir():
+            if leaf.is_dir():
+                leaf.rmdir()
+        leaf_root.rmdir()

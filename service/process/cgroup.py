@@ -13,10 +13,12 @@ execution is born inside, and the kernel keeps every descendant there:
 * "Alive" is ``populated 1`` in ``cgroup.events``. The kernel reports each
   change of that file as an inotify modify event; one inotify descriptor for
   the whole server wakes exactly the tree whose file changed.
-* PAUSE freezes the leaf (nothing can fork or exit mid-way), sends SIGSTOP to
-  every member, thaws, and waits until every member is in state ``T``, so
-  PAUSE keeps the signal semantics the protocol promises (a stopped process
-  is continued by SIGCONT, which RESUME sends).
+* PAUSE sends SIGSTOP to every member until a read of the leaf shows no new
+  one (a process with SIGSTOP pending cannot fork); only when a fork storm
+  keeps adding members does it freeze the leaf first (nothing can fork or
+  exit then), signal, and thaw. It answers once every member is in state
+  ``T``, so PAUSE keeps the signal semantics the protocol promises (a stopped
+  process is continued by SIGCONT, which RESUME sends).
 * The last rung of the kill ladder is ``cgroup.kill``: one write kills the
   whole tree, whatever it forks meanwhile.
 """
@@ -30,7 +32,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from asyncinotify import Inotify, Mask, Watch
@@ -44,6 +46,8 @@ logger = logging.getLogger(__name__)
 
 #: How long one leaf left by an earlier server gets to die before the server goes on.
 LEFTOVER_KILL_WAIT_S = 5.0
+#: Reads of a leaf during a PAUSE without freezing before it is frozen instead.
+STOP_ROUNDS = 4
 
 
 def _read_events(path: str) -> dict[str, int]:
@@ -92,32 +96,29 @@ class CgroupTree:
         return _read_events(self.path).get("populated", 0) == 1
 
     def signal(self, signum: int) -> bool:
-        """Signal each member, each one pinned by a pidfd and checked to still be
-        in the leaf first, so a pid reused between the read and the signal is
-        never hit."""
+        """Signal each member (see :meth:`_signal_pids`); False when none is left."""
         pids = self.members()
-        for pid in pids:
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                continue
-            try:
-                if self._holds(pid):
-                    signal.pidfd_send_signal(pidfd, signum)
-            except (ProcessLookupError, PermissionError):
-                pass
-            finally:
-                os.close(pidfd)
+        self._signal_pids(pids, signum)
         return bool(pids)
 
-    def _holds(self, pid: int) -> bool:
+    def _signal_pids(self, pids: Iterable[int], signum: int) -> None:
+        """Signal those of ``pids`` that are members, each pinned by a pidfd
+        opened *before* the leaf is read again: a pid still listed then is the
+        pinned process, so a pid reused by a process outside the leaf is never
+        hit (one read of the leaf instead of one ``/proc/PID/cgroup`` each)."""
+        pinned: dict[int, int] = {}
         try:
-            with open(f"/proc/{pid}/cgroup", encoding="utf-8", errors="replace") as handle:
-                entries = handle.read().splitlines()
-        except OSError:
-            return False
-        suffix = "/" + os.path.basename(self.path)
-        return any(entry.startswith("0::") and entry.endswith(suffix) for entry in entries)
+            for pid in pids:
+                with contextlib.suppress(OSError):
+                    pinned[pid] = os.pidfd_open(pid)
+            if not pinned:
+                return
+            for pid in set(self.members()) & pinned.keys():
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    signal.pidfd_send_signal(pinned[pid], signum)
+        finally:
+            for pidfd in pinned.values():
+                os.close(pidfd)
 
     async def _wait_until(
         self, done: Callable[[dict[str, int]], bool], timeout_s: float | None
@@ -144,33 +145,63 @@ class CgroupTree:
     async def stop(self, timeout_s: float) -> None:
         wait = procfs.StopWait(timeout_s, "the members")
         try:
-            _write(self.path, "cgroup.freeze", "1")
-            try:
-                frozen = await self._wait_until(
-                    lambda e: e.get("frozen", 0) == 1 or e.get("populated", 0) == 0, timeout_s
-                )
-                if not frozen:
-                    raise TimeoutError("the cgroup did not freeze in time")
-                pids = self.members()
-                if not pids:
-                    raise TreeGone
-                # Frozen members can neither exit nor fork: these pids are exact.
-                for pid in pids:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGSTOP)
-            finally:
-                with contextlib.suppress(FileNotFoundError):
-                    _write(self.path, "cgroup.freeze", "0")
+            if not self._stop_unfrozen():
+                await self._stop_frozen(timeout_s)
             while True:
                 live = procfs.live_stats(self.members())
                 if not live:
                     raise TreeGone
-                if all(procfs.is_stopped(s) for s in live):
+                running = [s.pid for s in live if not procfs.is_stopped(s)]
+                if not running:
                     return
+                # Continued by a member that was not yet stopped itself: again.
+                self._signal_pids(running, signal.SIGSTOP)
                 await wait.next()
         except BaseException:
             self.signal(signal.SIGCONT)
             raise
+
+    def _stop_unfrozen(self) -> bool:
+        """SIGSTOP every member, reading the leaf again until it holds none that
+        was not signalled; False when it still grows after
+        :data:`STOP_ROUNDS` reads (a fork storm: freeze then).
+
+        A process with SIGSTOP pending cannot fork (the kernel undoes the fork
+        and restarts it after the stop), so each read finds only children forked
+        before their parent got the signal, and the reads converge. Freezing
+        first would make every member run twice (to freeze, then to stop) before
+        the PAUSE is answered; on a busy machine each time is a wait for a CPU.
+        """
+        signalled: set[int] = set()
+        for _ in range(STOP_ROUNDS):
+            new = set(self.members()) - signalled
+            if not new:
+                if not signalled:
+                    raise TreeGone
+                return True
+            self._signal_pids(new, signal.SIGSTOP)
+            signalled |= new
+        return False
+
+    async def _stop_frozen(self, timeout_s: float) -> None:
+        """SIGSTOP every member while the leaf is frozen: nothing can fork or
+        exit mid-way, so the pids read are exact."""
+        _write(self.path, "cgroup.freeze", "1")
+        try:
+            frozen = await self._wait_until(
+                lambda e: e.get("frozen", 0) == 1 or e.get("populated", 0) == 0, timeout_s
+            )
+            if not frozen:
+                raise TimeoutError("the cgroup did not freeze in time")
+            pids = self.members()
+            if not pids:
+                raise TreeGone
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGSTOP)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                _write(self.path, "cgroup.freeze", "0")
 
     def kill(self) -> None:
         with contextlib.suppress(FileNotFoundError):

@@ -28,18 +28,27 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import math
 import os
 import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from service.errors import InvalidState, LimitReached
+from service.process.report import parse_report, read_report
+from service.process.sibling import Leader, Sibling
 
 SHIM_NAME = "cc-executor-exec"
+#: Spawns closer than this move into their leaf, the others are cloned into it:
+#: a move this soon after the last one finds the kernel's lock still in writer
+#: mode (measured: 0.2 ms at 10 and 15 ms apart, 8 to 20 ms from 20 ms apart).
+MOVE_WARM_S = 0.015
+IntoLeaf = Literal["auto", "clone", "move"]
 #: Bytes of input that may wait for a child to read them before ``input`` is refused.
 STDIN_BUFFER_LIMIT = 1024 * 1024
 _PR_SET_PDEATHSIG = 1
@@ -77,32 +86,6 @@ class Started:
     report_fd: int | None
 
 
-async def _read_report(fd: int) -> bytes:
-    """What the shim wrote to its report pipe, up to EOF, without blocking the
-    loop (the shim may wait long for a CPU on a loaded machine). Closes ``fd``."""
-    loop = asyncio.get_running_loop()
-    os.set_blocking(fd, False)
-    done: asyncio.Future[bytes] = loop.create_future()
-    chunks: list[bytes] = []
-
-    def readable() -> None:
-        try:
-            data = os.read(fd, 64)
-        except BlockingIOError:
-            return
-        if data:
-            chunks.append(data)
-        elif not done.done():
-            done.set_result(b"".join(chunks))
-
-    loop.add_reader(fd, readable)
-    try:
-        return await done
-    finally:
-        loop.remove_reader(fd)
-        os.close(fd)
-
-
 def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
     """A file object for a pipe end handed to the loop.
 
@@ -119,10 +102,11 @@ def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
 class Child:
     """A started child process, its pipes connected to the event loop."""
 
-    def __init__(self, started: Started, limit: int) -> None:
+    def __init__(self, started: Started, limit: int, leader: Leader | None = None) -> None:
         self._started = started
-        self._popen = started.popen
-        self.pid = started.popen.pid
+        #: The user's program: the started process, or the shim's clone of it.
+        self._popen: Leader = leader or started.popen
+        self.pid = self._popen.pid
         self.stdout = asyncio.StreamReader(limit=limit)
         self.stderr = asyncio.StreamReader(limit=limit)
         self.stdin: asyncio.StreamWriter | None = None
@@ -212,13 +196,26 @@ class Child:
                 asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+        if isinstance(self._popen, Sibling):
+            self._popen.close()  # its pidfd, even when it was never reaped
 
 
 class Launcher:
     """Spawns children from one dedicated thread (see the module docstring)."""
 
-    def __init__(self, *, nice: int = 0, shim: str | None = None, use_shim: bool = True) -> None:
+    def __init__(
+        self,
+        *,
+        nice: int = 0,
+        shim: str | None = None,
+        use_shim: bool = True,
+        into_leaf: IntoLeaf = "auto",
+    ) -> None:
         self.nice = nice
+        #: How the program gets into its leaf cgroup (see :meth:`_cloned`);
+        #: "clone" and "move" force one way, to measure them.
+        self.into_leaf = into_leaf
+        self._last_spawn = -math.inf
         self.shim = (shim or find_shim()) if use_shim else None
         self.mode = "shim" if self.shim else "preexec"
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spawn")
@@ -238,30 +235,49 @@ class Launcher:
         ``cgroup.procs`` is ``procs_file``. OSError when it cannot be executed;
         then nothing of it runs."""
         loop = asyncio.get_running_loop()
+        cloned = self._cloned(procs_file)
         started = await loop.run_in_executor(
             self._executor,
-            functools.partial(self._start, executable, argv, cwd, env, keep_stdin, procs_file),
+            functools.partial(
+                self._start, executable, argv, cwd, env, keep_stdin, procs_file, cloned
+            ),
         )
-        child = Child(started, limit)
         report = started.report_fd
+        leader: Leader = started.popen
         try:
-            await child.connect()
-            failure = b""
             if report is not None:
                 fd, report = report, None
-                failure = await _read_report(fd)  # closes fd, whatever happens
+                report_bytes = await read_report(fd)
+                leader = await self._leader(started.popen, report_bytes, cloned, executable)
+            child = Child(started, limit, leader)
         except BaseException:
             if report is not None:
                 os.close(report)
-            started.popen.kill()
+            # A cancelled spawn: the shim's clone, if any, is in the leaf cgroup,
+            # which the caller releases (killing what is in it).
+            leader.kill()
+            for pipe in (started.stdout_fd, started.stderr_fd, started.stdin_fd):
+                if pipe is not None:
+                    os.close(pipe)
+            raise
+        try:
+            await child.connect()
+        except BaseException:
+            leader.kill()
             child.close()
             raise
-        if failure:
-            await child.wait()
-            child.close()
-            code = int.from_bytes(failure[:4], sys.byteorder)
-            raise OSError(code, os.strerror(code), executable)
         return child
+
+    async def _leader(
+        self, shim: subprocess.Popen[bytes], report: bytes, cloned: bool, path: str
+    ) -> Leader:
+        """The user's program from the shim's report; OSError when it could not
+        be started (every process it started reaped)."""
+        leader, code = parse_report(shim, report, cloned)
+        if not code:
+            return leader
+        await asyncio.get_running_loop().run_in_executor(self._executor, leader.wait)
+        raise OSError(code, os.strerror(code), path)
 
     def _start(
         self,
@@ -271,6 +287,7 @@ class Launcher:
         env: dict[str, str],
         keep_stdin: bool,
         procs_file: str | None,
+        cloned: bool,
     ) -> Started:
         # Our own pipes, not Popen's file objects: the loop's transports get the
         # parent's ends, and nothing else ever closes them.
@@ -280,7 +297,7 @@ class Launcher:
         try:
             stdin = subprocess.DEVNULL if in_r is None else in_r
             popen, report = self._popen(
-                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file
+                executable, argv, cwd, env, (stdin, out_w, err_w), procs_file, cloned
             )
         except BaseException:
             for fd in (out_r, err_r, in_w):
@@ -301,6 +318,7 @@ class Launcher:
         env: dict[str, str],
         stdio: tuple[int, int, int],
         procs_file: str | None,
+        cloned: bool,
     ) -> tuple[subprocess.Popen[bytes], int | None]:
         """The started process, and the read end of the shim's report pipe."""
         stdin, stdout, stderr = stdio
@@ -322,7 +340,10 @@ class Launcher:
             popen = subprocess.Popen(
                 [
                     self.shim,
-                    procs_file or "-",
+                    # "@LEAF": born in the leaf (see the shim).
+                    ("@" + os.path.dirname(procs_file) if cloned else procs_file)
+                    if procs_file
+                    else "-",
                     str(report),
                     str(self.nice),
                     str(os.getpid()),
@@ -347,6 +368,28 @@ class Launcher:
         # (without a thread) for the report: EOF once the user's program was
         # exec'd (the fd is close-on-exec), else the errno.
         return popen, errors
+
+    def _cloned(self, procs_file: str | None) -> bool:
+        """Whether the shim creates the program in its leaf (clone3
+        CLONE_INTO_CGROUP) rather than moving itself there (cgroup.procs).
+
+        A move takes the kernel's global threadgroup lock for writing, which
+        costs an RCU grace period (10 to 20 ms here) unless another move
+        happened in the last few milliseconds; a clone costs a new process that
+        must wait for a CPU (0 to 3 ms on a busy machine, nothing on a quiet
+        one). So: spawns that follow each other closely move (the lock stays
+        warm), a spawn on its own is cloned (``python -m stress.bench.spawn``
+        measures the three ways).
+        """
+        if procs_file is None or self.shim is None:
+            return False
+        if self.into_leaf != "auto":
+            return self.into_leaf == "clone"
+        now, last = time.monotonic(), self._last_spawn
+        self._last_spawn = now
+        # In a burst, the first move may pay the grace period once; the rest
+        # find the lock warm. A spawn on its own is cloned.
+        return now - last >= MOVE_WARM_S
 
     def close(self) -> None:
         self._executor.shutdown(wait=True)

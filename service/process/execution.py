@@ -164,11 +164,11 @@ class Execution:
         except OSError as exc:
             if tree is not None:
                 tree.release()
-            self.error = f"cannot execute {shlex.quote(spec.argv[0])}: {exc.strerror or exc}"
-            self.ended_at = time.time()
-            self._duration_s = 0.0
-            self._transition(ExecutionState.FAILED)
-            self.finished.set()
+            self.refuse(f"cannot execute {shlex.quote(spec.argv[0])}: {exc.strerror or exc}")
+            raise
+        except BaseException:
+            if tree is not None:
+                tree.release()  # kills whatever a cancelled spawn left in it
             raise
         self.pid = self.pgid = self._proc.pid
         tree.attach(self.pid)
@@ -180,6 +180,12 @@ class Execution:
         if spec.timeout_s is not None:
             loop = asyncio.get_running_loop()
             self._timeout = loop.call_later(spec.timeout_s, self._on_timeout)
+
+    def refuse(self, error: str) -> None:
+        """It will not be spawned (or could not be): ``failed`` with ``error``."""
+        self.error, self.ended_at, self._duration_s = error, time.time(), 0.0
+        self._transition(ExecutionState.FAILED)
+        self.finished.set()
 
     async def supervise(self) -> None:
         """The execution's life after :meth:`start`: stream, wait, finish.
@@ -200,7 +206,7 @@ class Execution:
                 self._timeout.cancel()
                 self._timeout = None
             self._gate.set()
-            if self._tree_alive():
+            if self.tree is not None and self.tree.alive():
                 # The leader is gone; nothing of its group may outlive it.
                 await self._ensure_ladder()
             if not await pumps.drained(self.settings.exit_drain_timeout_s):
@@ -281,14 +287,6 @@ class Execution:
 
     # --- control ---------------------------------------------------------------
 
-    def _signal_tree(self, signum: int) -> bool:
-        """Signal every process of the execution; False when none is left."""
-        return self.tree is not None and self.tree.signal(signum)
-
-    def _tree_alive(self) -> bool:
-        """Whether any process of the execution lives."""
-        return self.tree is not None and self.tree.alive()
-
     async def pause(self) -> None:
         """Stop every process of the tree; return once each one is stopped."""
         if self.state is not ExecutionState.RUNNING or self._ending is not None:
@@ -318,7 +316,8 @@ class Execution:
     async def resume(self) -> None:
         if self.state is not ExecutionState.PAUSED or self._ending is not None:
             raise InvalidState(f"cannot resume: execution is {self._state_word()}")
-        self._signal_tree(signal.SIGCONT)
+        if self.tree is not None:
+            self.tree.signal(signal.SIGCONT)
         self._transition(ExecutionState.RUNNING)
         self.log.info("resumed", extra={"pgid": self.pgid})
         self.sinks.send(protocol.process_resumed(self.id), droppable=False)

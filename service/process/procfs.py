@@ -106,8 +106,9 @@ def live_stats(pids: Iterable[int]) -> list[ProcStat]:
 
 class StopWait:
     """Polling for a stop to be confirmed: each :meth:`next` sleeps a little
-    longer (0.5 ms doubling up to 10 ms), and raises TimeoutError naming
-    ``what`` once ``timeout_s`` has passed."""
+    longer (0.5 ms doubling up to 2 ms: a poll reads only the members' own
+    ``stat``, and a longer sleep would be added whole to the PAUSE), and
+    raises TimeoutError naming ``what`` once ``timeout_s`` has passed."""
 
     def __init__(self, timeout_s: float, what: str) -> None:
         self.deadline = time.monotonic() + timeout_s
@@ -118,7 +119,7 @@ class StopWait:
         if time.monotonic() > self.deadline:
             raise TimeoutError(f"{self.what} did not stop in time")
         await asyncio.sleep(self.delay)
-        self.delay = min(self.delay * 2, 0.01)
+        self.delay = min(self.delay * 2, 0.002)
 
 
 def is_stopped(stat: ProcStat) -> bool:

@@ -124,6 +124,8 @@ class Reaper:
         self._adopted: dict[int, str | None] = {}
         self._zombies_seen: set[int] = set()
         self._unmarked_seen: set[int] = set()
+        #: Each live adoptee's marker, by pid and start time (pids are reused).
+        self._markers: dict[tuple[int, int], str | None] = {}
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -180,6 +182,7 @@ class Reaper:
         zombies_now: set[int] = set()
         unmarked_now: set[int] = set()
         seen: set[int] = set()
+        seen_keys: set[tuple[int, int]] = set()
         remaining = 0
         for pid in procfs.children_of(me):
             stat = procfs.read_stat(pid)
@@ -193,7 +196,14 @@ class Reaper:
                     zombies_now.add(pid)
                     remaining += 1
                 continue
-            execution_id = marker_of(pid)
+            # An adoptee's environment is read once in its life (a storm of
+            # double forks leaves hundreds of them to look at every sweep).
+            key = (pid, stat.start_ticks)
+            if key in self._markers:
+                execution_id = self._markers[key]
+            else:
+                execution_id = self._markers[key] = marker_of(pid)
+            seen_keys.add(key)
             execution = self.supervisor.live.get(execution_id) if execution_id else None
             if execution is not None and execution.pid is None:
                 continue  # its own leader, between spawn and registration
@@ -201,14 +211,15 @@ class Reaper:
             seen.add(pid)
             if pid not in self._adopted:
                 self._adopted[pid] = execution_id
-                logger.info(
-                    "adopted an orphan",
-                    extra={
-                        "pid": pid,
-                        "execution_id": execution_id,
-                        "cmdline": procfs.cmdline(pid),
-                    },
-                )
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "adopted an orphan",
+                        extra={
+                            "pid": pid,
+                            "execution_id": execution_id,
+                            "cmdline": procfs.cmdline(pid),
+                        },
+                    )
             if execution_id is None:
                 # No marker: it hid its origin. Give a just-forked leader one sweep
                 # to exec before deciding (uvloop returns after exec, but be sure).
@@ -221,6 +232,7 @@ class Reaper:
                 self._kill(pid, execution_id, "its execution is over")
         self._zombies_seen = zombies_now
         self._unmarked_seen = unmarked_now
+        self._markers = {key: self._markers[key] for key in seen_keys}
         for pid in [p for p in self._adopted if p not in seen and p not in zombies_now]:
             del self._adopted[pid]
         return remaining

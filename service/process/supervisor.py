@@ -17,7 +17,7 @@ import logging
 import time
 from collections import OrderedDict, defaultdict
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from service.errors import InvalidState, LimitReached, NotFound
 from service.process.child import Launcher
@@ -30,6 +30,19 @@ from service.process.state import ExecutionState
 from service.settings import Settings
 
 logger = logging.getLogger(__name__)
+
+
+class Admission(Protocol):
+    """Something that must know of an execution before any of it runs (the store).
+
+    :meth:`admit` is awaited after the limits are checked and before the spawn.
+    Raising refuses the execution: nothing of it runs, the error reaches the
+    client (an :class:`~service.errors.RpcError` with its own code), and the
+    supervisor forgets it. Whatever :meth:`admit` left behind on failure (a
+    record that may still land) is its own to close.
+    """
+
+    async def admit(self, execution: Execution) -> None: ...
 
 
 class Supervisor:
@@ -50,6 +63,9 @@ class Supervisor:
         self.owners: defaultdict[str, set[Sink]] = defaultdict(set)
         #: Observers attached to every new execution (the store, for one).
         self.observers: list[ExecutionObserver] = []
+        #: Awaited in turn before every spawn (the store records the execution
+        #: first, so a server killed at any moment leaves nothing unknown).
+        self.admissions: list[Admission] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._detach_timers: dict[str, asyncio.Task[None]] = {}
         self._closing = False
@@ -110,16 +126,30 @@ class Supervisor:
         owner: Sink,
         observers: list[ExecutionObserver] | None = None,
     ) -> Execution:
-        """Check limits, spawn, register, and start supervising. OSError when the
-        command cannot be executed."""
+        """Check limits, admit (the store records it), spawn, register, and start
+        supervising. OSError when the command cannot be executed; an admission's
+        error when it refuses (then the execution never existed)."""
         self.check_capacity(owner)
         execution = Execution(spec, self.settings, self.containment, self.launcher)
         execution.observers.extend(self.observers)
         execution.observers.extend(observers or [])
         execution.sinks.add(owner)
         self.owners[execution.id].add(owner)
+        # Live while it is admitted, so the limits count it.
         self.live[execution.id] = execution
         try:
+            for admission in self.admissions:
+                await admission.admit(execution)
+        except BaseException:
+            self.live.pop(execution.id, None)
+            self.owners.pop(execution.id, None)
+            execution.finished.set()  # a shutdown waiting on it need not
+            raise
+        try:
+            if self._closing:
+                # Shutdown began while the store recorded it: end its record too.
+                execution.refuse("the server is shutting down")
+                raise LimitReached("the server is shutting down")
             await execution.start()
         except BaseException:
             self._retire(execution)

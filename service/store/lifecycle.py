@@ -2,8 +2,9 @@
 
 ``build`` (from :func:`service.server.root.compose`) registers the core schema and
 puts the :class:`~service.store.recorder.Recorder` among the supervisor's
-observers. ``start`` (from ``Root.startup``, before the server listens) opens
-the database, recovers what an earlier server process left, and starts the
+observers and admissions (it records each execution before its spawn).
+``start`` (from ``Root.startup``, before the server listens) opens the
+database, recovers what an earlier server process left, and starts the
 retention task. ``stop`` (from ``Root.shutdown``, after every execution has
 ended) closes the database, so the last transitions reach the disk.
 
@@ -17,6 +18,7 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from service.store.admission import Registration
 from service.store.attach import Attacher
 from service.store.database import Store, StoreError
 from service.store.migrations import MigrationError
@@ -51,6 +53,7 @@ def build(store: Store | None, supervisor: Supervisor, node_id: str | None = Non
         store.register_schema(CORE_NAMESPACE, CORE_MIGRATIONS)
         recorder = Recorder(store, supervisor, node_id)
         supervisor.observers.append(recorder)
+        supervisor.admissions.append(Registration(recorder))
         retention = Retention(store, lambda: list(supervisor.live))
     return Core(store, recorder, Attacher(store, recorder, supervisor), retention)
 

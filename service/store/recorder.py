@@ -1,6 +1,7 @@
 """The observer that writes every execution and its transcript to the store.
 
-:class:`Recorder` is attached to every execution (``supervisor.observers``).
+:class:`Recorder` is attached to every execution (``supervisor.observers``);
+its first row is committed before the spawn (:mod:`service.store.admission`).
 It runs on the event loop and never waits: a transition becomes a write job,
 output chunks are gathered for up to ``FLUSH_INTERVAL_S`` (or ``FLUSH_BYTES``)
 and go to the writer as one job. Jobs reach the writer in the order the recorder saw
@@ -105,6 +106,19 @@ class Recorder:
         self.failed_jobs = 0
         store.on_drain(self._release)
         store.on_availability(self._availability)
+
+    # --- the first row, before the spawn (service.store.admission) -------------------
+
+    def insert_job(self, execution: Execution, tally: Tally) -> Callable[[Conn], None]:
+        """The write job of ``execution``'s first row, as it is now."""
+        row = self._row(execution, tally)
+        row.update(self._first_row(execution))
+        notice = f"{execution.id}:{execution.state.value}"
+        return self._row_job(INSERT_EXECUTION, row, notice)
+
+    def recorded(self, execution: Execution, tally: Tally) -> None:
+        """``execution``'s first row is committed: later transitions update it."""
+        self.tallies.setdefault(execution.id, tally)
 
     # --- ExecutionObserver -------------------------------------------------------
 

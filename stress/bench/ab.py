@@ -10,6 +10,7 @@ max over the rounds), the median of the per-round ratios A/B and their range;
 
     bash ci/bench ab --rounds 9                       # metrics on vs off
     bash ci/bench ab --setting flush_bytes=4096 --only seq
+    bash ci/bench ab --b-src /tmp/base --only true     # this checkout vs another
 """
 
 from __future__ import annotations
@@ -40,6 +41,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m stress.bench.ab", description=__doc__)
     add = parser.add_argument
     add("--setting", action="append", default=[], metavar="NAME=VALUE", help="B's override")
+    add(
+        "--b-src",
+        type=Path,
+        metavar="DIR",
+        help="B runs the server of this source tree (e.g. `git archive HEAD~1 | tar -x -C DIR`) "
+        "with A's settings: a code change A/B in one run",
+    )
     add("--only", default=",".join(WORKLOADS), help=f"comma-separated subset of {WORKLOADS}")
     add("--rounds", type=int, default=9, help="rounds; each runs every workload on A and B")
     add("--seq-lines", type=int, default=1_000_000, help="N of `seq 1 N`")
@@ -48,7 +56,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--out", type=Path, default=Path("bench-results"), help="directory of the JSON file")
     args = parser.parse_args(argv)
     overrides: dict[str, str] = {}
-    for item in args.setting or ["metrics_enabled=false"]:
+    for item in args.setting or ([] if args.b_src else ["metrics_enabled=false"]):
         name, sep, value = item.partition("=")
         if not sep or not name:
             parser.error(f"--setting wants NAME=VALUE, got {item!r}")
@@ -151,10 +159,13 @@ def summarise(samples: dict[str, dict[str, dict[str, list[float]]]]) -> list[dic
     return rows
 
 
-def render(rows: list[dict[str, Any]], overrides: dict[str, str]) -> str:
-    setting = ", ".join(f"{k}={v}" for k, v in overrides.items())
+def render(rows: list[dict[str, Any]], overrides: dict[str, str], b_src: Path | None) -> str:
+    changed = [f"{k}={v}" for k, v in overrides.items()]
+    if b_src is not None:
+        changed.append(f"the server of {b_src}")
     lines = [
-        f"A: bench settings; B: A + {setting}. Per-round ratio A/B; cost = median ratio - 1.",
+        f"A: bench settings; B: A + {', '.join(changed)}. "
+        "Per-round ratio A/B; cost = median ratio - 1.",
         "",
         "| workload | figure | A median (min-max) | B median (min-max) "
         "| A/B median (min-max) | cost |",
@@ -188,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
         a_dir.mkdir()
         b_dir.mkdir()
         a = CcExecutorServer(a_dir, base)
-        b = CcExecutorServer(b_dir, {**base, **args.overrides})
+        b = CcExecutorServer(b_dir, {**base, **args.overrides}, source=args.b_src)
         a.start(timeout_s=90)  # a loaded shared machine starts Python slowly
         try:
             b.start(timeout_s=90)
@@ -200,13 +211,14 @@ def main(argv: list[str] | None = None) -> int:
             a.stop()
     where["loadavg_after"] = machine()["loadavg"]
     rows = summarise(samples)
-    print(render(rows, args.overrides))
+    print(render(rows, args.overrides, args.b_src))
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = args.out / f"bench-ab-{stamp}.json"
     document = {
         "command": " ".join(["python -m stress.bench.ab", *(argv or sys.argv[1:])]),
         "overrides": args.overrides,
+        "b_src": str(args.b_src) if args.b_src else None,
         "machine": where,
         "rows": rows,
         "samples": samples,

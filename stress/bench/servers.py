@@ -105,9 +105,14 @@ class CcExecutorServer:
 
     name = "cc-executor"
 
-    def __init__(self, work_dir: Path, settings: Mapping[str, object]) -> None:
+    def __init__(
+        self, work_dir: Path, settings: Mapping[str, object], source: Path | None = None
+    ) -> None:
         self.work_dir = work_dir
         self.settings = dict(settings)
+        #: Another checkout whose ``service`` package runs instead of this one's
+        #: (``git archive REV | tar -x -C DIR``): A/B against an earlier commit.
+        self.source = source
         self.log_path = work_dir / "cc-executor.log"
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -124,6 +129,8 @@ class CcExecutorServer:
     def environment(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
         env["CC_EXECUTOR_DATA_DIR"] = str(self.work_dir / "data")
+        if self.source is not None:
+            env["PYTHONPATH"] = str(self.source.resolve())
         for key, value in self.settings.items():
             text = json.dumps(value) if isinstance(value, list | dict) else str(value)
             env[f"CC_EXECUTOR_{key.upper()}"] = text
