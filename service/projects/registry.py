@@ -97,6 +97,9 @@ class Projects:
         """Load the projects the store has and this registry not yet (another
         node of the cluster created them); an idle project takes its stored
         columns (another node's last run moved its session and counters)."""
+        # This node's own changes still queued for the writer go first: else
+        # the read could hand back a row older than what is in memory.
+        await self.store.write(lambda conn: None)
         for record in await self.store.read(storage.load_projects):
             project = self.projects.get(record["id"])
             if project is None:
