@@ -46,8 +46,8 @@ def run_serve(args: argparse.Namespace) -> int:
     from service.logs import configure_logging
     from service.process.containment import ContainmentUnavailable, resolve_root
     from service.server.serve import serve
-    from service.settings import Settings, SettingsConflict
-    from service.settings_errors import describe_error
+    from service.settings import Settings
+    from service.settings_errors import SettingsConflict, describe_error
 
     overrides = {
         key: value

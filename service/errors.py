@@ -55,6 +55,11 @@ NAMES: dict[str, int] = {
     "EXEC_FAILED": INVALID_PARAMS,
     "PROJECT_NOT_FOUND": NOT_FOUND,
     "PAUSE_TIMEOUT": TIMED_OUT,
+    # The cluster (service/cluster): another node is down, silent, or refuses.
+    "NODE_DOWN": INVALID_STATE,
+    "NODE_TIMEOUT": TIMED_OUT,
+    "NODE_NOT_ALLOWED": INVALID_PARAMS,
+    "NODE_UNAVAILABLE": INVALID_PARAMS,
     "ENCODING_FAILED": INTERNAL_ERROR,
 }
 

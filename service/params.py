@@ -62,6 +62,13 @@ class ExecuteParams(StrictParams):
     timeout: float | None = Field(None, gt=0, description="Wall-clock seconds.")
     stdin: bool = False
     shell: bool = False
+    node: str | None = Field(
+        None,
+        min_length=1,
+        max_length=64,
+        description="The cluster node to run on (where the operator allows it); "
+        "default: the node the client is connected to.",
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> ExecuteParams:

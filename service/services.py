@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
+from service.cluster import Cluster
 from service.metrics import Metrics
 from service.probes import ClaudeProbe, ProcessReader
 from service.process.sinks import Sink
@@ -40,6 +41,8 @@ class Services:
     process_reader: ProcessReader
     claude_probe: ClaudeProbe
     token: str | None = None
+    #: This node in the cluster (None without a store); on SQLite, a node alone.
+    cluster: Cluster | None = None
     started_mono: float = field(default_factory=time.monotonic)
 
     @property
@@ -52,3 +55,6 @@ class Services:
         subscriptions end."""
         self.supervisor.forget_connection(peer)
         self.projects.forget_connection(peer)
+        peer_id = getattr(peer, "id", None)
+        if self.cluster is not None and isinstance(peer_id, str):
+            self.cluster.remote.forget_connection(peer_id)

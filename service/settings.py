@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, get_origin
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic_settings import NoDecode, SettingsConfigDict
 
+from service.settings_cluster import ClusterSettings
+from service.settings_errors import SettingsConflict
 from service.store_url import StoreUrl
 
 DEFAULT_PASS_ENV = (
@@ -40,10 +42,6 @@ DEFAULT_PASS_ENV = (
 )
 
 
-class SettingsConflict(ValueError):
-    """Two sources of one setting disagree; the server must not guess."""
-
-
 StrList = Annotated[list[str], NoDecode]
 PathList = Annotated[list[Path], NoDecode]
 
@@ -64,7 +62,7 @@ def default_data_dir() -> Path:
     return Path(base) / "cc-executor"
 
 
-class Settings(BaseSettings):
+class Settings(ClusterSettings):
     """Every knob of the service, with its unit in its name."""
 
     model_config = SettingsConfigDict(

@@ -83,7 +83,9 @@ token in the environment of a shared machine; see [security.md](security.md).
 def sections() -> list[tuple[str, list[str]]]:
     """The field names of :class:`Settings` under each ``# --- name ---`` comment,
     in source order. Fields before the first comment land in "general"."""
-    source = inspect.getsource(Settings)
+    # Settings first, then the parts it inherits (service.settings_cluster).
+    parts = [c for c in Settings.__mro__ if c.__module__.startswith("service.")]
+    source = "\n".join(inspect.getsource(part) for part in parts)
     known = set(Settings.model_fields)
     result: list[tuple[str, list[str]]] = [("general", [])]
     for line in source.splitlines():

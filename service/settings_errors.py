@@ -6,6 +6,10 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
+class SettingsConflict(ValueError):
+    """Two sources of one setting disagree; the server must not guess."""
+
+
 def describe_error(exc: ValidationError) -> str:
     """One line per bad setting, naming its environment variable."""
     lines = []

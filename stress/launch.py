@@ -1,6 +1,6 @@
 """``ci/stress``: start a server, run Locust against it, gate, stop the server.
 
-    python -m stress.launch [--ui | --t02 | --t03] [--workers N] [-- LOCUST ARGS]
+    python -m stress.launch [--ui | --t02 | --t03] [--cluster] [--workers N] [-- LOCUST ARGS]
 
 The server is the real ``cc-executor serve`` on a free loopback port (port 0;
 the port is read from its JSON "listening" log line), with a fresh data
@@ -10,6 +10,10 @@ binary. Locust runs headless (or with its web UI on 127.0.0.1:8089 for
 reports under ``stress/reports/`` (``STRESS_REPORTS``). After Locust and the
 server have stopped, any process still carrying the run's marker is an orphan:
 reported, killed, and the exit status is non-zero.
+
+``--cluster`` starts a throwaway PostgreSQL and two nodes sharing it
+(:mod:`stress.cluster`) instead of one server; Locust gets both in ``--host``
+(its users spread over them) and ClusterUser joins the users.
 
 Environment (checked first by :mod:`stress.variables`; a bad value is one
 line and exit 2): ``STRESS_DURATION`` (``40``, ``40s``, ``2m``, ``1h30m``;
@@ -30,11 +34,14 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from service.client.launch import run_server
+from service.client.launch import ServerStartError, run_server
+from service.client.postgres import PostgresUnavailable
 from stress import orphans, variables
+from stress.cluster import ClusterNotReady, LocalCluster
 from stress.settings import new_marker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,11 +60,13 @@ class Scenario:
     args: list[str] = field(default_factory=list)
 
 
-def scenario(mode: str, given: variables.Variables) -> Scenario:
+def scenario(mode: str, given: variables.Variables, cluster: bool = False) -> Scenario:
     duration = given.duration_s or 60
     users = given.users or 8
     rate = given.spawn_rate or 4
     scenarios = given.scenarios
+    if cluster and "ClusterUser" not in scenarios.split(","):
+        scenarios += ",ClusterUser"
     if mode == "t03":
         # The seed's check: >= 3 sessions PAUSE, RESUME and CANCEL a 90-second job.
         return Scenario(
@@ -89,23 +98,16 @@ def scenario(mode: str, given: variables.Variables) -> Scenario:
 
 
 @dataclass
-class Server:
-    proc: subprocess.Popen[bytes]
-    port: int
-    log_path: Path
+class Servers:
+    """The servers of a run (one, or the nodes of a cluster) and how to stop them."""
 
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        try:
-            return self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait(5)
+    urls: list[str]
+    pids: list[int]
+    logs: list[Path]
+    stop: Callable[[], list[int]]
 
 
-def start_server(work: Path, reports: Path, name: str) -> Server:
-    """``cc-executor serve --port 0``; wait for its "listening" line."""
+def server_env(work: Path) -> dict[str, str]:
     env = dict(os.environ)
     env["CC_EXECUTOR_DATA_DIR"] = str(work / "data")
     env.setdefault("CC_EXECUTOR_PROJECT_ROOTS", json.dumps([str(work / "projects")]))
@@ -114,17 +116,45 @@ def start_server(work: Path, reports: Path, name: str) -> Server:
     fake = shutil.which("fake-claude", path=f"{BIN}{os.pathsep}{env.get('PATH', '')}")
     if fake and "CC_EXECUTOR_CLAUDE_BIN" not in env:
         env["CC_EXECUTOR_CLAUDE_BIN"] = fake
+    return env
+
+
+def start_server(work: Path, reports: Path, name: str) -> Servers:
+    """``cc-executor serve --port 0``; wait for its "listening" line."""
     log_path = reports / f"{name}-server.log"
     log_path.unlink(missing_ok=True)  # one run's log, not appended to an older one
     started = run_server(
-        env,
+        server_env(work),
         args=["--host", "127.0.0.1"],
         cwd=work,
         log_path=log_path,
         timeout_s=30,
         start_new_session=True,  # stopped by the launcher, after Locust, not by Ctrl-C
     )
-    return Server(started.proc, started.port, log_path)
+    url = f"ws://127.0.0.1:{started.port}/ws/mcp"
+    return Servers([url], [started.pid], [log_path], lambda: [started.stop(timeout_s=20)])
+
+
+def start_cluster(work: Path, reports: Path, name: str) -> Servers:
+    """A throwaway PostgreSQL and two nodes sharing it (:mod:`stress.cluster`);
+    their logs are ``NAME-node-a.log`` and ``NAME-node-b.log``."""
+    log_dir = reports / f"{name}-nodes"
+    log_dir.mkdir(exist_ok=True)
+    for old in log_dir.glob("node-*.log"):
+        old.unlink()
+    cluster = LocalCluster(work, 2, server_env(work), log_dir=log_dir).open()
+    nodes = list(cluster.nodes)
+
+    def stop() -> list[int]:
+        cluster.close()
+        return [node.server.proc.wait() for node in nodes]
+
+    return Servers(
+        [node.ws_url for node in nodes],
+        [node.pid for node in nodes],
+        [log_dir / f"{node.name}.log" for node in nodes],
+        stop,
+    )
 
 
 def free_port() -> int:
@@ -134,16 +164,16 @@ def free_port() -> int:
 
 
 def locust_command(
-    mode: str, plan: Scenario, server: Server, work: Path, reports: Path, marker: str
+    mode: str, plan: Scenario, servers: Servers, work: Path, reports: Path, marker: str
 ) -> list[str]:
     base = [
         str(BIN / "locust"),
         "-f",
         str(LOCUSTFILE),
         "--host",
-        f"ws://127.0.0.1:{server.port}/ws/mcp",
+        ",".join(servers.urls),
         "--server-pid",
-        str(server.proc.pid),
+        ",".join(str(pid) for pid in servers.pids),
         "--run-marker",
         marker,
         "--project-root",
@@ -255,6 +285,11 @@ def main(argv: list[str] | None = None) -> int:
     modes.add_argument("--ui", action="store_const", dest="mode", const="ui")
     modes.add_argument("--t02", action="store_const", dest="mode", const="t02")
     modes.add_argument("--t03", action="store_const", dest="mode", const="t03")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="two nodes sharing a throwaway PostgreSQL; ClusterUser joins the users",
+    )
     parser.add_argument("--workers", type=int, help="local Locust workers (STRESS_WORKERS)")
     parser.add_argument("locust_args", nargs="*", help="after --: passed to Locust")
     args = parser.parse_args(argv)
@@ -264,8 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ci/stress: {exc}", file=sys.stderr)
         return 2
     workers = args.workers if args.workers is not None else given.workers
-    mode = args.mode or "stress"
-    plan = scenario(mode, given)
+    mode = args.mode or ("cluster" if args.cluster else "stress")
+    plan = scenario(mode, given, args.cluster)
     reports = (given.reports or ROOT / "stress" / "reports").resolve()
     try:
         reports.mkdir(parents=True, exist_ok=True)
@@ -281,25 +316,31 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ccx-stress-") as tmp:
         work = Path(tmp)
         (work / "projects").mkdir()
-        server = start_server(work, reports, plan.name)
-        print(f"stress: server pid {server.proc.pid} on 127.0.0.1:{server.port}", flush=True)
+        try:
+            servers = (start_cluster if args.cluster else start_server)(work, reports, plan.name)
+        except (ServerStartError, PostgresUnavailable, ClusterNotReady) as exc:
+            print(f"ci/stress: {exc}", file=sys.stderr)
+            return 1
+        for url, pid in zip(servers.urls, servers.pids, strict=True):
+            print(f"stress: server pid {pid} on {url}", flush=True)
         children = Children()
         previous = {
             sig: signal.signal(sig, children.forward) for sig in (signal.SIGINT, signal.SIGTERM)
         }
         try:
-            command = locust_command(mode, plan, server, work, reports, marker)
+            command = locust_command(mode, plan, servers, work, reports, marker)
             code = run_locust(children, command, workers, args.locust_args)
         finally:
             children.reap(30)
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
-            server_code = server.stop()
+            server_codes = servers.stop()
     left = orphans.reap(marker, 2.0)
     for orphan in left:
         print(f"stress: ORPHAN after server stop: pid {orphan.pid}: {orphan.cmdline}")
-    if server_code not in (0, -signal.SIGTERM):
-        print(f"stress: server exited with {server_code}; see {server.log_path}")
+    for server_code, log_path in zip(server_codes, servers.logs, strict=True):
+        if server_code not in (0, -signal.SIGTERM):
+            print(f"stress: server exited with {server_code}; see {log_path}")
     if mode != "ui":
         print(f"stress: reports in {reports}/{plan.name}.html and {plan.name}_*.csv")
     if code == 0 and left:

@@ -20,7 +20,7 @@ from locust import events
 from locust.runners import STATE_STOPPED, MasterRunner, WorkerRunner
 
 from stress import gates, metrics, orphans, report, settings
-from stress.rss import RssSampler
+from stress.rss import RssSampler, peak_of
 
 logger = logging.getLogger(__name__)
 
@@ -29,7 +29,8 @@ class Harness:
     """State of the run on the master (or the only process)."""
 
     def __init__(self) -> None:
-        self.sampler: RssSampler | None = None
+        #: One per host of ``--host`` (several for the nodes of a cluster).
+        self.samplers: list[RssSampler] = []
         self.done = False
 
     def options(self, environment: Any) -> settings.RunSettings:
@@ -78,11 +79,16 @@ class Harness:
         run = self.options(environment)
         metrics.FIGURES.reset()
         self.done = False
-        if self.sampler is not None:
-            self.sampler.stop()
-        server = settings.http_url(environment.host or "127.0.0.1", "")
-        self.sampler = RssSampler(run.server_pid, server, run.rss_interval_s, run.token)
-        self.sampler.start()
+        for sampler in self.samplers:
+            sampler.stop()
+        self.samplers = [
+            RssSampler(
+                run.server_pid(index), settings.http_url(url, ""), run.rss_interval_s, run.token
+            )
+            for index, url in enumerate(settings.hosts(environment.host or "127.0.0.1"))
+        ]
+        for sampler in self.samplers:
+            sampler.start()
 
     def on_quitting(self, environment: Any, **_: Any) -> None:
         if isinstance(environment.runner, WorkerRunner) or self.done:
@@ -92,10 +98,10 @@ class Harness:
         if runner is not None and runner.state != STATE_STOPPED:
             runner.stop()  # users cancel what they run in on_stop
         run = self.options(environment)
-        peak = None
-        if self.sampler is not None:
-            self.sampler.stop()
-            peak = self.sampler.peak_bytes
+        for sampler in self.samplers:
+            sampler.stop()
+        # The gate bounds each server: the largest of the nodes' peaks.
+        peak = peak_of(self.samplers)
         found = orphans.reap(run.marker, run.orphan_grace_s)
         errors = len(runner.exceptions) if runner is not None else 0
         figures = gates.RunFigures(report.name_stats(environment.stats), peak, found, errors)

@@ -7,6 +7,11 @@ frame. Checks that are not calls (no output while paused, the group is gone)
 are reported the same way through :meth:`RpcUser.step`, one request name per
 check, so the web UI shows a failure exactly where it happened.
 
+Locust's ``--host`` may name several servers, separated by commas (the nodes
+of a cluster): each user connects to one of them, the users of each class in
+turn (:attr:`RpcUser.node`), so a class's users spread evenly over the nodes;
+a distributed run's workers start at different nodes.
+
 Every command a user starts goes through :meth:`RpcUser.execute`, which adds
 the run's orphan marker to the command's environment and remembers the
 execution until it ends; :meth:`RpcUser.on_stop` cancels what is still live.
@@ -24,6 +29,7 @@ from locust import User
 from locust.exception import StopUser
 
 from stress import metrics
+from stress.nodes import next_node
 from stress.rpc_client import ConnectionLost, Reply, RpcCallError, RpcClient
 from stress.settings import RunSettings
 
@@ -71,15 +77,18 @@ class RpcUser(User):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.settings = RunSettings.from_environment(self.environment)
+        worker = getattr(self.environment.runner, "worker_index", 0)
+        #: Which host of ``--host`` this user talks to (modulo their count).
+        self.node = next_node(type(self).__name__, int(worker or 0))
         self.live: dict[str, RpcClient] = {}
         self.client = self.new_client()
 
     # --- connection -----------------------------------------------------------
 
-    def new_client(self) -> RpcClient:
-        return RpcClient(
-            self.settings.ws_url(self.host), self.settings.token, self.settings.rpc_timeout_s
-        )
+    def new_client(self, node: int | None = None) -> RpcClient:
+        """A client of host number ``node`` (default: this user's)."""
+        url = self.settings.ws_url(self.host, self.node if node is None else node)
+        return RpcClient(url, self.settings.token, self.settings.rpc_timeout_s)
 
     def on_start(self) -> None:
         self.connect()

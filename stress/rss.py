@@ -123,3 +123,13 @@ class RssSampler:
         while True:
             self.take()
             gevent.sleep(self.interval_s)
+
+
+def peak_of(samplers: list[RssSampler]) -> int | None:
+    """The largest peak among ``samplers`` (one per server); None when none
+    sampled anything, or when one server was never sampled: a node the gate
+    could not see must not pass it unseen."""
+    peaks = [sampler.peak_bytes for sampler in samplers]
+    if not peaks or any(peak is None for peak in peaks):
+        return None
+    return max(peak for peak in peaks if peak is not None)

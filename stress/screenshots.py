@@ -12,6 +12,10 @@ already has), and saves:
 - ``stress-ui-statistics.png``: the statistics of a run started with that
   form's defaults (the Start button is clicked), stopped after ``--seconds``.
 
+``--cluster`` does the same with ``ci/stress --ui --cluster`` (two nodes
+sharing a throwaway PostgreSQL, ClusterUser among the users) and saves
+``stress-ui-cluster-start.png`` and ``stress-ui-cluster-statistics.png``.
+
 Not part of ``make test``: it needs Chromium and takes about a minute. The
 browser runs with a fresh profile and without any background networking.
 """
@@ -142,7 +146,9 @@ def click_text(tag: str, text: str) -> str:
     )
 
 
-async def capture(browser_url: str, web_url: str, out: Path, seconds: float) -> None:
+async def capture(
+    browser_url: str, web_url: str, out: Path, seconds: float, prefix: str = "stress-ui"
+) -> None:
     async with websockets.connect(browser_url, max_size=64 * 1024 * 1024) as ws:
         page = await Page.open(ws)
         await page.send("Page.enable")
@@ -156,7 +162,7 @@ async def capture(browser_url: str, web_url: str, out: Path, seconds: float) -> 
             raise RuntimeError("no 'Custom parameters' panel in the start form")
         await page.wait_for("document.body.innerText.includes('Job Seconds')")
         await asyncio.sleep(1)
-        await page.screenshot(out / "stress-ui-start.png")
+        await page.screenshot(out / f"{prefix}-start.png")
 
         # A run with the form's defaults, started the way a user starts it.
         if not await page.evaluate(click_text("button", "Start")):
@@ -168,13 +174,18 @@ async def capture(browser_url: str, web_url: str, out: Path, seconds: float) -> 
         await page.wait_for("document.body.innerText.includes('STOPPED')", 60)
         await page.evaluate(click_text("button", "Statistics"))
         await asyncio.sleep(2)
-        await page.screenshot(out / "stress-ui-statistics.png")
+        await page.screenshot(out / f"{prefix}-statistics.png")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="stress.screenshots", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "images")
     parser.add_argument("--seconds", type=float, default=40.0, help="length of the run")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="ci/stress --ui --cluster (two nodes, ClusterUser); stress-ui-cluster-*.png",
+    )
     args = parser.parse_args(argv)
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
@@ -188,7 +199,11 @@ def main(argv: list[str] | None = None) -> int:
         log_path = Path(tmp) / "launcher.log"
         with log_path.open("wb") as log:
             launcher = subprocess.Popen(
-                [sys.executable, "-m", "stress.launch", "--ui", "--", "--web-port", str(port)],
+                [
+                    *(sys.executable, "-m", "stress.launch", "--ui"),
+                    *(["--cluster"] if args.cluster else []),
+                    *("--", "--web-port", str(port)),
+                ],
                 cwd=ROOT,
                 env=env,
                 stdout=log,
@@ -215,7 +230,8 @@ def main(argv: list[str] | None = None) -> int:
             # Keep draining Chromium's chatter so that it never blocks on a full pipe.
             drain = threading.Thread(target=browser.stderr.read, daemon=True)
             drain.start()
-            shots = capture(browser_url, web_url, args.out, args.seconds)
+            prefix = "stress-ui-cluster" if args.cluster else "stress-ui"
+            shots = capture(browser_url, web_url, args.out, args.seconds, prefix)
             asyncio.run(asyncio.wait_for(shots, 300))
         finally:
             if browser is not None:

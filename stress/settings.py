@@ -21,7 +21,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 #: Name of the environment variable that marks every command of a run.
 DEFAULT_MARKER_NAME = "CCX_STRESS_RUN"
-USER_NAMES = ("ControlUser", "StreamUser", "ReconnectUser", "AgentUser", "JobUser")
+USER_NAMES = (
+    "ControlUser",
+    "StreamUser",
+    "ReconnectUser",
+    "AgentUser",
+    "JobUser",
+    "ClusterUser",
+)
 DEFAULT_USERS = "ControlUser,StreamUser,ReconnectUser,AgentUser"
 
 
@@ -41,18 +48,23 @@ def add_arguments(parser: Any) -> None:
         "(the web UI's class picker chooses instead).",
         include_in_web_ui=False,
     )
-    add("--job-seconds", type=float, default=90.0, help="ControlUser: length of the long job.")
+    add(
+        "--job-seconds",
+        type=float,
+        default=90.0,
+        help="ControlUser, ClusterUser: length of the long job.",
+    )
     add(
         "--run-before-pause-seconds",
         type=float,
         default=1.0,
-        help="ControlUser: output time before PAUSE.",
+        help="ControlUser, ClusterUser: output time before PAUSE (ClusterUser: before attach).",
     )
     add(
         "--pause-hold-seconds",
         type=float,
         default=2.0,
-        help="ControlUser: how long a paused job must stay silent.",
+        help="ControlUser, ClusterUser: how long a paused job must stay silent.",
     )
     add(
         "--stream-mode",
@@ -94,9 +106,9 @@ def add_arguments(parser: Any) -> None:
     )
     add(
         "--server-pid",
-        type=int,
-        default=0,
-        help="PID of the server (for RSS from /proc); 0: RSS from /health when it has it.",
+        default="0",
+        help="PID of the server (for RSS from /proc), comma-separated in the order of the "
+        "hosts; 0: RSS from /metrics or /health.",
         include_in_web_ui=False,
     )
     add(
@@ -147,6 +159,26 @@ def ws_url(host: str) -> str:
     return urlunsplit((scheme, parts.netloc, path, parts.query, ""))
 
 
+def hosts(host: str | None) -> tuple[str, ...]:
+    """The WebSocket URLs of Locust's ``--host``: one server, or several
+    separated by commas (the nodes of a cluster), in order."""
+    urls = tuple(ws_url(part.strip()) for part in (host or "").split(",") if part.strip())
+    if not urls:
+        raise ValueError("no --host: give the server, e.g. ws://127.0.0.1:8003/ws/mcp")
+    return urls
+
+
+def server_pids(text: str) -> tuple[int, ...]:
+    """``--server-pid``: ``0``, one PID, or several separated by commas."""
+    try:
+        pids = tuple(int(part) for part in str(text).split(",") if part.strip())
+    except ValueError:
+        raise ValueError(f"--server-pid: {text!r} is not PIDs separated by commas") from None
+    if any(pid < 0 for pid in pids):
+        raise ValueError(f"--server-pid: {text!r} has a negative PID")
+    return pids or (0,)
+
+
 def http_url(host: str, path: str) -> str:
     """The HTTP URL of ``path`` on the same server as ``host``."""
     parts = urlsplit(ws_url(host))
@@ -174,7 +206,8 @@ class RunSettings:
     max_fail_ratio: float
     control_p95_ms: float
     max_rss_mb: float
-    server_pid: int
+    #: One per host, in the order of ``--host``; 0 where it is not known.
+    server_pids: tuple[int, ...]
     rss_interval_s: float
     marker: str
     orphan_grace_s: float
@@ -210,7 +243,7 @@ class RunSettings:
             max_fail_ratio=float(options.max_fail_ratio),
             control_p95_ms=float(options.control_latency_gate_ms),
             max_rss_mb=float(options.server_memory_gate_mb),
-            server_pid=int(options.server_pid),
+            server_pids=server_pids(options.server_pid),
             rss_interval_s=float(options.memory_sample_seconds),
             marker=marker,
             orphan_grace_s=float(options.orphan_grace_seconds),
@@ -227,7 +260,11 @@ class RunSettings:
         name, _, value = self.marker.partition("=")
         return {name: value} if name else {}
 
-    def ws_url(self, host: str | None) -> str:
-        if not host:
-            raise ValueError("no --host: give the server, e.g. ws://127.0.0.1:8003/ws/mcp")
-        return ws_url(host)
+    def ws_url(self, host: str | None, index: int = 0) -> str:
+        """The URL of host number ``index`` (modulo their count) of ``--host``."""
+        urls = hosts(host)
+        return urls[index % len(urls)]
+
+    def server_pid(self, index: int) -> int:
+        """The PID given for host number ``index``; 0 when none was."""
+        return self.server_pids[index] if index < len(self.server_pids) else 0

@@ -201,7 +201,8 @@ class Execution:
             returncode = await proc.wait()
             # The leader's status is final: a timeout can no longer relabel it, and
             # readers held by a pause must drain the pipes now. (A congested store
-            # keeps holding them: its flow control bounds memory.)
+            # keeps holding them: its flow control bounds memory, and the drain
+            # waits for it rather than close pipes that still hold output.)
             if self._timeout is not None:
                 self._timeout.cancel()
                 self._timeout = None
@@ -209,7 +210,7 @@ class Execution:
             if self.tree is not None and self.tree.alive():
                 # The leader is gone; nothing of its group may outlive it.
                 await self._ensure_ladder()
-            if not await pumps.drained(self.settings.exit_drain_timeout_s):
+            if not await pumps.drained(self.settings.exit_drain_timeout_s, self.flow):
                 self.log.warning(
                     "output pipes still open after exit; closing them",
                     extra={"pid": self.pid},

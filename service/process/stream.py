@@ -38,6 +38,8 @@ class OutputStream:
     ) -> None:
         self.name = name
         self.bytes_read = 0
+        #: How many times the store's flow control held this reader.
+        self.holds = 0
         self._emit = emit
         self._splitter = LineSplitter(max_line_bytes)
         self._flush_bytes = flush_bytes
@@ -60,6 +62,7 @@ class OutputStream:
             if not self._gate.is_set():
                 await self._gate.wait()
             if self._flow is not None and not self._flow.is_set():
+                self.holds += 1
                 await self._flow.wait()
             data = await reader.read(self._read_chunk_bytes)
             if not data:
@@ -124,10 +127,31 @@ class Pumps:
             asyncio.create_task(streams["stderr"].pump(stderr), name=f"{name}:err"),
         ]
 
-    async def drained(self, timeout_s: float) -> bool:
-        """Wait until both pipes reached EOF; False when ``timeout_s`` passed first."""
-        _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
-        return not pending
+    async def drained(self, timeout_s: float, flow: asyncio.Event | None = None) -> bool:
+        """Wait until both pipes reached EOF; False once ``timeout_s`` passed
+        with the readers free to read and the pipes still open.
+
+        Time that ``flow`` (the store's flow control) holds the readers does not
+        count: what the pipes still hold then is output the client is owed, held
+        back only to bound memory, and closing the pipes would lose it silently.
+        A window in which the readers were held at any moment is started again.
+        """
+        while True:
+            holds = self._holds()
+            _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
+            if not pending:
+                return True
+            if flow is None or (flow.is_set() and self._holds() == holds):
+                return False
+            if not flow.is_set():
+                waiter = asyncio.ensure_future(flow.wait())
+                try:
+                    await asyncio.wait([waiter, *self._tasks], return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    waiter.cancel()
+
+    def _holds(self) -> int:
+        return sum(stream.holds for stream in self._streams.values())
 
     async def stop(self) -> None:
         """Cancel both readers and emit what they still hold."""

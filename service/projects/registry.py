@@ -93,6 +93,21 @@ class Projects:
             await self._derive_last_status()
         logger.info("projects loaded", extra={"projects": len(self.projects)})
 
+    async def refresh(self) -> None:
+        """Load the projects the store has and this registry not yet (another
+        node of the cluster created them); an idle project takes its stored
+        columns (another node's last run moved its session and counters)."""
+        # This node's own changes still queued for the writer go first: else
+        # the read could hand back a row older than what is in memory.
+        await self.store.write(lambda conn: None)
+        for record in await self.store.read(storage.load_projects):
+            project = self.projects.get(record["id"])
+            if project is None:
+                self.projects[record["id"]] = Project.from_record(record)
+            elif not project.busy:
+                for name, value in record.items():
+                    setattr(project, name, value)
+
     async def _derive_last_status(self) -> None:
         """``last_status`` is the state of each project's newest execution: a
         server that died mid-run never wrote the run's end, and restart

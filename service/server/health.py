@@ -80,6 +80,10 @@ async def report(root: Root) -> tuple[int, dict[str, Any]]:
         degraded.append(f"claude CLI not available: {claude.problem}")
 
     figures = services.process_reader.read()
+    cluster = services.cluster.health() if services.cluster is not None else None
+    bus = cluster["bus"] if cluster is not None else None
+    if bus is not None and not bus["connected"]:
+        degraded.append(f"the cluster bus is not connected: {bus['last_error'] or 'connecting'}")
     status = FAILING if failing else DEGRADED if degraded else OK
     document: dict[str, Any] = {"status": status}
     if failing or degraded:
@@ -103,4 +107,7 @@ async def report(root: Root) -> tuple[int, dict[str, Any]]:
             "claude": claude.public(),
         }
     )
+    if cluster is not None:
+        # This node's view of the cluster: nodes, leases, live executions per node.
+        document["cluster"] = cluster
     return (503 if status == FAILING else 200), document

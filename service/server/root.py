@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from service import __version__
+from service.cluster import Cluster, node_id_of
+from service.cluster.figures import ClusterCollector
 from service.dispatch import Peer, Router
 from service.metrics import Metrics
 from service.metrics_collector import LiveFigures
@@ -81,7 +83,9 @@ class Root:
         return self.services.settings
 
     def capabilities(self) -> list[str]:
-        return [*self.router.names, *FEATURES]
+        cluster = self.services.cluster
+        remote = cluster is not None and cluster.shared and self.settings.cluster_remote_execute
+        return [*self.router.names, *FEATURES, *(["execute.node"] if remote else [])]
 
     # --- connections ---------------------------------------------------------
 
@@ -114,6 +118,9 @@ class Root:
     async def startup(self) -> None:
         services = self.services
         await lifecycle.start(services.core, services.supervisor)
+        if services.cluster is not None:
+            # After the store's recovery: the leftovers other nodes marked lost.
+            await services.cluster.start()
         # After the store's recovery (which names what it kills in each lost
         # execution's reason): whatever is still in the server's own subtree.
         await services.supervisor.startup()
@@ -130,6 +137,8 @@ class Root:
         await services.stats.stop()
         await services.supervisor.shutdown()
         await services.projects.stop()
+        if services.cluster is not None:
+            await services.cluster.stop()
         await self._exit_stack.aclose()
         for connection in list(self.connections.values()):
             connection.close(1001, "server shutting down")
@@ -160,12 +169,17 @@ def compose(settings: Settings) -> Root:
     metrics = Metrics(settings.metrics_enabled)
     process_reader = ProcessReader()
     store = make_store(settings) if settings.store_enabled else None
-    # node_id: the cluster node (CC_EXECUTOR_NODE_ID, issue 20); None: a server alone.
-    core = lifecycle.build(store, supervisor, node_id=None)
+    node_id = node_id_of(settings)
+    core = lifecycle.build(store, supervisor, node_id=node_id)
     if store is not None:
         for namespace, migrations in SCHEMAS:
             store.register_schema(namespace, migrations)
     projects = Projects(settings, supervisor, store)
+    cluster = (
+        Cluster(store, supervisor, projects, node_id, core.recorder.server_id, core.recorder.flush)
+        if store is not None and core.recorder is not None
+        else None
+    )
     if core.retention is not None:
         # The store's cap covers every namespace: project history is trimmed too.
         core.retention.trimmers.append(MESSAGES_TRIMMER)
@@ -181,6 +195,7 @@ def compose(settings: Settings) -> Root:
             settings.claude_bin, settings.claude_check_timeout_s, settings.claude_check_interval_s
         ),
         token=settings.resolved_token(),
+        cluster=cluster,
     )
     root = Root(services, build_router())
     # Observability hooks: one call per event into the metrics.
@@ -189,6 +204,8 @@ def compose(settings: Settings) -> Root:
     root.router.on_answer = metrics.request
     supervisor.observers.append(metrics)
     projects.on_cost = metrics.agent_cost
+    if cluster is not None and metrics.registry is not None:
+        metrics.registry.register(ClusterCollector(cluster))
     root.busy_checks.append(lambda peer: bool(supervisor.live_owned_by(peer)))
     root.busy_checks.append(projects.follows)
     # A stats subscriber watches the server: not idle.

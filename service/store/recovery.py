@@ -151,7 +151,9 @@ async def recover(
 
     def load(conn: Conn) -> list[Leftover]:
         marks = ",".join("?" * len(LIVE_STATES))
-        node = "node IS NULL" if node_id is None else "node = ?"
+        # Rows of releases before nodes (NULL) are any node's: SQLite has one
+        # server per data directory, and PostgreSQL stores came with nodes.
+        node = "node IS NULL" if node_id is None else "(node = ? OR node IS NULL)"
         rows = conn.execute(
             "SELECT id, pid, pgid, start_ticks, boot_id, server_id, state FROM executions "
             f"WHERE state IN ({marks}) AND server_id != ? AND {node}",

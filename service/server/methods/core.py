@@ -39,6 +39,16 @@ def audit(ctx: CallContext, decision: str, **fields: Any) -> None:
 async def execute(ctx: CallContext, params: ExecuteParams) -> dict[str, Any]:
     services = ctx.connection.services
     requested = params.argv if params.argv is not None else params.command
+    cluster = services.cluster
+    if params.node is not None and (cluster is None or params.node != cluster.node_id):
+        if cluster is None:
+            raise InvalidParams(f"unknown node {params.node!r}: this server has no store")
+        forwarded = params.model_dump(exclude={"node"}, exclude_none=True)
+        result = await cluster.remote.execute_on(params.node, ctx.connection, forwarded)
+        audit(
+            ctx, "forwarded", argv=requested, node=params.node, execution_id=result["execution_id"]
+        )
+        return result
     try:
         spec = build_spec(params, services.settings)
         execution = await services.supervisor.start(spec, ctx.connection)
@@ -89,6 +99,14 @@ CONTROL_RESULTS = {"PAUSE": "paused", "RESUME": "resumed", "CANCEL": "cancelled"
 @router.method("control", ControlParams)
 async def control(ctx: CallContext, params: ControlParams) -> dict[str, Any]:
     started_mono = time.monotonic()
+    cluster = ctx.connection.services.cluster
+    if params.execution_id is not None and cluster is not None:
+        # An execution of another node: its node answers (and checks the effect).
+        forwarded = await cluster.remote.forward(
+            params.execution_id, "control", {"type": params.type}
+        )
+        if forwarded is not None:
+            return forwarded
     execution = resolve_execution(ctx, params.execution_id)
     fields = {
         "connection_id": ctx.connection.id,
@@ -113,6 +131,13 @@ async def control(ctx: CallContext, params: ControlParams) -> dict[str, Any]:
 
 @router.method("input", InputParams)
 async def input_(ctx: CallContext, params: InputParams) -> dict[str, Any]:
+    cluster = ctx.connection.services.cluster
+    if cluster is not None:
+        forwarded = await cluster.remote.forward(
+            params.execution_id, "input", {"data": params.data, "eof": params.eof}
+        )
+        if forwarded is not None:
+            return forwarded
     execution = ctx.connection.services.supervisor.get(params.execution_id)
     if execution.state.is_final:
         raise InvalidState(f"execution is {execution.state.value}")

@@ -79,6 +79,17 @@ def projects_of(ctx: CallContext) -> Projects:
     return ctx.connection.services.projects
 
 
+async def known(ctx: CallContext, project_id: str) -> Projects:
+    """The projects, with ``project_id`` among them if the store has it:
+    projects are global, and another node may have created it since this one
+    loaded the registry."""
+    projects = projects_of(ctx)
+    cluster = ctx.connection.services.cluster
+    if project_id not in projects.projects and cluster is not None and cluster.shared:
+        await projects.refresh()
+    return projects
+
+
 def log_fields(ctx: CallContext, **fields: Any) -> dict[str, Any]:
     return {"connection_id": ctx.connection.id, "request_id": ctx.request.id, **fields}
 
@@ -96,7 +107,7 @@ async def project_list(ctx: CallContext, params: Params) -> dict[str, Any]:
 
 @router.method("project.get", ProjectParams)
 async def project_get(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    return projects_of(ctx).get(params.project_id).snapshot()
+    return (await known(ctx, params.project_id)).get(params.project_id).snapshot()
 
 
 @router.method("project.delete", ProjectParams)
@@ -107,7 +118,7 @@ async def project_delete(ctx: CallContext, params: ProjectParams) -> dict[str, A
 
 @router.method("project.subscribe", ProjectParams)
 async def project_subscribe(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    project = projects_of(ctx).subscribe(params.project_id, ctx.connection)
+    project = (await known(ctx, params.project_id)).subscribe(params.project_id, ctx.connection)
     return {"subscribed": True, **project.snapshot()}
 
 
@@ -128,16 +139,31 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
         permission_mode=params.permission_mode,
         append_system_prompt=params.append_system_prompt,
     )
-    projects = projects_of(ctx)
-    execution = await projects.run_agent(
-        ctx.connection,
-        params.project_id,
-        options,
-        resume=params.resume,
-        timeout_s=params.timeout,
-        env=params.env,
-        approvals=params.approvals,
-    )
+    projects = await known(ctx, params.project_id)
+    projects.get(params.project_id)  # -32003 before any lock is taken
+    cluster = ctx.connection.services.cluster
+    if cluster is not None:
+        # One agent per project in the whole cluster: -32005 while one runs anywhere.
+        await cluster.lock_project(params.project_id)
+    try:
+        if cluster is not None and cluster.shared:
+            # The last run may have been another node's: its session and counters.
+            await projects.refresh()
+        execution = await projects.run_agent(
+            ctx.connection,
+            params.project_id,
+            options,
+            resume=params.resume,
+            timeout_s=params.timeout,
+            env=params.env,
+            approvals=params.approvals,
+        )
+    except BaseException:
+        if cluster is not None:
+            await cluster.unlock_project(params.project_id)
+        raise
+    if cluster is not None:
+        await cluster.bind_project(params.project_id, execution.id)
     logger.info(
         "agent started",
         extra=log_fields(
@@ -161,7 +187,15 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
 
 @router.method("agent.kill", ProjectParams)
 async def agent_kill(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    execution = await projects_of(ctx).kill(params.project_id)
+    projects = await known(ctx, params.project_id)
+    project = projects.get(params.project_id)
+    cluster = ctx.connection.services.cluster
+    if project.execution is None and cluster is not None:
+        # The project's agent may run on another node: cancelled there.
+        remote = await cluster.kill_remote_agent(params.project_id)
+        if remote is not None:
+            return {**remote, "project_id": params.project_id}
+    execution = await projects.kill(params.project_id)
     logger.info(
         "agent killed",
         extra=log_fields(ctx, project_id=params.project_id, execution_id=execution.id),

@@ -47,8 +47,17 @@ def _with_store(ctx: CallContext) -> Core:
 
 @router.method("attach", AttachParams)
 async def attach(ctx: CallContext, params: AttachParams) -> dict[str, Any]:
-    parts = ctx.connection.services.core
-    return await parts.attacher.attach(ctx.connection, params.execution_id, params.since_seq)
+    services = ctx.connection.services
+    if services.cluster is not None:
+        # Live on another node: replay and follow it from the shared store.
+        remote = await services.cluster.remote.attach(
+            ctx.connection, params.execution_id, params.since_seq
+        )
+        if remote is not None:
+            return remote
+    return await services.core.attacher.attach(
+        ctx.connection, params.execution_id, params.since_seq
+    )
 
 
 @router.method("transcript.get", TranscriptParams)
