@@ -34,13 +34,12 @@ import sys
 import time
 from collections.abc import Awaitable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from service.errors import InvalidState, LimitReached
 from service.process.hold import pass_gate, preexec
-from service.process.report import parse_report, read_report
+from service.process.report import Started, parse_report, read_report
 from service.process.sibling import Leader, Sibling
 
 SHIM_NAME = "cc-executor-exec"
@@ -57,18 +56,6 @@ def find_shim() -> str | None:
     """The built exec shim next to the interpreter (``.venv/bin``), if any."""
     candidate = Path(sys.executable).parent / SHIM_NAME
     return str(candidate) if os.access(candidate, os.X_OK) else None
-
-
-@dataclass(frozen=True, slots=True)
-class Started:
-    """A spawned process and the parent's ends of its pipes (raw fds)."""
-
-    popen: subprocess.Popen[bytes]
-    stdout_fd: int
-    stderr_fd: int
-    stdin_fd: int | None
-    #: The shim's report pipe: EOF once the user's program was exec'd, else an errno.
-    report_fd: int | None
 
 
 def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:

@@ -22,12 +22,8 @@ import signal
 import subprocess
 from collections.abc import Awaitable
 from concurrent.futures import Executor
-from typing import TYPE_CHECKING
 
-from service.process.report import parse_report, read_report
-
-if TYPE_CHECKING:
-    from service.process.child import Started
+from service.process.report import Started, parse_report, read_report
 
 _PR_SET_PDEATHSIG = 1
 

@@ -1,4 +1,5 @@
-"""The exec shim's report: read off the event loop, and what it says.
+"""What a spawn hands back (:class:`Started`), and the exec shim's report: read
+off the event loop, and what it says.
 
 The shim (``shim/cc-executor-exec.c``) writes native ints to a close-on-exec
 pipe, so EOF means every writer has exec'd or exited. Without ``@`` (no
@@ -14,8 +15,21 @@ import errno
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 
 from service.process.sibling import Leader, Sibling
+
+
+@dataclass(frozen=True, slots=True)
+class Started:
+    """A spawned process and the parent's ends of its pipes (raw fds)."""
+
+    popen: subprocess.Popen[bytes]
+    stdout_fd: int
+    stderr_fd: int
+    stdin_fd: int | None
+    #: The shim's report pipe: EOF once the user's program was exec'd, else an errno.
+    report_fd: int | None
 
 
 async def read_report(fd: int) -> bytes:
