@@ -53,9 +53,17 @@ STDIN_BUFFER_LIMIT = 1024 * 1024
 
 
 def find_shim() -> str | None:
-    """The built exec shim next to the interpreter (``.venv/bin``), if any."""
+    """The built exec shim next to the interpreter (``.venv/bin``), if any and
+    not older than its source: its argument list changes with the server, so a
+    shim left from before an update is not used (``ci/install`` rebuilds it)."""
     candidate = Path(sys.executable).parent / SHIM_NAME
-    return str(candidate) if os.access(candidate, os.X_OK) else None
+    if not os.access(candidate, os.X_OK):
+        return None
+    source = Path(__file__).with_name("shim") / f"{SHIM_NAME}.c"
+    with contextlib.suppress(OSError):
+        if source.stat().st_mtime > candidate.stat().st_mtime:
+            return None
+    return str(candidate)
 
 
 def _pipe_file(fd: int, mode: str, loop: asyncio.AbstractEventLoop) -> Any:
