@@ -356,3 +356,30 @@ def process_error(execution_id: str, error: str, error_name: str) -> Frame:
         "process.error",
         {"execution_id": execution_id, "error": error, "error_name": error_name},
     )
+
+
+def attached(
+    execution_id: str,
+    state: str,
+    pid: int | None,
+    pgid: int | None,
+    since_seq: int,
+    last_seq: int,
+    *,
+    replay: bool,
+    node: str | None = None,
+) -> dict[str, Any]:
+    """The result of ``attach``; ``node`` only when another node runs it."""
+    result: dict[str, Any] = {
+        "status": "attached",
+        "execution_id": execution_id,
+        "state": state,
+        "pid": pid,
+        "pgid": pgid,
+        "since_seq": since_seq,
+        "last_seq": last_seq,
+        "replay": replay,
+    }
+    if node is not None:
+        result["node"] = node
+    return result

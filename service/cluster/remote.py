@@ -24,7 +24,7 @@ from service.cluster.rpc import Rpc
 from service.errors import InvalidParams, InvalidState
 from service.outbox import OutboxClosed
 from service.process.supervisor import Supervisor
-from service.protocol import process_error, process_started
+from service.protocol import attached, process_error, process_started
 from service.store import Store, StoreError
 from service.store.attach import Subscriber
 from service.store.history import get_execution
@@ -130,17 +130,16 @@ class Remote:
             return None
         self._start_follow(connection, record, since_seq)
         self._own(record["node"], connection.id, "own", execution_id)
-        return {
-            "status": "attached",
-            "execution_id": execution_id,
-            "state": record["state"],
-            "pid": record["pid"],
-            "pgid": record["pgid"],
-            "since_seq": since_seq,
-            "last_seq": record["last_seq"],
-            "replay": True,
-            "node": record["node"],
-        }
+        return attached(
+            execution_id,
+            record["state"],
+            record["pid"],
+            record["pgid"],
+            since_seq,
+            record["last_seq"],
+            replay=True,
+            node=record["node"],
+        )
 
     async def execute_on(
         self, node_id: str, connection: Subscriber, params: dict[str, Any]

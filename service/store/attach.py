@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from service.errors import InvalidState, NotFound
 from service.outbox import OutboxClosed
 from service.process.execution import Execution
-from service.protocol import Frame, process_completed, process_error
+from service.protocol import Frame, attached, process_completed, process_error
 from service.store.database import Store, StoreError
 from service.store.history import chunk_rows, get_execution, output_frame
 from service.store.recorder import Recorder
@@ -167,16 +167,15 @@ class Attacher:
         seam = execution.seq
         supervisor.add_owner(execution, connection)
         snapshot = execution.snapshot()
-        result = {
-            "status": "attached",
-            "execution_id": execution.id,
-            "state": execution.state.value,
-            "pid": execution.pid,
-            "pgid": execution.pgid,
-            "since_seq": since_seq,
-            "last_seq": seam,
-            "replay": self.recorder is not None and self._reachable(),
-        }
+        result = attached(
+            execution.id,
+            execution.state.value,
+            execution.pid,
+            execution.pgid,
+            since_seq,
+            seam,
+            replay=self.recorder is not None and self._reachable(),
+        )
         if not result["replay"]:
             # No store, or its database unreachable: nothing to replay, but the
             # live stream joins at once; the client sees the gap in seq.
@@ -216,16 +215,15 @@ class Attacher:
         if key in self._active:
             raise InvalidState("this connection is already attaching to this execution")
         self._start(key, self._replay_stored(connection, record, since_seq), connection)
-        return {
-            "status": "attached",
-            "execution_id": execution_id,
-            "state": record["state"],
-            "pid": record["pid"],
-            "pgid": record["pgid"],
-            "since_seq": since_seq,
-            "last_seq": record["last_seq"],
-            "replay": True,
-        }
+        return attached(
+            execution_id,
+            record["state"],
+            record["pid"],
+            record["pgid"],
+            since_seq,
+            record["last_seq"],
+            replay=True,
+        )
 
     def _start(self, key: tuple[str, str], coro: Awaitable[None], connection: Subscriber) -> None:
         execution_id = key[1]
