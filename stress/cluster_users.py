@@ -202,10 +202,4 @@ class ClusterUser(RpcUser):
             problem = stream.problem()
             if problem:
                 step.fail(problem)
-        with self.step("verify: group gone") as step:
-            deadline = time.monotonic() + 2
-            while pgid and procfs.group_members(pgid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            left = procfs.group_members(pgid) if pgid else []
-            if left:
-                step.fail(f"process group {pgid} still has {[m.pid for m in left]}")
+        self.verify_group_gone(pgid)

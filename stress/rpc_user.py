@@ -28,6 +28,7 @@ from typing import Any, NoReturn
 from locust import User
 from locust.exception import StopUser
 
+from service.process import procfs
 from stress import metrics
 from stress.nodes import next_node
 from stress.rpc_client import ConnectionLost, Reply, RpcCallError, RpcClient
@@ -195,6 +196,17 @@ class RpcUser(User):
             raise StepFailed(f"{method}: no execution_id in {result}")
         self.live[execution_id] = self.client
         return result
+
+    def verify_group_gone(self, pgid: int | None, within_s: float = 2) -> None:
+        """A step that fails when process group ``pgid`` still has members
+        ``within_s`` after its execution ended (local host only)."""
+        with self.step("verify: group gone") as step:
+            deadline = time.monotonic() + within_s
+            while pgid and procfs.group_members(pgid) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            left = procfs.group_members(pgid) if pgid else []
+            if left:
+                step.fail(f"process group {pgid} still has {[m.pid for m in left]}")
 
     def finished(self, execution_id: str) -> None:
         self.live.pop(execution_id, None)

@@ -126,13 +126,7 @@ class ControlUser(RpcUser):
             if event["params"].get("status") != "cancelled":
                 step.fail(f"completed with {event['params'].get('status')!r}, not 'cancelled'")
         self.finished(execution_id)
-        with self.step("verify: group gone") as step:
-            deadline = time.monotonic() + 2
-            while pgid and procfs.group_members(pgid) and time.monotonic() < deadline:
-                time.sleep(0.05)
-            left = procfs.group_members(pgid) if pgid else []
-            if left:
-                step.fail(f"process group {pgid} still has {[m.pid for m in left]}")
+        self.verify_group_gone(pgid)
 
     def settle(self, execution_id: str) -> None:
         """Read output until none has come for PAUSE_QUIET_S (or PAUSE_SETTLE_MAX_S)."""
