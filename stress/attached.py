@@ -12,7 +12,8 @@ COMPLETED = "process.completed"
 
 class Stream:
     """What the other node's session saw of the job after ``attach``: every
-    chunk in order, checked for gaps and duplicates as they come."""
+    chunk in order (seqs count stdout and stderr, the lines are stdout's),
+    checked for gaps and duplicates."""
 
     def __init__(self) -> None:
         self.seqs: list[int] = []
@@ -24,7 +25,10 @@ class Stream:
             self.completed = event["params"]
         elif event.get("method") == OUTPUT:
             self.seqs.append(int(event["params"]["seq"]))
-            self.text += str(event["params"].get("data", ""))
+            # stdout only: a shell whose child dies of CANCEL's SIGTERM may say
+            # "Terminated" on stderr before it acts on its own (seqs count both).
+            if event["params"].get("type", "stdout") == "stdout":
+                self.text += str(event["params"].get("data", ""))
 
     @property
     def last_seq(self) -> int:

@@ -76,6 +76,10 @@ class RpcClient:
         self.other_events: Queue[Any] = Queue()
         self._ids = itertools.count(1)
         self._pending: dict[int, AsyncResult] = {}
+        #: Requests whose caller stopped waiting (killed at the run's end, or
+        #: timed out) before the reply came; see :meth:`settle`.
+        self._abandoned: set[int] = set()
+        self._abandoned_executions: list[str] = []
         self._queues: dict[str, Queue[Any]] = {}
         self._ws: websocket.WebSocket | None = None
         self._reader: gevent.Greenlet | None = None
@@ -167,12 +171,24 @@ class RpcClient:
             raise ConnectionLost(f"{method}: {exc}") from None
         finally:
             self._pending.pop(request_id, None)
+            if not waiter.ready():
+                self._abandoned.add(request_id)
         if reply is _CLOSED:
             raise ConnectionLost(f"{method}: connection closed")
         if "error" in reply.message:
             raise RpcCallError(method, reply.message["error"])
         assert isinstance(reply, Reply)
         return reply
+
+    def settle(self, timeout_s: float) -> list[str]:
+        """Wait up to ``timeout_s`` for the replies nobody waits for any more;
+        the executions they started. A user stopped while its ``execute`` was
+        in flight does not know the execution it started: this does."""
+        deadline = time.monotonic() + timeout_s
+        while self._abandoned and not self._closed and time.monotonic() < deadline:
+            gevent.sleep(0.02)
+        started, self._abandoned_executions = self._abandoned_executions, []
+        return started
 
     def next_event(self, execution_id: str, timeout_s: float) -> dict[str, Any] | None:
         """The next notification of ``execution_id``; None after ``timeout_s``."""
@@ -217,9 +233,15 @@ class RpcClient:
 
     def _route(self, message: dict[str, Any], size: int) -> None:
         if "method" not in message:
-            waiter = self._pending.get(message.get("id"))  # type: ignore[arg-type]
+            request_id = message.get("id")
+            waiter = self._pending.get(request_id)  # type: ignore[arg-type]
             if waiter is not None:
                 waiter.set(Reply(message, size))
+            elif request_id in self._abandoned:
+                self._abandoned.discard(request_id)  # type: ignore[arg-type]
+                result = message.get("result")
+                if isinstance(result, dict) and isinstance(result.get("execution_id"), str):
+                    self._abandoned_executions.append(result["execution_id"])
             return
         params = message.get("params")
         execution_id = params.get("execution_id") if isinstance(params, dict) else None

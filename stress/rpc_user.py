@@ -39,6 +39,8 @@ logger = logging.getLogger(__name__)
 REQUEST_TYPE = "rpc"
 #: Terminal notifications of an execution.
 COMPLETED = "process.completed"
+#: At the end, the longest wait for the reply to an ``execute`` still in flight.
+SETTLE_S = 5.0
 
 
 class StepFailed(Exception):
@@ -109,7 +111,13 @@ class RpcUser(User):
         return session is not None and all(m in session.capabilities for m in methods)
 
     def on_stop(self) -> None:
-        """Cancel what this user still runs, wait for it to end, close."""
+        """Cancel what this user still runs, wait for it to end, close.
+
+        That includes what an ``execute`` still in flight when the run
+        stopped started: its reply is awaited (a few seconds at most)."""
+        if self.client.connected:
+            for execution_id in self.client.settle(SETTLE_S):
+                self.live.setdefault(execution_id, self.client)
         for execution_id, client in list(self.live.items()):
             self.cancel_quietly(client, execution_id)
         self.client.close()

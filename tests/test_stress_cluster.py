@@ -97,6 +97,7 @@ def test_ci_stress_cluster_runs_cluster_user_across_two_nodes(
     assert proc.returncode == 0 and summary["passed"], f"failed gates: {failed}\n{output}"
     assert "ClusterUser" not in summary["skipped"], summary["skipped"]
     rows = {row["name"]: row for row in summary["stats"]}
+    failures = (reports / "cluster_failures.csv").read_text()
     for name in (
         "connect (other node)",
         "attach (other node)",
@@ -110,7 +111,7 @@ def test_ci_stress_cluster_runs_cluster_user_across_two_nodes(
         "verify: cancelled (both nodes)",
     ):
         assert name in rows and rows[name]["requests"] > 0, (name, sorted(rows))
-        assert rows[name]["failures"] == 0, rows[name]
+        assert rows[name]["failures"] == 0, (rows[name], failures)
     assert summary["orphans"] == []
     for node in ("node-a", "node-b"):
         assert (reports / "cluster-nodes" / f"{node}.log").stat().st_size > 0

@@ -86,6 +86,13 @@ def test_attached_stream_must_start_at_one_with_no_gap_or_duplicate() -> None:
     duplicate.take(chunk(2, "tick 1\n"))
     assert duplicate.problem() == "line 2 is 'tick 1', not 'tick 2'"
 
+    cancelled = Stream()  # a shell told of its child's SIGTERM, on stderr
+    cancelled.take(chunk(1, "tick 1\n"))
+    cancelled.take(
+        {"method": "process.output", "params": {"seq": 2, "type": "stderr", "data": "Terminated\n"}}
+    )
+    assert cancelled.problem() is None and cancelled.last_seq == 2
+
     done = Stream()
     done.take({"method": "process.completed", "params": {"status": "cancelled"}})
     assert done.completed == {"status": "cancelled"} and done.problem() is None
