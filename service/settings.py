@@ -17,6 +17,7 @@ from typing import Annotated, Any, Literal, get_origin
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import NoDecode, SettingsConfigDict
 
+from service.settings_children import ChildrenSettings
 from service.settings_cluster import ClusterSettings
 from service.settings_errors import SettingsConflict
 from service.store_url import StoreUrl
@@ -62,7 +63,7 @@ def default_data_dir() -> Path:
     return Path(base) / "cc-executor"
 
 
-class Settings(ClusterSettings):
+class Settings(ChildrenSettings, ClusterSettings):
     """Every knob of the service, with its unit in its name."""
 
     model_config = SettingsConfigDict(
@@ -181,22 +182,6 @@ class Settings(ClusterSettings):
     pass_env: StrList = Field(
         default_factory=lambda: list(DEFAULT_PASS_ENV),
         description="Names (shell-style patterns) of the server's environment passed to children.",
-    )
-    cgroup_root: str = Field(
-        "auto",
-        description=(
-            "Where execution cgroups go: auto (a writable cgroup2 mount, else process"
-            " groups), off (process groups), or a writable cgroup2 directory."
-        ),
-    )
-    child_nice: int = Field(
-        0,
-        ge=0,
-        le=19,
-        description=(
-            "Niceness of every child and of its session's autogroup, so that busy"
-            " children cannot starve the server (0: the server's own; see docs/performance.md)."
-        ),
     )
     finished_kept: int = Field(
         1000, ge=0, description="Finished executions kept in memory for status and control."
