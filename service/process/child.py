@@ -192,6 +192,8 @@ class Launcher:
         into_leaf: IntoLeaf = "auto",
     ) -> None:
         self.nice = nice
+        #: The children's cpu cgroup's ``tasks`` file (see service.process.cpu).
+        self.cpu_tasks: str | None = None
         #: How the program gets into its leaf cgroup (see :meth:`_cloned`);
         #: "clone" and "move" force one way, to measure them.
         self.into_leaf = into_leaf
@@ -327,7 +329,7 @@ class Launcher:
                 cwd=cwd,
                 env=env,
                 start_new_session=True,
-                preexec_fn=functools.partial(preexec, procs_file, self.nice, hold),
+                preexec_fn=functools.partial(preexec, procs_file, self.cpu_tasks, self.nice, hold),
                 stdin=stdin,
                 stdout=stdout,
                 stderr=stderr,
@@ -342,6 +344,7 @@ class Launcher:
                     ("@" + os.path.dirname(procs_file) if cloned else procs_file)
                     if procs_file
                     else "-",
+                    self.cpu_tasks or "-",
                     str(report),
                     "-" if hold is None else str(hold[0]),
                     str(self.nice),

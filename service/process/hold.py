@@ -28,13 +28,17 @@ from service.process.report import Started, parse_report, read_report
 _PR_SET_PDEATHSIG = 1
 
 
-def preexec(procs_file: str | None, nice: int, gate: tuple[int, int] | None) -> None:
+def preexec(
+    procs_file: str | None, cpu_tasks: str | None, nice: int, gate: tuple[int, int] | None
+) -> None:
     """The shim's steps, in Python, for when there is no shim (fork path)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    if procs_file is not None:
-        with open(procs_file, "w", encoding="ascii") as handle:
-            handle.write("0")
+    for joined in (procs_file, cpu_tasks):
+        # The leaf, then the children's cpu cgroup (service.process.cpu).
+        if joined is not None:
+            with open(joined, "w", encoding="ascii") as handle:
+                handle.write("0")
     if nice > 0:
         os.nice(nice)
         # Each execution is its own session, so its own autogroup (see the shim).

@@ -20,6 +20,8 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from service.errors import InvalidState, LimitReached, NotFound
+from service.process import cpu
+from service.process.cgroup import CgroupContainment
 from service.process.child import Launcher
 from service.process.containment import Containment
 from service.process.execution import Execution, ExecutionObserver
@@ -71,11 +73,17 @@ class Supervisor:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._detach_timers: dict[str, asyncio.Task[None]] = {}
         self._closing = False
+        #: The cpu cgroup every child runs in (None: none could be had, or off).
+        self.cpu: cpu.CpuGroup | None = None
 
     async def startup(self) -> None:
         """Start the containment (ending what an earlier process of this server
-        left in its own subtree); before the first execution."""
+        left in its own subtree), then set up the children's cpu cgroup; before
+        the first execution."""
         await self.containment.start()
+        subtree = self.containment.path if isinstance(self.containment, CgroupContainment) else None
+        self.cpu = cpu.open_group(self.settings, subtree)
+        self.launcher.cpu_tasks = None if self.cpu is None else self.cpu.tasks_file
 
     # --- tasks -------------------------------------------------------------------
 
@@ -261,5 +269,7 @@ class Supervisor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self.containment.close()
+        if self.cpu is not None:
+            await self.cpu.close()
         self.launcher.close()
         logger.info("supervisor stopped", extra={"executions": len(live)})

@@ -99,6 +99,11 @@ async def report(root: Root) -> tuple[int, dict[str, Any]]:
             },
             "limits": settings.limits(),
             "containment": supervisor.containment.name,
+            # What keeps busy children from starving the server (docs/performance.md).
+            "children_cpu": {
+                "cgroup": None if supervisor.cpu is None else supervisor.cpu.public(),
+                "nice": settings.child_nice,
+            },
             "rss_bytes": figures.rss_bytes,
             "cpu_seconds": figures.cpu_seconds,
             "open_fds": figures.open_fds,

@@ -2,13 +2,17 @@
  * cc-executor-exec: the few steps between the server's spawn and the user's
  * program, done in C so that no interpreter starts on every spawn.
  *
- *   cc-executor-exec PROCS ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]
+ *   cc-executor-exec PROCS CPU ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]
  *
  * Where PROCS is "-" (no cgroup), or the cgroup.procs file of the execution's
  * leaf cgroup (which it joins first), it runs the user's program itself:
  *
  * 1. Arms the parent-death signal (SIGKILL when the spawning server thread
- *    ends), then exits if the parent PARENT is already gone.
+ *    ends), then exits if the parent PARENT is already gone. Where CPU is
+ *    not "-", joins the children's cgroup v1 cpu group by writing 0 to CPU
+ *    (its "tasks" file: this process is single-threaded, so that moves all
+ *    of it, without the global lock a write to cgroup.procs takes; see
+ *    service/process/cpu.py).
  * 2. Lowers its priority by NICE (0: unchanged), and that of its session's
  *    autogroup: the server starts every execution in a new session, and
  *    with autogroup scheduling each session competes as one entity whatever
@@ -81,14 +85,29 @@ static int pass_gate(int gate) {
     return 0;
 }
 
+/* Write "0" to FILE (join a cgroup); -1 with errno set on failure. */
+static int join(const char *file) {
+    int fd = open(file, O_WRONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -1;
+    ssize_t wrote = write(fd, "0", 1);
+    int err = errno;
+    close(fd);
+    errno = err;
+    return wrote == 1 ? 0 : -1;
+}
+
 /* Steps 1 to 4; returns only on failure, with errno set. */
-static void become(pid_t parent, int nice_by, int gate, char *path, char **argv) {
+static void become(pid_t parent, const char *cpu, int nice_by, int gate, char *path,
+                   char **argv) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         return;
     if (getppid() != parent) {
         errno = ESRCH;
         return;
     }
+    if (cpu != NULL && join(cpu) != 0)
+        return;
     if (nice_by > 0) {
         if (setpriority(PRIO_PROCESS, 0, nice_by) != 0)
             return;
@@ -118,8 +137,8 @@ static void report_pid(int errfd, pid_t pid) {
  * child. The shim exits at once; the child reports its pid, then its errno
  * if it cannot exec. Returns -1 with errno set when clone3 cannot do it
  * (nothing started). */
-static int clone_into(int cgroup_fd, int errfd, int gate, pid_t parent, int nice_by,
-                      char *path, char **argv) {
+static int clone_into(int cgroup_fd, int errfd, int gate, pid_t parent, const char *cpu,
+                      int nice_by, char *path, char **argv) {
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_INTO_CGROUP | CLONE_PARENT;
@@ -133,23 +152,24 @@ static int clone_into(int cgroup_fd, int errfd, int gate, pid_t parent, int nice
         _exit(0); /* its copy of ERRFD closes; the child's at its exec */
     report_pid(errfd, getpid());
     if (setsid() >= 0)
-        become(parent, nice_by, gate, path, argv);
+        become(parent, cpu, nice_by, gate, path, argv);
     fail(errfd);
     return -1;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 8) {
+    if (argc < 9) {
         static const char usage[] =
-            "usage: cc-executor-exec PROCS ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]\n";
+            "usage: cc-executor-exec PROCS CPU ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]\n";
         ssize_t ignored = write(2, usage, sizeof usage - 1);
         (void)ignored;
         return 127;
     }
-    int errfd = atoi(argv[2]);
-    int gate = strcmp(argv[3], "-") == 0 ? -1 : atoi(argv[3]);
-    int nice_by = atoi(argv[4]);
-    pid_t parent = (pid_t)atol(argv[5]);
+    const char *cpu = strcmp(argv[2], "-") == 0 ? NULL : argv[2];
+    int errfd = atoi(argv[3]);
+    int gate = strcmp(argv[4], "-") == 0 ? -1 : atoi(argv[4]);
+    int nice_by = atoi(argv[5]);
+    pid_t parent = (pid_t)atol(argv[6]);
     if (fcntl(errfd, F_SETFD, FD_CLOEXEC) != 0)
         return 127;
     /* The program must not inherit the gate. */
@@ -163,7 +183,7 @@ int main(int argc, char **argv) {
             report_pid(errfd, 0); /* no program was started */
             fail(errfd);
         }
-        clone_into(dir, errfd, gate, parent, nice_by, argv[6], &argv[7]);
+        clone_into(dir, errfd, gate, parent, cpu, nice_by, argv[7], &argv[8]);
         /* clone3 refused (an older kernel, a seccomp filter answering ENOSYS or
          * EPERM, a limit): join the leaf the old way, then go on as the
          * program's leader; a leaf we cannot join fails there. */
@@ -181,7 +201,7 @@ int main(int argc, char **argv) {
             fail(errfd);
         close(fd);
     }
-    become(parent, nice_by, gate, argv[6], &argv[7]);
+    become(parent, cpu, nice_by, gate, argv[7], &argv[8]);
     fail(errfd);
     return 127;
 }
