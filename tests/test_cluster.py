@@ -136,6 +136,12 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
             listed = await on_b.call("executions.list", {"limit": 50})
             row = next(r for r in listed["executions"] if r["execution_id"] == started.id)
             assert row["node"] == "A"
+            # ... and one node's, when asked.
+            only_a = await on_b.call("executions.list", {"limit": 500, "node": "A"})
+            only_b = await on_b.call("executions.list", {"limit": 500, "node": "B"})
+            assert started.id in {r["execution_id"] for r in only_a["executions"]}
+            assert {r["node"] for r in only_a["executions"]} == {"A"}
+            assert started.id not in {r["execution_id"] for r in only_b["executions"]}
             page = await on_b.call("transcript.get", {"execution_id": started.id})
             assert page["chunks"][0]["seq"] == 1 and page["chunks"][0]["data"].startswith(
                 "line-1\n"
@@ -296,6 +302,86 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             assert ended.status == "cancelled"
 
     run(main())
+
+
+def test_a_subscriber_on_another_node_hears_a_run_already_going_on(
+    pair: tuple[RunningServer, RunningServer], marker: dict[str, str], tmp_path: Path
+) -> None:
+    """B subscribes while the agent runs on A: from then on, as on A."""
+    a, b = pair
+    path = a.root / "late"  # type: ignore[attr-defined]
+    path.mkdir()
+    env = {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake-claude")}
+
+    async def main() -> None:
+        async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+            project_id = await create_project(on_a, "late", path)
+            prompt = {"project_id": project_id, "prompt": "fake:slow=3 work", "env": env}
+            started = await on_a.call("agent.execute", prompt)
+            execution_id = started["execution_id"]
+            # The run's `init` line is out and stored before B subscribes.
+            for _ in range(200):
+                with contextlib.suppress(RpcError):
+                    status = await on_b.call("status", {"execution_id": execution_id})
+                    if status["last_seq"] >= 1:
+                        break
+                await asyncio.sleep(0.05)
+            before = status["last_seq"]
+            assert before >= 1
+            await on_b.call("project.subscribe", {"project_id": project_id})
+            relayed = await RemoteExecution(on_b, execution_id, {}).wait(30)
+            methods = [m["method"] for m in relayed.events]
+            assert methods.count("agent.result") == 1 and methods[-1] == "process.completed"
+            # Nothing printed before the subscribe is sent; the event indexes
+            # go on from those of the events before it, as on A.
+            seqs = [m["params"]["seq"] for m in relayed.events if m["method"] == "process.output"]
+            assert seqs and min(seqs) > before, (before, seqs)
+            indexes = [m["params"]["index"] for m in relayed.events if m["method"] == "agent.event"]
+            assert (
+                indexes
+                and indexes[0] > 1
+                and indexes == list(range(indexes[0], indexes[0] + len(indexes)))
+            )
+            result = next(m["params"] for m in relayed.events if m["method"] == "agent.result")
+            assert result["is_error"] is False
+            states = []
+            while not on_b.notifications.empty():
+                note = on_b.notifications.get_nowait()
+                if note["method"] == "project.state":
+                    states.append((note["params"]["state"], note["params"].get("node")))
+            assert states == [("running", "A"), ("idle", "A")]
+
+    run(main())
+
+
+def test_control_reaches_a_node_that_joined_since_the_last_heartbeat(
+    pg_url: str, tmp_path: Path, marker: dict[str, str]
+) -> None:
+    """A long lease (heartbeats 10 s apart): A has not heard of B when B's
+    execution is controlled through A; A reads the nodes then, not -32005."""
+    root = tmp_path / "root"
+    root.mkdir()
+    nodes = []
+    try:
+        for name in ("A", "B"):
+            (tmp_path / name).mkdir()
+            settings = node_settings(pg_url, name, root, node_lease_s=30)
+            nodes.append(start_server(tmp_path / name, settings))
+        a, b = nodes
+
+        async def main() -> None:
+            async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+                assert [n["node"] for n in health(a)["cluster"]["nodes"]] == ["A"]
+                execution = await on_b.execute(argv=["sleep", "30"], env=marker)
+                await in_store(on_a, execution.id)
+                reply = await on_a.call("control", {"type": "CANCEL", "execution_id": execution.id})
+                assert reply["status"] == "cancelled"
+                assert (await execution.wait(15)).status == "cancelled"
+
+        run(main())
+    finally:
+        for node in nodes:
+            node.stop()
 
 
 def test_execute_on_a_named_node(

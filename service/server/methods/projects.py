@@ -119,6 +119,9 @@ async def project_delete(ctx: CallContext, params: ProjectParams) -> dict[str, A
 @router.method("project.subscribe", ProjectParams)
 async def project_subscribe(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
     project = (await known(ctx, params.project_id)).subscribe(params.project_id, ctx.connection)
+    cluster = ctx.connection.services.cluster
+    if cluster is not None and cluster.shared:
+        cluster.relay.catch_up(params.project_id)  # a run already going on another node
     return {"subscribed": True, **project.snapshot()}
 
 
