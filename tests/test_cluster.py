@@ -167,6 +167,28 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
     run(main())
 
 
+def test_cancel_through_another_node_is_announced_there_before_completed(
+    pair: tuple[RunningServer, RunningServer], marker: dict[str, str]
+) -> None:
+    a, b = pair
+
+    async def main() -> None:
+        async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+            started = await on_a.execute(argv=["sh", "-c", TREE], env=marker)
+            await first_output(started)
+            attached = await on_b.attach(started.id)
+            await first_output(attached)
+            reply = await on_b.call("control", {"type": "CANCEL", "execution_id": started.id})
+            assert reply["status"] == "cancelled"
+            events = await collect(attached)
+            methods = [e["method"] for e in events if e["method"] != "process.output"]
+            assert methods == ["process.cancelled", "process.completed"], methods
+            assert events[-1]["params"]["status"] == "cancelled"
+            await started.wait(15)
+
+    run(main())
+
+
 def test_pause_resume_cancel_and_input_from_another_node(
     pair: tuple[RunningServer, RunningServer], marker: dict[str, str]
 ) -> None:
