@@ -406,6 +406,55 @@ def test_control_reaches_a_node_that_joined_since_the_last_heartbeat(
             node.stop()
 
 
+def test_projects_are_one_list_on_every_node(
+    pair: tuple[RunningServer, RunningServer], marker: dict[str, str], tmp_path: Path
+) -> None:
+    """Created on A: listed on B. Deleted on A: gone from B's list, and B's
+    subscriber told at once. A project whose agent runs on A cannot be
+    deleted, nor its session reset, through B."""
+    a, b = pair
+    root = a.root  # type: ignore[attr-defined]
+    (root / "listed").mkdir()
+    (root / "busy").mkdir()
+    env = {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake-claude")}
+
+    async def names(client: ExecutorClient) -> set[str]:
+        listed = await client.call("project.list", {})
+        return {project["name"] for project in listed["projects"]}
+
+    async def main() -> None:
+        async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+            await names(on_b)  # B's registry is loaded before A creates
+            listed = await create_project(on_a, "listed", root / "listed")
+            assert "listed" in await names(on_b)
+            with pytest.raises(RpcError) as taken:  # the name is the cluster's
+                await on_b.call("project.create", {"name": "listed", "path": str(root / "busy")})
+            assert taken.value.code == -32602
+            await on_b.call("project.subscribe", {"project_id": listed})
+            await on_a.call("project.delete", {"project_id": listed})
+            deleted = await asyncio.wait_for(on_b.notifications.get(), 10)
+            assert deleted["method"] == "project.state"
+            assert deleted["params"]["state"] == "deleted"
+            assert deleted["params"]["project_id"] == listed
+            assert "listed" not in await names(on_b)
+
+            busy = await create_project(on_a, "busy", root / "busy")
+            slow = {"project_id": busy, "prompt": "fake:slow=20 work", "env": env}
+            started = await on_a.call("agent.execute", slow)
+            for method in ("project.delete", "agent.new_session"):
+                with pytest.raises(RpcError) as refused:
+                    await on_b.call(method, {"project_id": busy})
+                assert refused.value.code == -32005, method
+                assert refused.value.data["node"] == "A"
+            await on_a.call("agent.kill", {"project_id": busy})
+            await RemoteExecution(on_a, started["execution_id"], started).wait(30)
+            await asyncio.sleep(0.3)  # A frees the project as the agent ends
+            await on_b.call("project.delete", {"project_id": busy})
+            assert "busy" not in await names(on_a)
+
+    run(main())
+
+
 def test_execute_on_a_named_node(
     pair: tuple[RunningServer, RunningServer], marker: dict[str, str]
 ) -> None:

@@ -20,6 +20,7 @@ the subscribe (the earlier output is read too, without being sent, so that
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -151,6 +152,23 @@ class ProjectRelay:
         self.is_local = is_local
         self.spawn = spawn
         self._relayed: set[str] = set()
+        self._reread_pending = False
+
+    def on_projects(self) -> None:
+        """A project was created or deleted on some node (``cc_projects``), or
+        the bus reconnected: read the projects again (the subscribers here of
+        a deleted one are told), once for a burst of notices."""
+        if not self._reread_pending:
+            self._reread_pending = True
+            self.spawn(self._reread(), "cluster:projects")
+
+    async def _reread(self) -> None:
+        await asyncio.sleep(0)  # the rest of a burst arrives meanwhile
+        self._reread_pending = False
+        try:
+            await self.projects.refresh()
+        except StoreError as exc:
+            logger.warning("cannot read the projects again: %s", exc)
 
     def on_state(self, execution_id: str, state: str) -> None:
         if state != "running" or execution_id in self._relayed or self.is_local(execution_id):
