@@ -720,6 +720,18 @@ def test_a_database_outage_longer_than_the_lease_declares_no_node_dead(
         assert "cc_executor_cluster_bus_connected 1.0" in scrape
         assert "cc_executor_cluster_bus_losses_total 0.0" not in scrape
         a.wait_for_log(lambda e: e.get("message") == "bus reconnected", timeout=5)
+
+        async def control_from_b() -> None:
+            # The first requests between the nodes since the database came
+            # back: each side's notifying connection is stale, and replaced.
+            async with ExecutorClient(b.url) as on_b:
+                ask = {"execution_id": execution_id}
+                paused = await on_b.call("control", {"type": "PAUSE", **ask})
+                assert paused["status"] == "paused"
+                cancelled = await on_b.call("control", {"type": "CANCEL", **ask})
+                assert cancelled["status"] == "cancelled"
+
+        run(control_from_b())
     finally:
         if not pg_server.running:
             pg_server.start()
