@@ -108,6 +108,16 @@ async def in_store(client: ExecutorClient, execution_id: str) -> None:
     raise AssertionError("the execution never reached the store")
 
 
+def project_states(client: ExecutorClient) -> list[tuple[str, str | None]]:
+    """The ``project.state`` notifications ``client`` has received so far: (state, node)."""
+    states = []
+    while not client.notifications.empty():
+        note = client.notifications.get_nowait()
+        if note["method"] == "project.state":
+            states.append((note["params"]["state"], note["params"].get("node")))
+    return states
+
+
 async def collect(execution: RemoteExecution) -> list[dict[str, Any]]:
     """Every notification of ``execution`` up to ``process.completed``."""
     events = []
@@ -297,12 +307,7 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             assert methods.index("agent.result") < methods.index("process.completed")
             result = next(m["params"] for m in relayed.events if m["method"] == "agent.result")
             assert result["is_error"] is False and result["project_id"] == project_id
-            states = []
-            while not on_b.notifications.empty():
-                note = on_b.notifications.get_nowait()
-                if note["method"] == "project.state":
-                    states.append((note["params"]["state"], note["params"].get("node")))
-            assert states == [("running", "A"), ("idle", "A")]
+            assert project_states(on_b) == [("running", "A"), ("idle", "A")]
             # Freed when the agent ended: B may run one now.
             await asyncio.sleep(0.3)
             again = await on_b.call("agent.execute", {**slow, "prompt": "fake:success"})
@@ -366,12 +371,7 @@ def test_a_subscriber_on_another_node_hears_a_run_already_going_on(
             )
             result = next(m["params"] for m in relayed.events if m["method"] == "agent.result")
             assert result["is_error"] is False
-            states = []
-            while not on_b.notifications.empty():
-                note = on_b.notifications.get_nowait()
-                if note["method"] == "project.state":
-                    states.append((note["params"]["state"], note["params"].get("node")))
-            assert states == [("running", "A"), ("idle", "A")]
+            assert project_states(on_b) == [("running", "A"), ("idle", "A")]
 
     run(main())
 
