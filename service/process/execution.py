@@ -32,9 +32,10 @@ from service import protocol
 from service.errors import InvalidState, PauseTimeout
 from service.logs import ContextAdapter
 from service.process import procfs
-from service.process.child import Child, Launcher
+from service.process.child import Child
 from service.process.containment import Containment, Tree, TreeGone
 from service.process.ladder import terminate
+from service.process.launcher import Launcher
 from service.process.sinks import Chunk, Sinks
 from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, resolve_executable
 from service.process.state import ExecutionState, check_transition

@@ -2,7 +2,7 @@
 
 ``execute`` spawns while the execution's first row is being committed (the
 commit and the spawn overlap, see :meth:`Launcher.spawn
-<service.process.child.Launcher.spawn>`): the child is started with the read
+<service.process.launcher.Launcher.spawn>`): the child is started with the read
 end of a *gate* pipe, joins its leaf, and waits on the gate just before its
 exec. One byte: the record landed, exec. EOF (the server closed the gate, or
 died): the execution was refused, and the child exits having run nothing of

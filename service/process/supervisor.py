@@ -20,9 +20,9 @@ from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from service.errors import InvalidState, LimitReached, NotFound
-from service.process.child import Launcher
 from service.process.containment import Containment
 from service.process.execution import Execution, ExecutionObserver
+from service.process.launcher import Launcher
 from service.process.pgroup import ProcessGroupContainment
 from service.process.sinks import Sink
 from service.process.spawn import ExecutionSpec
