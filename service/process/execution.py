@@ -34,6 +34,7 @@ from service.logs import ContextAdapter
 from service.process import procfs
 from service.process.child import Child
 from service.process.containment import Containment, Tree, TreeGone
+from service.process.hold import GatePipe
 from service.process.ladder import terminate
 from service.process.launcher import Launcher
 from service.process.sinks import Chunk, Sinks
@@ -139,10 +140,13 @@ class Execution:
         for observer in self.observers:
             observer.on_transition(self)
 
-    async def start(self, gate: asyncio.Future[None] | None = None) -> None:
+    async def start(
+        self, gate: asyncio.Future[None] | None = None, pipe: GatePipe | None = None
+    ) -> None:
         """Spawn the child, held before its exec until ``gate`` (the store's record,
-        :mod:`~service.process.hold`) is done: its error is raised as is. OSError
-        (not found, not executable) leaves the execution ``failed``."""
+        :mod:`~service.process.hold`) is done, or ``pipe`` opened: ``gate``'s
+        error is raised as is. OSError (not found, not executable) leaves the
+        execution ``failed``."""
         spec = self.spec
         env = {**spec.env, EXECUTION_MARKER: self.id}
         tree: Tree | None = None
@@ -162,6 +166,7 @@ class Execution:
                 procs_file=tree.procs_file,
                 limit=self.settings.read_chunk_bytes,
                 gate=gate,
+                pipe=pipe,
             )
         except OSError as exc:
             if tree is not None:

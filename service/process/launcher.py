@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Literal
 
 from service.process.child import Child
-from service.process.hold import pass_gate, preexec
+from service.process.hold import GatePipe, pass_gate, preexec
 from service.process.report import Started, parse_report, read_report
 from service.process.sibling import Leader, Sibling
 
@@ -104,6 +104,7 @@ class Launcher:
         procs_file: str | None,
         limit: int,
         gate: Awaitable[None] | None = None,
+        pipe: GatePipe | None = None,
     ) -> Child:
         """Start ``executable`` with ``argv`` (argv[0] as given) in the tree whose
         ``cgroup.procs`` is ``procs_file``. OSError when it cannot be executed;
@@ -113,7 +114,9 @@ class Launcher:
         child is spawned: the child waits in its leaf, before it execs the
         program, until ``gate`` is done. When ``gate`` raises, the held child
         exits without running anything, is reaped, and the error is raised
-        (the caller releases the leaf). ``gate`` is awaited on every path."""
+        (the caller releases the leaf). ``gate`` is awaited on every path.
+        ``pipe`` is the gate's opener (see :class:`~service.process.hold.GatePipe`)
+        when another thread may open it before ``gate`` is done."""
         loop = asyncio.get_running_loop()
         cloned = self._cloned(procs_file)
         try:
@@ -135,7 +138,9 @@ class Launcher:
         else:
             spawning = loop.run_in_executor(self._executor, start)
         if gate is not None and hold is not None:
-            await pass_gate(gate, hold, spawning, cloned, self._executor)
+            pipe = pipe or GatePipe()
+            pipe.arm(hold[1])
+            await pass_gate(gate, pipe, hold[0], spawning, cloned, self._executor)
         started = await spawning
         report = started.report_fd
         leader: Leader = started.popen
@@ -151,9 +156,9 @@ class Launcher:
             # A cancelled spawn: the shim's clone, if any, is in the leaf cgroup,
             # which the caller releases (killing what is in it).
             leader.kill()
-            for pipe in (started.stdout_fd, started.stderr_fd, started.stdin_fd):
-                if pipe is not None:
-                    os.close(pipe)
+            for end in (started.stdout_fd, started.stderr_fd, started.stdin_fd):
+                if end is not None:
+                    os.close(end)
             raise
         try:
             await child.connect()
