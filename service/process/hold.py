@@ -29,6 +29,7 @@ import subprocess
 import threading
 from collections.abc import Awaitable
 from concurrent.futures import Executor
+from dataclasses import dataclass
 
 from service.process.report import Started, parse_report, read_report
 
@@ -104,6 +105,15 @@ class GatePipe:
                     os.write(fd, b"\x01")
         finally:
             os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """How a child is held before its exec: until ``admitted`` (the admissions)
+    is done, or ``pipe`` was opened first by another thread."""
+
+    admitted: asyncio.Future[None]
+    pipe: GatePipe
 
 
 async def pass_gate(

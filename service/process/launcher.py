@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Literal
 
 from service.process.child import Child
-from service.process.hold import GatePipe, pass_gate, preexec
+from service.process.hold import GatePipe, Held, pass_gate, preexec
 from service.process.report import Started, parse_report, read_report
 from service.process.sibling import Leader, Sibling
 
@@ -103,8 +103,7 @@ class Launcher:
         keep_stdin: bool,
         procs_file: str | None,
         limit: int,
-        gate: Awaitable[None] | None = None,
-        pipe: GatePipe | None = None,
+        gate: Awaitable[None] | Held | None = None,
     ) -> Child:
         """Start ``executable`` with ``argv`` (argv[0] as given) in the tree whose
         ``cgroup.procs`` is ``procs_file``. OSError when it cannot be executed;
@@ -115,9 +114,12 @@ class Launcher:
         program, until ``gate`` is done. When ``gate`` raises, the held child
         exits without running anything, is reaped, and the error is raised
         (the caller releases the leaf). ``gate`` is awaited on every path.
-        ``pipe`` is the gate's opener (see :class:`~service.process.hold.GatePipe`)
-        when another thread may open it before ``gate`` is done."""
+        A :class:`~service.process.hold.Held` ``gate`` also brings the pipe
+        another thread may open first."""
         loop = asyncio.get_running_loop()
+        pipe = gate.pipe if isinstance(gate, Held) else GatePipe()
+        if isinstance(gate, Held):
+            gate = gate.admitted
         cloned = self._cloned(procs_file)
         try:
             hold = os.pipe2(os.O_CLOEXEC) if gate is not None else None
@@ -138,7 +140,6 @@ class Launcher:
         else:
             spawning = loop.run_in_executor(self._executor, start)
         if gate is not None and hold is not None:
-            pipe = pipe or GatePipe()
             pipe.arm(hold[1])
             await pass_gate(gate, pipe, hold[0], spawning, cloned, self._executor)
         started = await spawning

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from service.errors import InvalidState, LimitReached, NotFound
 from service.process.containment import Containment
 from service.process.execution import Execution, ExecutionObserver
-from service.process.hold import GatePipe
+from service.process.hold import GatePipe, Held
 from service.process.launcher import Launcher
 from service.process.pgroup import ProcessGroupContainment
 from service.process.sinks import Sink
@@ -151,10 +151,13 @@ class Supervisor:
         self.live[execution.id] = execution
         # The admissions run while the child is spawned and held before its exec
         # (service.process.hold): the commit's wait and the spawn overlap.
-        pipe = GatePipe() if self.admissions else None
-        gate = asyncio.ensure_future(self._admit(execution, pipe)) if pipe else None
+        held = None
+        if self.admissions:
+            pipe = GatePipe()
+            held = Held(asyncio.ensure_future(self._admit(execution, pipe)), pipe)
+        gate = held.admitted if held is not None else None
         try:
-            await execution.start(gate, pipe)
+            await execution.start(held)
         except BaseException:
             if gate is not None and not gate.done():
                 gate.cancel()
@@ -171,12 +174,12 @@ class Supervisor:
         self.spawn_task(self._supervise(execution), name=f"execution:{execution.id}")
         return execution
 
-    async def _admit(self, execution: Execution, pipe: GatePipe | None) -> None:
+    async def _admit(self, execution: Execution, pipe: GatePipe) -> None:
         """Every admission in turn; refused once the shutdown began meanwhile.
         The last one may open ``pipe`` from its own thread (see :class:`Admission`)."""
 
         def committed() -> None:
-            if pipe is not None and not self._closing:
+            if not self._closing:
                 pipe.open()
 
         last = len(self.admissions) - 1
