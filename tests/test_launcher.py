@@ -232,3 +232,52 @@ def test_passed_environment_is_fnmatchcase_per_name_and_pattern(patterns: list[s
         and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
     }
     assert passed_environment(patterns, source) == expected
+
+
+def test_a_server_started_without_stdin_and_stdout_still_wires_its_children(
+    tmp_path: Path, marker: dict[str, str]
+) -> None:
+    """``serve <&- >&-``: a pipe made for a child must never sit on fd 0, 1
+    or 2, where the spawn's wiring of the child's own 0, 1 and 2 would
+    overwrite it. (Today the event loop's epoll and io_uring descriptors
+    would take those numbers first; ``hold_standard_fds`` makes that so
+    whatever the server opens first.)"""
+    import json
+    import subprocess
+    import sys
+
+    from service.client import ExecutorClient
+    from service.client.launch import listening_port
+
+    env = {key: value for key, value in os.environ.items() if not key.startswith("CC_EXECUTOR_")}
+    env.update(CC_EXECUTOR_DATA_DIR=str(tmp_path), CC_EXECUTOR_LOG_LEVEL="INFO")
+    env["CC_EXECUTOR_PASS_ENV"] = json.dumps(["PATH", "HOME", "LANG", next(iter(marker))])
+    script = 'exec 0<&- 1>&-; exec "$0" -m service serve --port 0'
+    proc = subprocess.Popen(
+        ["sh", "-c", script, sys.executable], env=env, stderr=subprocess.PIPE, cwd=tmp_path
+    )
+    try:
+        assert proc.stderr is not None
+        port = None
+        for raw in proc.stderr:
+            port = listening_port(raw.decode(errors="replace"))
+            if port is not None:
+                break
+        assert port is not None, "the server never listened"
+
+        async def main() -> None:
+            async with ExecutorClient(f"ws://127.0.0.1:{port}/ws") as client:
+                execution = await client.execute(
+                    argv=["sh", "-c", "cat; echo out; echo err >&2"], stdin=True, env=marker
+                )
+                await client.call(
+                    "input", {"execution_id": execution.id, "data": "in\n", "eof": True}
+                )
+                result = await execution.wait(30)
+                assert result.status == "completed", result
+                assert result.stdout == "in\nout\n" and result.stderr == "err\n"
+
+        run(main())
+    finally:
+        proc.terminate()
+        proc.wait(30)

@@ -58,6 +58,21 @@ _RESTORED_SIGNALS = tuple(
 )
 
 
+def hold_standard_fds() -> None:
+    """Put ``/dev/null`` on whichever of fds 0, 1 and 2 the server was started
+    without (``<&-``, some supervisors). Else the first pipe made for a child
+    takes that number, and the ``posix_spawn`` actions that wire the child's
+    0, 1 and 2 would overwrite it (``Popen`` worked around this itself)."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            null = os.open(os.devnull, os.O_RDWR)  # the lowest free number: fd
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+
+
 def find_shim() -> str | None:
     """The built exec shim next to the interpreter (``.venv/bin``), if any and
     not older than its source: its argument list changes with the server, so a
@@ -83,6 +98,7 @@ class Launcher:
         use_shim: bool = True,
         into_leaf: IntoLeaf = "auto",
     ) -> None:
+        hold_standard_fds()
         self.nice = nice
         #: How the program gets into its leaf cgroup (see :meth:`_cloned`);
         #: "clone" and "move" force one way, to measure them.
