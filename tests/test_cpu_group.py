@@ -19,8 +19,8 @@ import pytest
 
 from service.client import ExecutorClient
 from service.process import cpu
-from service.process.child import Launcher, find_shim
 from service.process.containment import resolve_root, subtree_name
+from service.process.launcher import Launcher, find_shim
 from service.settings import Settings
 from tests.utils import RunningServer, health, runner, wait_until
 
