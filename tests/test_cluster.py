@@ -108,6 +108,16 @@ async def in_store(client: ExecutorClient, execution_id: str) -> None:
     raise AssertionError("the execution never reached the store")
 
 
+def project_states(client: ExecutorClient) -> list[tuple[str, str | None]]:
+    """The ``project.state`` notifications ``client`` has received so far: (state, node)."""
+    states = []
+    while not client.notifications.empty():
+        note = client.notifications.get_nowait()
+        if note["method"] == "project.state":
+            states.append((note["params"]["state"], note["params"].get("node")))
+    return states
+
+
 async def collect(execution: RemoteExecution) -> list[dict[str, Any]]:
     """Every notification of ``execution`` up to ``process.completed``."""
     events = []
@@ -136,6 +146,12 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
             listed = await on_b.call("executions.list", {"limit": 50})
             row = next(r for r in listed["executions"] if r["execution_id"] == started.id)
             assert row["node"] == "A"
+            # ... and one node's, when asked.
+            only_a = await on_b.call("executions.list", {"limit": 500, "node": "A"})
+            only_b = await on_b.call("executions.list", {"limit": 500, "node": "B"})
+            assert started.id in {r["execution_id"] for r in only_a["executions"]}
+            assert {r["node"] for r in only_a["executions"]} == {"A"}
+            assert started.id not in {r["execution_id"] for r in only_b["executions"]}
             page = await on_b.call("transcript.get", {"execution_id": started.id})
             assert page["chunks"][0]["seq"] == 1 and page["chunks"][0]["data"].startswith(
                 "line-1\n"
@@ -157,6 +173,28 @@ def test_attach_from_another_node_mid_stream_has_no_gap_and_no_duplicate(
         assert events[-1]["method"] == "process.completed"
         assert completed["status"] == "completed" and completed["exit_code"] == 0
         assert completed["stdout_bytes"] == sum(len(line) + 1 for line in lines)
+
+    run(main())
+
+
+def test_cancel_through_another_node_is_announced_there_before_completed(
+    pair: tuple[RunningServer, RunningServer], marker: dict[str, str]
+) -> None:
+    a, b = pair
+
+    async def main() -> None:
+        async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+            started = await on_a.execute(argv=["sh", "-c", TREE], env=marker)
+            await first_output(started)
+            attached = await on_b.attach(started.id)
+            await first_output(attached)
+            reply = await on_b.call("control", {"type": "CANCEL", "execution_id": started.id})
+            assert reply["status"] == "cancelled"
+            events = await collect(attached)
+            methods = [e["method"] for e in events if e["method"] != "process.output"]
+            assert methods == ["process.cancelled", "process.completed"], methods
+            assert events[-1]["params"]["status"] == "cancelled"
+            await started.wait(15)
 
     run(main())
 
@@ -269,12 +307,7 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             assert methods.index("agent.result") < methods.index("process.completed")
             result = next(m["params"] for m in relayed.events if m["method"] == "agent.result")
             assert result["is_error"] is False and result["project_id"] == project_id
-            states = []
-            while not on_b.notifications.empty():
-                note = on_b.notifications.get_nowait()
-                if note["method"] == "project.state":
-                    states.append((note["params"]["state"], note["params"].get("node")))
-            assert states == [("running", "A"), ("idle", "A")]
+            assert project_states(on_b) == [("running", "A"), ("idle", "A")]
             # Freed when the agent ended: B may run one now.
             await asyncio.sleep(0.3)
             again = await on_b.call("agent.execute", {**slow, "prompt": "fake:success"})
@@ -294,6 +327,130 @@ def test_project_agent_is_refused_on_the_other_node_and_relayed_to_its_subscribe
             }
             ended = await RemoteExecution(on_b, third["execution_id"], third).wait(30)
             assert ended.status == "cancelled"
+
+    run(main())
+
+
+def test_a_subscriber_on_another_node_hears_a_run_already_going_on(
+    pair: tuple[RunningServer, RunningServer], marker: dict[str, str], tmp_path: Path
+) -> None:
+    """B subscribes while the agent runs on A: from then on, as on A."""
+    a, b = pair
+    path = a.root / "late"  # type: ignore[attr-defined]
+    path.mkdir()
+    env = {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake-claude")}
+
+    async def main() -> None:
+        async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+            project_id = await create_project(on_a, "late", path)
+            prompt = {"project_id": project_id, "prompt": "fake:slow=3 work", "env": env}
+            started = await on_a.call("agent.execute", prompt)
+            execution_id = started["execution_id"]
+            # The run's `init` line is out and stored before B subscribes.
+            for _ in range(200):
+                with contextlib.suppress(RpcError):
+                    status = await on_b.call("status", {"execution_id": execution_id})
+                    if status["last_seq"] >= 1:
+                        break
+                await asyncio.sleep(0.05)
+            before = status["last_seq"]
+            assert before >= 1
+            await on_b.call("project.subscribe", {"project_id": project_id})
+            relayed = await RemoteExecution(on_b, execution_id, {}).wait(30)
+            methods = [m["method"] for m in relayed.events]
+            assert methods.count("agent.result") == 1 and methods[-1] == "process.completed"
+            # Nothing printed before the subscribe is sent; the event indexes
+            # go on from those of the events before it, as on A.
+            seqs = [m["params"]["seq"] for m in relayed.events if m["method"] == "process.output"]
+            assert seqs and min(seqs) > before, (before, seqs)
+            indexes = [m["params"]["index"] for m in relayed.events if m["method"] == "agent.event"]
+            assert (
+                indexes
+                and indexes[0] > 1
+                and indexes == list(range(indexes[0], indexes[0] + len(indexes)))
+            )
+            result = next(m["params"] for m in relayed.events if m["method"] == "agent.result")
+            assert result["is_error"] is False
+            assert project_states(on_b) == [("running", "A"), ("idle", "A")]
+
+    run(main())
+
+
+def test_control_reaches_a_node_that_joined_since_the_last_heartbeat(
+    pg_url: str, tmp_path: Path, marker: dict[str, str]
+) -> None:
+    """A long lease (heartbeats 10 s apart): A has not heard of B when B's
+    execution is controlled through A; A reads the nodes then, not -32005."""
+    root = tmp_path / "root"
+    root.mkdir()
+    nodes = []
+    try:
+        for name in ("A", "B"):
+            (tmp_path / name).mkdir()
+            settings = node_settings(pg_url, name, root, node_lease_s=30)
+            nodes.append(start_server(tmp_path / name, settings))
+        a, b = nodes
+
+        async def main() -> None:
+            async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+                assert [n["node"] for n in health(a)["cluster"]["nodes"]] == ["A"]
+                execution = await on_b.execute(argv=["sleep", "30"], env=marker)
+                await in_store(on_a, execution.id)
+                reply = await on_a.call("control", {"type": "CANCEL", "execution_id": execution.id})
+                assert reply["status"] == "cancelled"
+                assert (await execution.wait(15)).status == "cancelled"
+
+        run(main())
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+def test_projects_are_one_list_on_every_node(
+    pair: tuple[RunningServer, RunningServer], marker: dict[str, str], tmp_path: Path
+) -> None:
+    """Created on A: listed on B. Deleted on A: gone from B's list, and B's
+    subscriber told at once. A project whose agent runs on A cannot be
+    deleted, nor its session reset, through B."""
+    a, b = pair
+    root = a.root  # type: ignore[attr-defined]
+    (root / "listed").mkdir()
+    (root / "busy").mkdir()
+    env = {**marker, "FAKE_CLAUDE_STATE_DIR": str(tmp_path / "fake-claude")}
+
+    async def names(client: ExecutorClient) -> set[str]:
+        listed = await client.call("project.list", {})
+        return {project["name"] for project in listed["projects"]}
+
+    async def main() -> None:
+        async with ExecutorClient(a.url) as on_a, ExecutorClient(b.url) as on_b:
+            await names(on_b)  # B's registry is loaded before A creates
+            listed = await create_project(on_a, "listed", root / "listed")
+            assert "listed" in await names(on_b)
+            with pytest.raises(RpcError) as taken:  # the name is the cluster's
+                await on_b.call("project.create", {"name": "listed", "path": str(root / "busy")})
+            assert taken.value.code == -32602
+            await on_b.call("project.subscribe", {"project_id": listed})
+            await on_a.call("project.delete", {"project_id": listed})
+            deleted = await asyncio.wait_for(on_b.notifications.get(), 10)
+            assert deleted["method"] == "project.state"
+            assert deleted["params"]["state"] == "deleted"
+            assert deleted["params"]["project_id"] == listed
+            assert "listed" not in await names(on_b)
+
+            busy = await create_project(on_a, "busy", root / "busy")
+            slow = {"project_id": busy, "prompt": "fake:slow=20 work", "env": env}
+            started = await on_a.call("agent.execute", slow)
+            for method in ("project.delete", "agent.new_session"):
+                with pytest.raises(RpcError) as refused:
+                    await on_b.call(method, {"project_id": busy})
+                assert refused.value.code == -32005, method
+                assert refused.value.data["node"] == "A"
+            await on_a.call("agent.kill", {"project_id": busy})
+            await RemoteExecution(on_a, started["execution_id"], started).wait(30)
+            await asyncio.sleep(0.3)  # A frees the project as the agent ends
+            await on_b.call("project.delete", {"project_id": busy})
+            assert "busy" not in await names(on_a)
 
     run(main())
 
@@ -563,6 +720,18 @@ def test_a_database_outage_longer_than_the_lease_declares_no_node_dead(
         assert "cc_executor_cluster_bus_connected 1.0" in scrape
         assert "cc_executor_cluster_bus_losses_total 0.0" not in scrape
         a.wait_for_log(lambda e: e.get("message") == "bus reconnected", timeout=5)
+
+        async def control_from_b() -> None:
+            # The first requests between the nodes since the database came
+            # back: each side's notifying connection is stale, and replaced.
+            async with ExecutorClient(b.url) as on_b:
+                ask = {"execution_id": execution_id}
+                paused = await on_b.call("control", {"type": "PAUSE", **ask})
+                assert paused["status"] == "paused"
+                cancelled = await on_b.call("control", {"type": "CANCEL", **ask})
+                assert cancelled["status"] == "cancelled"
+
+        run(control_from_b())
     finally:
         if not pg_server.running:
             pg_server.start()

@@ -41,7 +41,7 @@ from service.process.sinks import Chunk
 from service.process.supervisor import Supervisor
 from service.projects import Projects
 from service.store import Store, StoreError
-from service.store.rows import OUTPUT_CHANNEL, STATE_CHANNEL
+from service.store.rows import OUTPUT_CHANNEL, PROJECTS_CHANNEL, STATE_CHANNEL
 
 logger = logging.getLogger(__name__)
 
@@ -129,9 +129,9 @@ class Cluster:
             assert dsn is not None
             self.bus = Bus(
                 dsn,
-                [OUTPUT_CHANNEL, STATE_CHANNEL, node_channel(self.node_id)],
+                [OUTPUT_CHANNEL, STATE_CHANNEL, PROJECTS_CHANNEL, node_channel(self.node_id)],
                 self._on_notify,
-                self.followers.wake_all,
+                self._on_reconnect,
                 self.settings.store_timeout_s,
             )
             self._spawn(self.bus.run(), "cluster:bus")
@@ -241,8 +241,15 @@ class Cluster:
             execution_id, _, state = payload.rpartition(":")
             self.followers.on_state(execution_id, state)
             self.relay.on_state(execution_id, state)
+        elif channel == PROJECTS_CHANNEL:
+            self.relay.on_projects()
         else:
             self.rpc.on_message(payload)
+
+    def _on_reconnect(self) -> None:
+        """What was notified while the bus was down is lost: read it all again."""
+        self.followers.wake_all()
+        self.relay.on_projects()
 
     async def _send(self, channel: str, payload: str) -> None:
         await self.db.notify(channel, payload)

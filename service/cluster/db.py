@@ -94,19 +94,29 @@ class ClusterDb:
     def _notify(self, channel: str, payload: str) -> None:
         notifier = self._notifier
         assert notifier is not None
-        if notifier.lost():
-            notifier.close()
+        # Twice at most: after the database came back, the old connection
+        # fails at its first use (nothing was sent on it), and a new one is
+        # opened for the same message.
+        for attempt in (1, 2):
+            if notifier.lost():
+                notifier.close()
+                try:
+                    self._open_notifier()
+                except Exception as exc:
+                    raise StoreDown(
+                        f"the database is unreachable: {str(exc).strip()[:200]}"
+                    ) from exc
+            assert notifier.conn is not None
             try:
-                self._open_notifier()
+                notifier.conn.execute("SELECT pg_notify(?, ?)", (channel, payload)).fetchone()
+                return
             except Exception as exc:
-                raise StoreDown(f"the database is unreachable: {str(exc).strip()[:200]}") from exc
-        assert notifier.conn is not None
-        try:
-            notifier.conn.execute("SELECT pg_notify(?, ?)", (channel, payload)).fetchone()
-        except Exception as exc:
-            if notifier.is_database_error(exc) and notifier.lost():
-                raise StoreDown(f"the database is unreachable: {str(exc).strip()[:200]}") from exc
-            raise
+                if not (notifier.is_database_error(exc) and notifier.lost()):
+                    raise
+                if attempt == 2:
+                    raise StoreDown(
+                        f"the database is unreachable: {str(exc).strip()[:200]}"
+                    ) from exc
 
     async def close(self) -> None:
         if self._notify_thread is not None and self._notifier is not None:

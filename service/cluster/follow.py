@@ -114,6 +114,10 @@ class Followers:
             await connection.put(process_paused(execution_id))
         elif state == "running" and before == "paused":
             await connection.put(process_resumed(execution_id))
+        elif state == "cancelled" and before != "cancelled":
+            # The row turns `cancelled` only once the group is gone; the
+            # process.completed that follows is read from it.
+            await connection.put(process_cancelled(execution_id))
         return state
 
     async def _send_after(self, connection: Subscriber, execution_id: str, after: int) -> int:

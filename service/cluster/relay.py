@@ -11,11 +11,16 @@ parses the agent's stream-json output into ``agent.event`` /
 ``project.state`` ``running`` first, then the ``process.*`` frames and the
 agent's events, then (before ``process.completed``) an ``agent.result``
 (synthesised, ``is_error``, when the run printed none) and ``project.state``
-``idle``. A client that subscribes after the run began sees its next run.
+``idle``. A client that subscribes here while a run goes on elsewhere
+(:meth:`ProjectRelay.catch_up`) hears it from that moment on, as on the node
+that runs it: ``project.state`` ``running``, then what the run prints after
+the subscribe (the earlier output is read too, without being sent, so that
+``agent.event`` indexes and the ``agent.result`` check stay those of the run).
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
 from collections.abc import Callable, Coroutine
@@ -30,7 +35,7 @@ from service.projects import Projects
 from service.projects.project import Project
 from service.protocol import Frame
 from service.store import Store, StoreError
-from service.store.history import get_execution
+from service.store.history import get_execution, list_executions
 from service.stream_json import AgentResult, parse_lines
 
 logger = logging.getLogger(__name__)
@@ -50,17 +55,24 @@ class Fanout:
         self.closed = False
         self.index = 0
         self.result_seen = False
+        #: Output up to this seq was printed before anyone here subscribed: it
+        #: is parsed (indexes, the result) but not sent.
+        self.quiet_upto = 0
+        self._quiet = False
 
     def __hash__(self) -> int:
         return hash(self.id)
 
     def offer(self, frame: Frame, *, droppable: bool) -> bool:
+        if self._quiet:
+            return True
         sinks: list[Sink] = list(self.project.subscribers)
         for sink in sinks:
             sink.offer(frame, droppable=droppable)
         return True
 
     async def put(self, frame: Frame) -> None:
+        self._quiet = frame.method == "process.output" and frame.params["seq"] <= self.quiet_upto
         if frame.method == "process.completed":
             if not self.result_seen:
                 self._missing_result(frame.params.get("status"))
@@ -140,6 +152,23 @@ class ProjectRelay:
         self.is_local = is_local
         self.spawn = spawn
         self._relayed: set[str] = set()
+        self._reread_pending = False
+
+    def on_projects(self) -> None:
+        """A project was created or deleted on some node (``cc_projects``), or
+        the bus reconnected: read the projects again (the subscribers here of
+        a deleted one are told), once for a burst of notices."""
+        if not self._reread_pending:
+            self._reread_pending = True
+            self.spawn(self._reread(), "cluster:projects")
+
+    async def _reread(self) -> None:
+        await asyncio.sleep(0)  # the rest of a burst arrives meanwhile
+        self._reread_pending = False
+        try:
+            await self.projects.refresh()
+        except StoreError as exc:
+            logger.warning("cannot read the projects again: %s", exc)
 
     def on_state(self, execution_id: str, state: str) -> None:
         if state != "running" or execution_id in self._relayed or self.is_local(execution_id):
@@ -149,7 +178,32 @@ class ProjectRelay:
         self._relayed.add(execution_id)
         self.spawn(self._relay(execution_id), f"cluster:relay:{execution_id}")
 
-    async def _relay(self, execution_id: str) -> None:
+    def catch_up(self, project_id: str) -> None:
+        """A client here just subscribed to ``project_id``: relay the run that
+        goes on elsewhere, if one does and nobody relays it yet."""
+        self.spawn(self._catch_up(project_id), f"cluster:catch-up:{project_id}")
+
+    async def _catch_up(self, project_id: str) -> None:
+        live = ["starting", "running", "paused"]
+        read = functools.partial(
+            list_executions, states=live, project_id=project_id, limit=10, before_n=None
+        )
+        try:
+            rows, _ = await self.store.read(read)
+        except StoreError as exc:
+            logger.warning("cannot look for a remote agent run: %s", exc)
+            return
+        for row in rows:
+            execution_id = row["execution_id"]
+            if execution_id in self._relayed or self.is_local(execution_id):
+                continue
+            self._relayed.add(execution_id)
+            name = f"cluster:relay:{execution_id}"
+            self.spawn(self._relay(execution_id, from_seq=row["last_seq"]), name)
+
+    async def _relay(self, execution_id: str, from_seq: int = 0) -> None:
+        """Follow the run for its project's subscribers here; output up to
+        ``from_seq`` (printed before they subscribed) is not sent to them."""
         try:
             record = await self.store.read(
                 functools.partial(get_execution, execution_id=execution_id)
@@ -161,6 +215,7 @@ class ProjectRelay:
                 return
             max_event_bytes = self.projects.max_event_frame_bytes
             fanout = Fanout(project, execution_id, str(record["node"]), max_event_bytes)
+            fanout.quiet_upto = from_seq
             fanout.state("running")
             await self.followers.follow(fanout, record, 0)
         except StoreError as exc:

@@ -89,8 +89,12 @@ class Remote:
                 return str(row["state"])
         return None
 
-    def _reachable(self, node_id: str) -> None:
+    async def _reachable(self, node_id: str) -> None:
         state = self.node_state(node_id)
+        if state is None:
+            # A node that joined since the last heartbeat: read the view now.
+            self.view = await self.db.run(nodes.all_nodes)
+            state = self.node_state(node_id)
         if state != "up":
             raise InvalidState(
                 f"node {node_id} is {state or 'unknown to the cluster'}: it cannot be reached",
@@ -117,7 +121,7 @@ class Remote:
                 f"execution is {record['state']}{reason}",
                 {"execution_id": execution_id, "node": record["node"]},
             )
-        self._reachable(record["node"])
+        await self._reachable(record["node"])
         return await self.rpc.call(record["node"], op, {"execution_id": execution_id, **args})
 
     async def attach(

@@ -94,19 +94,31 @@ class Projects:
         logger.info("projects loaded", extra={"projects": len(self.projects)})
 
     async def refresh(self) -> None:
-        """Load the projects the store has and this registry not yet (another
-        node of the cluster created them); an idle project takes its stored
-        columns (another node's last run moved its session and counters)."""
+        """Take the store's projects as they are now (another node of the
+        cluster may have created, changed or deleted some): load the new ones;
+        an idle project takes its stored columns (another node's last run moved
+        its session and counters); a project whose row is gone is dropped, its
+        subscribers here told ``deleted``, as on the node that deleted it."""
         # This node's own changes still queued for the writer go first: else
         # the read could hand back a row older than what is in memory.
         await self.store.write(lambda conn: None)
-        for record in await self.store.read(storage.load_projects):
+        records = await self.store.read(storage.load_projects)
+        for record in records:
             project = self.projects.get(record["id"])
             if project is None:
                 self.projects[record["id"]] = Project.from_record(record)
             elif not project.busy:
                 for name, value in record.items():
                     setattr(project, name, value)
+        stored = {record["id"] for record in records}
+        for project in [p for p in self.projects.values() if p.id not in stored]:
+            if not project.busy:
+                del self.projects[project.id]
+                self._told_deleted(project)
+
+    def _told_deleted(self, project: Project) -> None:
+        self._notify(project, {**project.snapshot(), "state": "deleted"})
+        project.subscribers.clear()
 
     async def _derive_last_status(self) -> None:
         """``last_status`` is the state of each project's newest execution: a
@@ -164,7 +176,7 @@ class Projects:
         project = Project(id=uuid.uuid4().hex, name=name, path=real, created_at=time.time())
         self.projects[project.id] = project  # reserve name and path across the await
         try:
-            await self.store.write(storage.insert_project(project.record()))
+            await self.store.write(storage.insert_project(project.record(), self.store.notify))
         except BaseException:
             self.projects.pop(project.id, None)
             raise
@@ -178,10 +190,13 @@ class Projects:
                 f"project {project.name!r} has a running agent; kill it first",
                 {"project_id": project_id, "state": project.state.value},
             )
-        del self.projects[project_id]
-        await self.store.write(storage.delete_project(project_id))
-        self._notify(project, {**project.snapshot(), "state": "deleted"})
-        project.subscribers.clear()
+        del self.projects[project_id]  # no agent may start on it across the await
+        try:
+            await self.store.write(storage.delete_project(project_id, self.store.notify))
+        except BaseException:
+            self.projects[project_id] = project
+            raise
+        self._told_deleted(project)
         logger.info("project deleted", extra={"project_id": project_id})
 
     # --- subscribers -----------------------------------------------------------------

@@ -26,9 +26,12 @@ import orjson
 from service.store.dialect import Conn, Migration
 from service.store.migrations import apply_migrations
 from service.store.retention import Trimmer
+from service.store.rows import PROJECTS_CHANNEL
 
 T = TypeVar("T")
 Job = Callable[[Conn], Any]
+#: ``Store.notify``: a notice sent when the job's transaction commits.
+Notify = Callable[[Conn, str, str], None]
 
 NAMESPACE = "projects"
 MIGRATIONS = [
@@ -83,6 +86,8 @@ class Storage(Protocol):
 
     def submit(self, fn: Job, weight: int = 1) -> None: ...
 
+    def notify(self, conn: Conn, channel: str, payload: str) -> None: ...
+
 
 class MemoryStore:
     """The :class:`Storage` of a server without a durable store: one in-memory
@@ -120,6 +125,9 @@ class MemoryStore:
             raise
         self._conn.execute("COMMIT")
 
+    def notify(self, conn: Conn, channel: str, payload: str) -> None:
+        """Nobody listens to a store in memory."""
+
     async def close(self) -> None:
         self._conn.close()
 
@@ -142,13 +150,16 @@ def last_run_states(conn: Conn) -> dict[str, str]:
     return {str(project_id): str(state) for project_id, state in rows}
 
 
-def insert_project(record: dict[str, Any]) -> Job:
+def insert_project(record: dict[str, Any], notify: Notify) -> Job:
+    """Insert the project; the other nodes of a cluster hear of it."""
+
     def job(conn: Conn) -> None:
         marks = ", ".join("?" for _ in PROJECT_COLUMNS)
         conn.execute(
             f"INSERT INTO projects ({', '.join(PROJECT_COLUMNS)}) VALUES ({marks})",
             [record[name] for name in PROJECT_COLUMNS],
         )
+        notify(conn, PROJECTS_CHANNEL, record["id"])
 
     return job
 
@@ -166,10 +177,13 @@ def update_project(project_id: str, fields: dict[str, Any]) -> Job:
     return job
 
 
-def delete_project(project_id: str) -> Job:
+def delete_project(project_id: str, notify: Notify) -> Job:
+    """Delete the project and its messages; the other nodes of a cluster hear of it."""
+
     def job(conn: Conn) -> None:
         conn.execute("DELETE FROM project_messages WHERE project_id = ?", (project_id,))
         conn.execute("DELETE FROM projects WHERE id = ?", (project_id,))
+        notify(conn, PROJECTS_CHANNEL, project_id)
 
     return job
 

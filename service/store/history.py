@@ -52,9 +52,11 @@ def list_executions(
     project_id: str | None,
     limit: int,
     before_n: int | None,
+    node: str | None = None,
 ) -> tuple[list[dict[str, Any]], int | None]:
-    """Up to ``limit`` executions, newest first, older than ``before_n``; and the
-    cursor of the next page (None on the last page)."""
+    """Up to ``limit`` executions, newest first, older than ``before_n`` (and
+    run by ``node`` when given); and the cursor of the next page (None on the
+    last page)."""
     where: list[str] = []
     args: list[Any] = []
     if states:
@@ -63,6 +65,9 @@ def list_executions(
     if project_id is not None:
         where.append("project_id = ?")
         args.append(project_id)
+    if node is not None:
+        where.append("node = ?")
+        args.append(node)
     if before_n is not None:
         where.append("n < ?")
         args.append(before_n)

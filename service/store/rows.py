@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 #: The notification channels (PostgreSQL ``LISTEN``) and their payloads.
 OUTPUT_CHANNEL = "cc_output"  # "<execution_id>:<last stored seq>", per committed batch
 STATE_CHANNEL = "cc_state"  # "<execution_id>:<state>", per transition
+PROJECTS_CHANNEL = "cc_projects"  # "<project_id>", per project created or deleted
 #: Gap ranges kept per execution; past it the last range grows to cover the rest.
 MAX_GAP_RANGES = 100
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -79,15 +81,33 @@ def projects_of(ctx: CallContext) -> Projects:
     return ctx.connection.services.projects
 
 
-async def known(ctx: CallContext, project_id: str) -> Projects:
-    """The projects, with ``project_id`` among them if the store has it:
-    projects are global, and another node may have created it since this one
-    loaded the registry."""
+async def known(ctx: CallContext) -> Projects:
+    """The projects as the store has them now: projects are global, and
+    another node may have created, changed or deleted some since this one
+    last read them (a read of the store per call, on a cluster only)."""
     projects = projects_of(ctx)
     cluster = ctx.connection.services.cluster
-    if project_id not in projects.projects and cluster is not None and cluster.shared:
+    if cluster is not None and cluster.shared:
         await projects.refresh()
     return projects
+
+
+@contextlib.asynccontextmanager
+async def quiet_project(ctx: CallContext, project_id: str) -> AsyncIterator[Projects]:
+    """Hold ``project_id`` as an agent run would (-32003 when unknown, -32005
+    while an agent runs there on any node) for a change that must not meet
+    one: delete, new session."""
+    projects = await known(ctx)
+    projects.get(project_id)
+    cluster = ctx.connection.services.cluster
+    if cluster is None:
+        yield projects
+        return
+    await cluster.lock_project(project_id)
+    try:
+        yield projects
+    finally:
+        await cluster.unlock_project(project_id)
 
 
 def log_fields(ctx: CallContext, **fields: Any) -> dict[str, Any]:
@@ -96,29 +116,33 @@ def log_fields(ctx: CallContext, **fields: Any) -> dict[str, Any]:
 
 @router.method("project.create", ProjectCreateParams)
 async def project_create(ctx: CallContext, params: ProjectCreateParams) -> dict[str, Any]:
-    project = await projects_of(ctx).create(params.name, params.path)
+    project = await (await known(ctx)).create(params.name, params.path)
     return project.snapshot()
 
 
 @router.method("project.list", Params)
 async def project_list(ctx: CallContext, params: Params) -> dict[str, Any]:
-    return {"projects": [project.snapshot() for project in projects_of(ctx).all()]}
+    return {"projects": [project.snapshot() for project in (await known(ctx)).all()]}
 
 
 @router.method("project.get", ProjectParams)
 async def project_get(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    return (await known(ctx, params.project_id)).get(params.project_id).snapshot()
+    return (await known(ctx)).get(params.project_id).snapshot()
 
 
 @router.method("project.delete", ProjectParams)
 async def project_delete(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    await projects_of(ctx).delete(params.project_id)
+    async with quiet_project(ctx, params.project_id) as projects:
+        await projects.delete(params.project_id)
     return {"deleted": True, "project_id": params.project_id}
 
 
 @router.method("project.subscribe", ProjectParams)
 async def project_subscribe(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    project = (await known(ctx, params.project_id)).subscribe(params.project_id, ctx.connection)
+    project = (await known(ctx)).subscribe(params.project_id, ctx.connection)
+    cluster = ctx.connection.services.cluster
+    if cluster is not None and cluster.shared:
+        cluster.relay.catch_up(params.project_id)  # a run already going on another node
     return {"subscribed": True, **project.snapshot()}
 
 
@@ -139,7 +163,7 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
         permission_mode=params.permission_mode,
         append_system_prompt=params.append_system_prompt,
     )
-    projects = await known(ctx, params.project_id)
+    projects = await known(ctx)
     projects.get(params.project_id)  # -32003 before any lock is taken
     cluster = ctx.connection.services.cluster
     if cluster is not None:
@@ -187,7 +211,7 @@ async def agent_execute(ctx: CallContext, params: AgentExecuteParams) -> dict[st
 
 @router.method("agent.kill", ProjectParams)
 async def agent_kill(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    projects = await known(ctx, params.project_id)
+    projects = await known(ctx)
     project = projects.get(params.project_id)
     cluster = ctx.connection.services.cluster
     if project.execution is None and cluster is not None:
@@ -205,7 +229,8 @@ async def agent_kill(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
 
 @router.method("agent.new_session", ProjectParams)
 async def agent_new_session(ctx: CallContext, params: ProjectParams) -> dict[str, Any]:
-    return projects_of(ctx).new_session(params.project_id).snapshot()
+    async with quiet_project(ctx, params.project_id) as projects:
+        return projects.new_session(params.project_id).snapshot()
 
 
 @router.method("messages.get", MessagesGetParams)
@@ -216,7 +241,7 @@ async def messages_get(ctx: CallContext, params: MessagesGetParams) -> dict[str,
             cursor = parse_cursor(params.cursor)
         except ValueError:
             raise InvalidParams(f"invalid cursor: {params.cursor!r}") from None
-    messages, next_id = await projects_of(ctx).messages(
+    messages, next_id = await (await known(ctx)).messages(
         params.project_id, params.since, params.limit, cursor
     )
     return {

@@ -34,6 +34,7 @@ class TranscriptParams(StrictParams):
 class ListParams(StrictParams):
     state: ExecutionState | list[ExecutionState] | None = None
     project_id: str | None = None
+    node: str | None = Field(None, max_length=200, description="Only what this node ran.")
     limit: int = Field(50, ge=1, le=MAX_LIST_PAGE)
     cursor: str | None = Field(None, max_length=32, description="next_cursor of the last page.")
 
@@ -118,7 +119,12 @@ async def executions_list(ctx: CallContext, params: ListParams) -> dict[str, Any
     await recorder.sync()  # list what this server has seen so far
     rows, next_n = await store.read(
         lambda conn: history.list_executions(
-            conn, states=states, project_id=params.project_id, limit=params.limit, before_n=before
+            conn,
+            states=states,
+            project_id=params.project_id,
+            limit=params.limit,
+            before_n=before,
+            node=params.node,
         )
     )
     live = ctx.connection.services.supervisor.live
