@@ -22,8 +22,8 @@ import pytest
 from service.client import ExecutorClient, RemoteExecution
 from service.errors import RpcError
 from service.process import cgroup, procfs
-from service.process.child import Launcher
 from service.process.containment import resolve_root, subtree_name
+from service.process.launcher import Launcher
 from service.process.spawn import EXECUTION_MARKER
 from service.settings import Settings
 from service.store.database import DB_NAME

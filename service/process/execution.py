@@ -32,9 +32,11 @@ from service import protocol
 from service.errors import InvalidState, PauseTimeout
 from service.logs import ContextAdapter
 from service.process import procfs
-from service.process.child import Child, Launcher
+from service.process.child import Child
 from service.process.containment import Containment, Tree, TreeGone
+from service.process.hold import Held
 from service.process.ladder import terminate
+from service.process.launcher import Launcher
 from service.process.sinks import Chunk, Sinks
 from service.process.spawn import EXECUTION_MARKER, ExecutionSpec, resolve_executable
 from service.process.state import ExecutionState, check_transition
@@ -109,8 +111,6 @@ class Execution:
         }
         self.log = ContextAdapter(logger, {"execution_id": self.id})
 
-    # --- sinks ---------------------------------------------------------------
-
     def broadcast(self, method: str, params: dict[str, Any], *, droppable: bool = False) -> None:
         """Send the notification ``method`` about this execution to every sink."""
         frame = protocol.frame(method, {"execution_id": self.id, **params})
@@ -138,10 +138,9 @@ class Execution:
         for observer in self.observers:
             observer.on_transition(self)
 
-    async def start(self, gate: asyncio.Future[None] | None = None) -> None:
-        """Spawn the child, held before its exec until ``gate`` (the store's record,
-        :mod:`~service.process.hold`) is done: its error is raised as is. OSError
-        (not found, not executable) leaves the execution ``failed``."""
+    async def start(self, held: Held | None = None) -> None:
+        """Spawn the child, held before its exec as ``held`` says (:mod:`~service.process.hold`;
+        the admission's error is raised as is). OSError leaves it ``failed``."""
         spec = self.spec
         env = {**spec.env, EXECUTION_MARKER: self.id}
         tree: Tree | None = None
@@ -160,13 +159,13 @@ class Execution:
                 keep_stdin=spec.keep_stdin,
                 procs_file=tree.procs_file,
                 limit=self.settings.read_chunk_bytes,
-                gate=gate,
+                gate=held,
             )
         except OSError as exc:
             if tree is not None:
                 tree.release()
-            if gate is not None:
-                await gate  # failed before the spawn: recorded first (or refused)
+            if held is not None:
+                await held.admitted  # failed before the spawn: recorded first (or refused)
             self.refuse(f"cannot execute {shlex.quote(spec.argv[0])}: {exc.strerror or exc}")
             raise
         except BaseException:

@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -24,7 +23,8 @@ from service.process.sibling import Leader, Sibling
 class Started:
     """A spawned process and the parent's ends of its pipes (raw fds)."""
 
-    popen: subprocess.Popen[bytes]
+    #: The shim (or, on the fallback path, the program itself).
+    popen: Leader
     stdout_fd: int
     stderr_fd: int
     stdin_fd: int | None
@@ -58,7 +58,7 @@ async def read_report(fd: int) -> bytes:
         os.close(fd)
 
 
-def parse_report(shim: subprocess.Popen[bytes], report: bytes, cloned: bool) -> tuple[Leader, int]:
+def parse_report(shim: Leader, report: bytes, cloned: bool) -> tuple[Leader, int]:
     """The user's program and errno (0: it was exec'd). The program is the shim
     itself, or (``cloned``) the child it created, a :class:`Sibling`. When errno
     is set, the caller still reaps the process returned (it exits 127)."""
@@ -75,5 +75,5 @@ def parse_report(shim: subprocess.Popen[bytes], report: bytes, cloned: bool) -> 
     if pid and pid != shim.pid:
         # The shim exits at once; reaped when the child is closed (waiting for
         # it at the spawn would hold the spawn thread on a busy machine).
-        return Sibling(pid, shim), code
+        return Sibling(pid, shim if isinstance(shim, Sibling) else None), code
     return shim, code

@@ -1,12 +1,13 @@
 """A child of the server that :mod:`subprocess` did not start.
 
-On the cgroup backend the exec shim clones the user's program straight into
-its leaf cgroup with ``CLONE_PARENT`` (see ``shim/cc-executor-exec.c``): the
-program is then the server's own child, but a sibling of the shim that
-``Popen`` started. :class:`Sibling` is its handle, with the part of the
-``Popen`` interface that :class:`~service.process.child.Child` uses. It is
-waited for through a pidfd (``waitid(P_PIDFD)``), opened while the process is
-an unreaped child of ours, so its pid cannot be reused under the handle.
+The launcher starts the exec shim with :func:`os.posix_spawn`, and on the
+cgroup backend the shim may clone the user's program straight into its leaf
+cgroup with ``CLONE_PARENT`` (see ``shim/cc-executor-exec.c``): the program is
+then the server's own child, a sibling of the shim. :class:`Sibling` is the
+handle of either, with the part of the ``Popen`` interface that
+:class:`~service.process.child.Child` uses. It is waited for through a pidfd
+(``waitid(P_PIDFD)``), opened while the process is an unreaped child of ours,
+so its pid cannot be reused under the handle.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import subprocess
 from typing import Protocol
 
 
@@ -45,7 +45,7 @@ def _returncode(info: os.waitid_result) -> int:
 class Sibling:
     """A child of this process created by another of its children (see above)."""
 
-    def __init__(self, pid: int, shim: subprocess.Popen[bytes] | None = None) -> None:
+    def __init__(self, pid: int, shim: Sibling | None = None) -> None:
         self._pid = pid
         #: The shim that cloned it: it exits at once, and is reaped by :meth:`close`.
         self._shim = shim
@@ -91,5 +91,8 @@ class Sibling:
         if self._pidfd is not None:
             os.close(self._pidfd)
             self._pidfd = None
-        if self._shim is not None and self._shim.poll() is not None:
-            self._shim = None
+        shim, self._shim = self._shim, None
+        if shim is not None:
+            with contextlib.suppress(ChildProcessError):  # the reaper's sweep took it
+                shim.poll()
+            shim.close()

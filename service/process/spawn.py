@@ -4,13 +4,15 @@
 the argv (a ``command`` string is split with :mod:`shlex`, never handed to a
 shell unless ``shell`` is allowed), the checked ``cwd``, the child's controlled
 environment, and the timeout. Every refusal is a typed error naming the rule.
-What runs in the child between fork and exec is in :mod:`service.process.child`.
+What runs in the child between fork and exec is in :mod:`service.process.launcher`.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
+import re
 import shlex
 import shutil
 from collections.abc import Mapping, Sequence
@@ -50,14 +52,26 @@ class ExecutionSpec:
 SERVER_ENV_PREFIX = "CC_EXECUTOR_"
 
 
+@functools.lru_cache(maxsize=16)
+def _names_matching(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    """One regular expression for all of ``patterns`` (None: no pattern): one
+    match per name instead of one ``fnmatchcase`` per name and pattern (0.17 ms
+    per ``execute`` with the default ``pass_env``)."""
+    if not patterns:
+        return None
+    return re.compile("|".join(fnmatch.translate(pattern) for pattern in patterns))
+
+
 def passed_environment(patterns: Sequence[str], source: Mapping[str, str]) -> dict[str, str]:
-    """The part of ``source`` whose names match one of ``patterns`` (shell-style),
-    without the server's own ``CC_EXECUTOR_*`` settings."""
+    """The part of ``source`` whose names match one of ``patterns`` (shell-style,
+    case-sensitive), without the server's own ``CC_EXECUTOR_*`` settings."""
+    matching = _names_matching(tuple(patterns))
+    if matching is None:
+        return {}
     return {
         name: value
         for name, value in source.items()
-        if not name.startswith(SERVER_ENV_PREFIX)
-        and any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+        if not name.startswith(SERVER_ENV_PREFIX) and matching.match(name)
     }
 
 

@@ -136,6 +136,8 @@ class Pumps:
         back only to bound memory, and closing the pipes would lose it silently.
         A window in which the readers were held at any moment is started again.
         """
+        if all(task.done() for task in self._tasks):
+            return True  # the usual case: EOF came with the exit (no timer, no hop)
         while True:
             holds = self._holds()
             _, pending = await asyncio.wait(self._tasks, timeout=timeout_s)
@@ -155,11 +157,14 @@ class Pumps:
 
     async def stop(self) -> None:
         """Cancel both readers and emit what they still hold."""
-        for task in self._tasks:
+        running = [task for task in self._tasks if not task.done()]
+        for task in running:
             task.cancel()
-        results = await asyncio.gather(*self._tasks, return_exceptions=True)
-        for result in results:
-            if isinstance(result, Exception):
-                self._log.error("output reader failed", exc_info=result)
+        if running:  # readers that are done already cost no wait
+            await asyncio.gather(*running, return_exceptions=True)
+        for task in self._tasks:
+            failure = None if task.cancelled() else task.exception()
+            if isinstance(failure, Exception):
+                self._log.error("output reader failed", exc_info=failure)
         for stream in self._streams.values():
             stream.finish()

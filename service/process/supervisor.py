@@ -16,13 +16,14 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict, defaultdict
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, Protocol
 
 from service.errors import InvalidState, LimitReached, NotFound
-from service.process.child import Launcher
 from service.process.containment import Containment
 from service.process.execution import Execution, ExecutionObserver
+from service.process.hold import GatePipe, Held
+from service.process.launcher import Launcher
 from service.process.pgroup import ProcessGroupContainment
 from service.process.sinks import Sink
 from service.process.spawn import ExecutionSpec
@@ -37,14 +38,23 @@ class Admission(Protocol):
 
     :meth:`admit` is awaited after the limits are checked, while the child is
     spawned and held before its exec (:mod:`service.process.hold`): nothing of
-    the client's program runs before it returned. Raising refuses the
-    execution: the held child exits untouched, the error reaches the
-    client (an :class:`~service.errors.RpcError` with its own code), and the
-    supervisor forgets it. Whatever :meth:`admit` left behind on failure (a
-    record that may still land) is its own to close.
+    the client's program runs before it returned, or before it called
+    ``committed``. Raising refuses the execution: the held child exits
+    untouched, the error reaches the client (an
+    :class:`~service.errors.RpcError` with its own code), and the supervisor
+    forgets it. Whatever :meth:`admit` left behind on failure (a record that
+    may still land) is its own to close.
+
+    ``committed`` (given to the last admission only) may be called once, from
+    any thread, as soon as the admission can no longer refuse (the store's
+    writer thread, right after the commit): it lets the held child exec at
+    once, without waiting for the event loop to hear of the commit. An
+    admission that called it must not refuse afterwards.
     """
 
-    async def admit(self, execution: Execution) -> None: ...
+    async def admit(
+        self, execution: Execution, committed: Callable[[], None] | None = None
+    ) -> None: ...
 
 
 class Supervisor:
@@ -141,9 +151,13 @@ class Supervisor:
         self.live[execution.id] = execution
         # The admissions run while the child is spawned and held before its exec
         # (service.process.hold): the commit's wait and the spawn overlap.
-        gate = asyncio.ensure_future(self._admit(execution)) if self.admissions else None
+        held = None
+        if self.admissions:
+            pipe = GatePipe()
+            held = Held(asyncio.ensure_future(self._admit(execution, pipe)), pipe)
+        gate = held.admitted if held is not None else None
         try:
-            await execution.start(gate)
+            await execution.start(held)
         except BaseException:
             if gate is not None and not gate.done():
                 gate.cancel()
@@ -160,10 +174,17 @@ class Supervisor:
         self.spawn_task(self._supervise(execution), name=f"execution:{execution.id}")
         return execution
 
-    async def _admit(self, execution: Execution) -> None:
-        """Every admission in turn; refused once the shutdown began meanwhile."""
-        for admission in self.admissions:
-            await admission.admit(execution)
+    async def _admit(self, execution: Execution, pipe: GatePipe) -> None:
+        """Every admission in turn; refused once the shutdown began meanwhile.
+        The last one may open ``pipe`` from its own thread (see :class:`Admission`)."""
+
+        def committed() -> None:
+            if not self._closing:
+                pipe.open()
+
+        last = len(self.admissions) - 1
+        for index, admission in enumerate(self.admissions):
+            await admission.admit(execution, committed if index == last else None)
         if self._closing:
             # Shutdown began while the store recorded it: end its record too.
             execution.refuse("the server is shutting down")

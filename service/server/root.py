@@ -33,7 +33,7 @@ from service.metrics import Metrics
 from service.metrics_collector import LiveFigures
 from service.probes import ClaudeProbe, ProcessReader
 from service.process.backend import choose
-from service.process.child import Launcher
+from service.process.launcher import Launcher
 from service.process.state import ExecutionState
 from service.process.supervisor import Supervisor
 from service.projects import Projects

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
+from collections.abc import Callable
 
 from service.errors import StoreUnavailable
 from service.process.execution import Execution
@@ -39,27 +41,48 @@ class Registration:
     def __init__(self, recorder: Recorder) -> None:
         self.recorder = recorder
 
-    async def admit(self, execution: Execution) -> None:
+    async def admit(
+        self, execution: Execution, committed: Callable[[], None] | None = None
+    ) -> None:
         """Return once ``execution``'s row is committed; StoreUnavailable when it
-        cannot be (then nothing of it runs)."""
+        cannot be (then nothing of it runs). ``committed`` is called in the
+        writer thread right after the commit (it lets the held child exec)."""
         store = self.recorder.store
         if not store.is_open:
             raise StoreUnavailable("the store is closed; the execution was not started")
         timeout_s = store.settings.store_timeout_s
         tally = Tally()
+        # Decided once, under the lock: landed (the commit came first; the
+        # child may exec) or refused (a commit after that opens nothing).
+        lock = threading.Lock()
+        decided: list[bool] = []
+
+        def on_commit() -> None:
+            with lock:
+                if decided:
+                    return
+                decided.append(True)
+            if committed is not None:
+                committed()
+
         try:
             await asyncio.wait_for(
-                store.write(self.recorder.insert_job(execution, tally)), timeout_s
+                store.write(self.recorder.insert_job(execution, tally), on_commit), timeout_s
             )
         except BaseException as exc:
-            self._abandon(execution)
-            if isinstance(exc, TimeoutError):
-                message = f"the store did not record the execution within {timeout_s:g}s"
-            elif isinstance(exc, StoreError | OSError):
-                message = f"the store cannot record the execution: {exc}"
-            else:
-                raise
-            raise StoreUnavailable(f"{message}; it was not started") from None
+            with lock:
+                if not decided:
+                    decided.append(False)
+            if not decided[0] or not isinstance(exc, TimeoutError):
+                self._abandon(execution)
+                if isinstance(exc, TimeoutError):
+                    message = f"the store did not record the execution within {timeout_s:g}s"
+                elif isinstance(exc, StoreError | OSError):
+                    message = f"the store cannot record the execution: {exc}"
+                else:
+                    raise
+                raise StoreUnavailable(f"{message}; it was not started") from None
+            # The commit landed (the child may be running): only the loop heard late.
         self.recorder.recorded(execution, tally)
 
     def _abandon(self, execution: Execution) -> None:

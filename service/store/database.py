@@ -195,19 +195,23 @@ class Store:
         """Return once the writer's queue is not congested (at once when it is not)."""
         await self._writer.room()
 
-    async def write(self, fn: Callable[[Conn], T]) -> T:
+    async def write(
+        self, fn: Callable[[Conn], T], committed: Callable[[], None] | None = None
+    ) -> T:
         """Run ``fn(conn)`` in the writer thread inside a transaction; its result.
 
         ``fn`` must not commit. If it raises, its changes are rolled back and
         the exception is raised here. The result is returned once the
         transaction is committed, after every job queued before it. While the
         queue is congested this first waits for room (never blocking the
-        loop). StoreDown at once while the database is unreachable."""
+        loop). StoreDown at once while the database is unreachable.
+        ``committed()`` is called in the writer thread right after the commit
+        (quick, thread-safe, never raising), before the loop hears of it."""
         if self._writer.down and self._open:
             raise StoreDown("the database is unreachable; the store reconnects by itself")
         await self._writer.room()
         future: asyncio.Future[T] = asyncio.get_running_loop().create_future()
-        self._enqueue(Entry(fn, future, 1, 0))
+        self._enqueue(Entry(fn, future, 1, 0, committed=committed))
         return await future
 
     def submit(

@@ -96,6 +96,9 @@ class Entry:
     nbytes: int
     #: Called on the event loop with the exception when a fire-and-forget job fails.
     on_error: Callable[[BaseException], None] | None = None
+    #: Called in the writer thread once the job's transaction committed, before
+    #: its future resolves on the loop: quick, thread-safe, and never raising.
+    committed: Callable[[], None] | None = None
 
 
 class Writer:
@@ -225,6 +228,9 @@ class Writer:
                     self._set_down(True)
                     outcomes = [(ok, value if ok else _as_down(value)) for ok, value in outcomes]
                 wal_dirty = True
+                for entry, (ok, _) in zip(batch, outcomes, strict=True):
+                    if ok and entry.committed is not None:
+                        entry.committed()
             with self._cond:
                 self._backlog -= sum(entry.weight for entry in batch)
                 self._backlog_bytes -= sum(entry.nbytes for entry in batch)

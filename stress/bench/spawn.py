@@ -7,8 +7,8 @@ tables of all of it; a vfork does not), under uvloop like the server. Ways:
 - ``uvloop + preexec_fn``: the server before issue #13 (libuv forks; the
   ``preexec_fn`` set the parent-death signal).
 - ``Popen vfork, no shim``: the lower bound, nothing done in the child.
-- ``Launcher shim``: the server's way (:mod:`service.process.child`): Popen on
-  the vfork path in the spawn thread, the C shim arms the parent-death signal
+- ``Launcher shim``: the server's way (:mod:`service.process.launcher`): posix_spawn on
+  the vfork path from the event loop, the C shim arms the parent-death signal
   and execs the checked file with the client's argv[0].
 - ``Launcher shim, leaf (the server)``: the server's way on the cgroup
   backend: each spawn close after the last is moved, the others born (below).
@@ -42,8 +42,8 @@ from pathlib import Path
 
 import uvloop
 
-from service.process.child import Launcher, find_shim
 from service.process.containment import resolve_root
+from service.process.launcher import Launcher, find_shim
 
 _PR_SET_PDEATHSIG = 1
 _libc = ctypes.CDLL(None, use_errno=True)

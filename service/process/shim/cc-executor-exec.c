@@ -2,13 +2,18 @@
  * cc-executor-exec: the few steps between the server's spawn and the user's
  * program, done in C so that no interpreter starts on every spawn.
  *
- *   cc-executor-exec PROCS ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]
+ *   cc-executor-exec PROCS ERRFD GATE NICE PARENT CWD PATH ARGV0 [ARG...]
+ *
+ * The server starts it with posix_spawn (a vfork, from its event loop), which
+ * closes nothing: the shim first marks every descriptor above 2 close-on-exec,
+ * so the program inherits only stdin, stdout and stderr.
  *
  * Where PROCS is "-" (no cgroup), or the cgroup.procs file of the execution's
  * leaf cgroup (which it joins first), it runs the user's program itself:
  *
  * 1. Arms the parent-death signal (SIGKILL when the spawning server thread
- *    ends), then exits if the parent PARENT is already gone.
+ *    ends), then exits if the parent PARENT is already gone; changes to the
+ *    directory CWD ("-": stays in the server's).
  * 2. Lowers its priority by NICE (0: unchanged), and that of its session's
  *    autogroup: the server starts every execution in a new session, and
  *    with autogroup scheduling each session competes as one entity whatever
@@ -45,6 +50,8 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <dirent.h>
+#include <linux/close_range.h>
 #include <linux/sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -81,14 +88,35 @@ static int pass_gate(int gate) {
     return 0;
 }
 
+/* Every descriptor above 2 close-on-exec (posix_spawn leaves the server's
+ * inheritable ones open, where Popen closed them); 0 or -1 with errno set. */
+static int cloexec_from_3(void) {
+    if (syscall(SYS_close_range, 3U, ~0U, CLOSE_RANGE_CLOEXEC) == 0)
+        return 0;
+    /* A kernel before 5.11: one by one. */
+    DIR *fds = opendir("/proc/self/fd");
+    if (fds == NULL)
+        return -1;
+    struct dirent *entry;
+    while ((entry = readdir(fds)) != NULL) {
+        int fd = atoi(entry->d_name);
+        if (fd > 2 && fd != dirfd(fds))
+            fcntl(fd, F_SETFD, FD_CLOEXEC);
+    }
+    closedir(fds);
+    return 0;
+}
+
 /* Steps 1 to 4; returns only on failure, with errno set. */
-static void become(pid_t parent, int nice_by, int gate, char *path, char **argv) {
+static void become(pid_t parent, int nice_by, int gate, char *cwd, char *path, char **argv) {
     if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0)
         return;
     if (getppid() != parent) {
         errno = ESRCH;
         return;
     }
+    if (strcmp(cwd, "-") != 0 && chdir(cwd) != 0)
+        return;
     if (nice_by > 0) {
         if (setpriority(PRIO_PROCESS, 0, nice_by) != 0)
             return;
@@ -119,7 +147,7 @@ static void report_pid(int errfd, pid_t pid) {
  * if it cannot exec. Returns -1 with errno set when clone3 cannot do it
  * (nothing started). */
 static int clone_into(int cgroup_fd, int errfd, int gate, pid_t parent, int nice_by,
-                      char *path, char **argv) {
+                      char *cwd, char *path, char **argv) {
     struct clone_args args;
     memset(&args, 0, sizeof args);
     args.flags = CLONE_INTO_CGROUP | CLONE_PARENT;
@@ -133,15 +161,15 @@ static int clone_into(int cgroup_fd, int errfd, int gate, pid_t parent, int nice
         _exit(0); /* its copy of ERRFD closes; the child's at its exec */
     report_pid(errfd, getpid());
     if (setsid() >= 0)
-        become(parent, nice_by, gate, path, argv);
+        become(parent, nice_by, gate, cwd, path, argv);
     fail(errfd);
     return -1;
 }
 
 int main(int argc, char **argv) {
-    if (argc < 8) {
+    if (argc < 9) {
         static const char usage[] =
-            "usage: cc-executor-exec PROCS ERRFD GATE NICE PARENT PATH ARGV0 [ARG...]\n";
+            "usage: cc-executor-exec PROCS ERRFD GATE NICE PARENT CWD PATH ARGV0 [ARG...]\n";
         ssize_t ignored = write(2, usage, sizeof usage - 1);
         (void)ignored;
         return 127;
@@ -150,12 +178,13 @@ int main(int argc, char **argv) {
     int gate = strcmp(argv[3], "-") == 0 ? -1 : atoi(argv[3]);
     int nice_by = atoi(argv[4]);
     pid_t parent = (pid_t)atol(argv[5]);
-    if (fcntl(errfd, F_SETFD, FD_CLOEXEC) != 0)
-        return 127;
-    /* The program must not inherit the gate. */
-    if (gate >= 0 && fcntl(gate, F_SETFD, FD_CLOEXEC) != 0)
-        fail(errfd);
     char *procs = argv[1];
+    /* ERRFD and GATE among them: the program must inherit neither. */
+    if (cloexec_from_3() != 0) {
+        if (procs[0] == '@')
+            report_pid(errfd, 0); /* no program was started */
+        fail(errfd);
+    }
     if (procs[0] == '@') {
         /* @DIR: the leaf's directory, to clone the program into. */
         int dir = open(procs + 1, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -163,7 +192,7 @@ int main(int argc, char **argv) {
             report_pid(errfd, 0); /* no program was started */
             fail(errfd);
         }
-        clone_into(dir, errfd, gate, parent, nice_by, argv[6], &argv[7]);
+        clone_into(dir, errfd, gate, parent, nice_by, argv[6], argv[7], &argv[8]);
         /* clone3 refused (an older kernel, a seccomp filter answering ENOSYS or
          * EPERM, a limit): join the leaf the old way, then go on as the
          * program's leader; a leaf we cannot join fails there. */
@@ -181,7 +210,7 @@ int main(int argc, char **argv) {
             fail(errfd);
         close(fd);
     }
-    become(parent, nice_by, gate, argv[6], &argv[7]);
+    become(parent, nice_by, gate, argv[6], argv[7], &argv[8]);
     fail(errfd);
     return 127;
 }
