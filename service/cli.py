@@ -10,7 +10,7 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from service import __version__
@@ -79,13 +79,16 @@ def run_serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+def build_parser(
+    subcommands: Mapping[str, str] = SUBCOMMANDS,
+) -> tuple[argparse.ArgumentParser, dict[str, Any]]:
+    """The parser with ``serve`` and each of ``subcommands`` (whose modules it imports)."""
     parser = argparse.ArgumentParser(prog="cc-executor", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"cc-executor {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     add_serve_parser(subparsers)
     modules = {}
-    for name, module_name in SUBCOMMANDS.items():
+    for name, module_name in subcommands.items():
         module = importlib.import_module(module_name)
         module.add_parser(subparsers)
         modules[name] = module
@@ -93,8 +96,14 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, Any]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser, modules = build_parser()
-    args = parser.parse_args(argv)
+    words = list(sys.argv[1:] if argv is None else argv)
+    # A server builds the parser of ``serve`` alone: the other subcommands'
+    # modules (the WebSocket client, the prompts tool) would cost every server
+    # about 1.4 MB of resident memory for code it never runs. ``serve`` comes
+    # first or not at all, since the only options before a subcommand are
+    # --help and --version.
+    parser, modules = build_parser({} if words[:1] == ["serve"] else SUBCOMMANDS)
+    args = parser.parse_args(words)
     if args.command == "serve":
         return run_serve(args)
     return int(modules[args.command].run(args))

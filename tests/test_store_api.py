@@ -216,3 +216,23 @@ def test_one_data_directory_one_server(tmp_path: Path, make: Callable[..., Store
         await second.close()
 
     run(main())
+
+
+def test_sqlite_page_caches_are_bounded(tmp_path: Path) -> None:
+    """The writer's and the readers' page caches are CACHE_KIB, not SQLite's
+    2000 KiB default: the writer's filled under any steady output and was most
+    of a flooded server's growth (docs/performance.md)."""
+    from service.store.sqlite import CACHE_KIB
+
+    async def main() -> None:
+        store = sqlite_store(tmp_path)
+        await store.open()
+        try:
+            pragma = "PRAGMA cache_size"
+            assert await store.write(lambda c: c.execute(pragma).fetchone()[0]) == -CACHE_KIB
+            assert await store.read(lambda c: c.execute(pragma).fetchone()[0]) == -CACHE_KIB
+        finally:
+            await store.close()
+
+    assert CACHE_KIB < 2000
+    run(main())
