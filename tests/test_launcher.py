@@ -281,3 +281,33 @@ def test_a_server_started_without_stdin_and_stdout_still_wires_its_children(
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.parametrize("way", ["shim", "preexec"])
+def test_a_leaf_gone_by_the_spawn_is_an_oserror_and_nothing_runs(
+    tmp_path: Path, marker: dict[str, str], way: str
+) -> None:
+    """The child cannot join its leaf (removed meanwhile): on both paths an
+    OSError (which leaves the execution `failed`), never another exception,
+    and the program never ran."""
+    ran = tmp_path / "ran"
+    env = {**marker, "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+
+    async def main() -> None:
+        launcher = _launcher(way)
+        try:
+            with pytest.raises(OSError):
+                await launcher.spawn(
+                    executable="/bin/sh",
+                    argv=["sh", "-c", f"touch {ran}"],
+                    cwd=str(tmp_path),
+                    env=env,
+                    keep_stdin=False,
+                    procs_file=str(tmp_path / "no-such-leaf" / "cgroup.procs"),
+                    limit=65536,
+                )
+        finally:
+            launcher.close()
+
+    run(main())
+    assert not ran.exists()

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import functools
 import math
 import os
@@ -48,6 +49,7 @@ from service.process.report import Started, parse_report, read_report
 from service.process.sibling import Leader, Sibling
 
 SHIM_NAME = "cc-executor-exec"
+PREEXEC_FAILED = "the child's pre-exec step failed (its cgroup, cpu group, priority or gate)"
 #: Spawns closer than this move into their leaf, the others are cloned into it:
 #: a move this soon after the last one finds the kernel's lock still in writer
 #: mode (measured: 0.2 ms at 10 and 15 ms apart, 8 to 20 ms from 20 ms apart).
@@ -245,17 +247,23 @@ class Launcher:
     ) -> tuple[Leader, None]:
         """The fallback without a shim: the pre-exec steps in a ``preexec_fn``."""
         stdin, stdout, stderr = stdio
-        popen = subprocess.Popen(
-            argv,
-            executable=executable,
-            cwd=cwd,
-            env=env,
-            start_new_session=True,
-            preexec_fn=functools.partial(preexec, procs_file, self.cpu_tasks, self.nice, hold),
-            stdin=subprocess.DEVNULL if stdin is None else stdin,
-            stdout=stdout,
-            stderr=stderr,
-        )
+        try:
+            popen = subprocess.Popen(
+                argv,
+                executable=executable,
+                cwd=cwd,
+                env=env,
+                start_new_session=True,
+                preexec_fn=functools.partial(preexec, procs_file, self.cpu_tasks, self.nice, hold),
+                stdin=subprocess.DEVNULL if stdin is None else stdin,
+                stdout=stdout,
+                stderr=stderr,
+            )
+        except subprocess.SubprocessError as exc:
+            # The pre-exec step raised in the child, which Popen reaped; it
+            # does not say why. An OSError, as the shim's failed step would
+            # be: the execution is then `failed` with this reason.
+            raise OSError(errno.EIO, PREEXEC_FAILED) from exc
         return popen, None
 
     def _posix_spawn(
