@@ -15,7 +15,6 @@ import contextlib
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
@@ -32,7 +31,14 @@ from service.cluster.identity import default_node_id
 from service.errors import RpcError
 from service.process import procfs
 from tests.test_projects import FAKE_CLAUDE, create_project
-from tests.utils import RunningServer, marked_pids, new_marker, start_server, wait_no_marked
+from tests.utils import (
+    RunningServer,
+    marked_pids,
+    new_marker,
+    serve_stopping,
+    start_server,
+    wait_no_marked,
+)
 
 PY = sys.executable
 #: Prints ``line-1`` ... ``line-N``, one every 10 ms.
@@ -566,16 +572,7 @@ def test_default_node_id_is_stable_and_independent_of_the_port(tmp_path: Path) -
 
 @pytest.mark.parametrize("value", ["0", "0.5", "301", "ten"])
 def test_a_bad_lease_exits_2_with_one_line(value: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
-    env.update(CC_EXECUTOR_NODE_LEASE_S=value, CC_EXECUTOR_DATA_DIR=str(tmp_path))
-    done = subprocess.run(
-        [PY, "-m", "service", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    done = serve_stopping(tmp_path, {"CC_EXECUTOR_NODE_LEASE_S": value})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "CC_EXECUTOR_NODE_LEASE_S" in lines[0], done.stderr

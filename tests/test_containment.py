@@ -11,7 +11,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,7 +30,15 @@ from service.store.recorder import read_boot_id
 from service.store.recovery import recover
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store.sqlite import SqliteStore as Store
-from tests.utils import MARKER_NAME, RunningServer, health, marked_pids, runner, wait_until
+from tests.utils import (
+    MARKER_NAME,
+    RunningServer,
+    health,
+    marked_pids,
+    runner,
+    serve_stopping,
+    wait_until,
+)
 
 run = runner(90)
 
@@ -324,16 +331,7 @@ def test_execute_cancel_cycles_leave_nothing(
 
 
 def test_bad_cgroup_root_exits_2_with_one_line(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
-    env["CC_EXECUTOR_CGROUP_ROOT"] = str(tmp_path)
-    env["CC_EXECUTOR_DATA_DIR"] = str(tmp_path / "data")
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = serve_stopping(tmp_path, {"CC_EXECUTOR_CGROUP_ROOT": str(tmp_path)})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "not a writable cgroup2 directory" in lines[0], done.stderr

@@ -8,8 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import subprocess
-import sys
 import tempfile
 import uuid
 from pathlib import Path
@@ -22,7 +20,7 @@ from service.process import cpu
 from service.process.containment import resolve_root, subtree_name
 from service.process.launcher import Launcher, find_shim
 from service.settings import Settings
-from tests.utils import RunningServer, health, runner, wait_until
+from tests.utils import RunningServer, health, runner, serve_stopping, wait_until
 
 run = runner(90)
 
@@ -140,16 +138,7 @@ def test_off_leaves_children_where_the_server_is(make_server: Any, marker: dict[
 
 @pytest.mark.parametrize("value", ["-1", "10001", "lots"])
 def test_bad_cpu_weight_exits_2_with_one_line(tmp_path: Path, value: str) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
-    env["CC_EXECUTOR_CHILD_CPU_WEIGHT"] = value
-    env["CC_EXECUTOR_DATA_DIR"] = str(tmp_path / "data")
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = serve_stopping(tmp_path, {"CC_EXECUTOR_CHILD_CPU_WEIGHT": value})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "CC_EXECUTOR_CHILD_CPU_WEIGHT" in lines[0], done.stderr

@@ -18,7 +18,7 @@ import pytest
 from service.client import ExecutorClient
 from service.settings import Settings
 from tests.test_tls import make_certificate
-from tests.utils import RunningServer
+from tests.utils import RunningServer, serve_stopping
 
 OPTIONAL = sorted(name for name, field in Settings.model_fields.items() if field.default is None)
 FILES = sorted(
@@ -55,20 +55,6 @@ def test_the_edges_are_known() -> None:
     assert FILES == ["ssl_certfile", "ssl_keyfile", "token_file"]
 
 
-def serve(tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    """``cc-executor serve`` that must stop by itself (a bad setting) within 20 s."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
-    base["CC_EXECUTOR_DATA_DIR"] = str(tmp_path / "data")
-    return subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--port", "0"],
-        env={**base, **env},
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=20,
-    )
-
-
 @pytest.mark.parametrize("name", OPTIONAL)
 def test_an_empty_optional_setting_means_unset(
     name: str, make_server: Callable[..., RunningServer]
@@ -80,7 +66,7 @@ def test_an_empty_optional_setting_means_unset(
 
 @pytest.mark.parametrize("name", FILES)
 def test_a_file_setting_pointing_nowhere_exits_2_naming_it(name: str, tmp_path: Path) -> None:
-    done = serve(tmp_path, {f"CC_EXECUTOR_{name.upper()}": str(tmp_path / "missing.pem")})
+    done = serve_stopping(tmp_path, {f"CC_EXECUTOR_{name.upper()}": str(tmp_path / "missing.pem")})
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -89,11 +75,11 @@ def test_a_file_setting_pointing_nowhere_exits_2_naming_it(name: str, tmp_path: 
 
 
 def test_a_directory_or_half_a_tls_pair_exits_2(tmp_path: Path) -> None:
-    done = serve(tmp_path, {"CC_EXECUTOR_TOKEN_FILE": str(tmp_path)})
+    done = serve_stopping(tmp_path, {"CC_EXECUTOR_TOKEN_FILE": str(tmp_path)})
     assert done.returncode == 2 and "not a file" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
     cert, _ = make_certificate(tmp_path)
-    done = serve(tmp_path, {"CC_EXECUTOR_SSL_CERTFILE": str(cert)})
+    done = serve_stopping(tmp_path, {"CC_EXECUTOR_SSL_CERTFILE": str(cert)})
     assert done.returncode == 2 and "set both or neither" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
 

@@ -5,8 +5,6 @@ SQLite server that never loads psycopg. Real servers, real databases."""
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import sys
 import threading
 import time
@@ -30,7 +28,7 @@ from service.store.recovery import recover
 from service.store.rows import OUTPUT_CHANNEL, STATE_CHANNEL
 from service.store.schema import CORE_MIGRATIONS, CORE_NAMESPACE
 from service.store_url import redact
-from tests.utils import RunningServer, run
+from tests.utils import RunningServer, run, serve_stopping
 
 # --- the dialect -------------------------------------------------------------------
 
@@ -71,15 +69,7 @@ def test_statements_translate_once_for_postgres() -> None:
 def test_a_store_url_that_is_not_postgres_exits_2_with_one_line(
     tmp_path: Path, url: str, says: str
 ) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
-    env.update(CC_EXECUTOR_STORE_URL=url, CC_EXECUTOR_DATA_DIR=str(tmp_path))
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    done = serve_stopping(tmp_path, {"CC_EXECUTOR_STORE_URL": url})
     assert done.returncode == 2, done
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "CC_EXECUTOR_STORE_URL" in lines[0] and says in lines[0], lines
@@ -97,17 +87,9 @@ def test_a_postgres_server_that_cannot_be_reached_stops_the_start(tmp_path: Path
     """No database at the URL: exit 1 with one clear log line (as a bad data dir)."""
     from service.client.postgres import free_port
 
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
     url = f"postgresql://u:hunter2@127.0.0.1:{free_port()}/x"
-    env.update(CC_EXECUTOR_STORE_URL=url, CC_EXECUTOR_DATA_DIR=str(tmp_path))
-    env.update(CC_EXECUTOR_STORE_TIMEOUT_S="2")
-    done = subprocess.run(
-        [sys.executable, "-m", "service", "serve", "--port", "0"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    settings = {"CC_EXECUTOR_STORE_URL": url, "CC_EXECUTOR_STORE_TIMEOUT_S": "2"}
+    done = serve_stopping(tmp_path, settings, timeout=60)
     assert done.returncode == 1, done
     assert "cannot open the store" in done.stderr + done.stdout
     assert "hunter2" not in done.stderr + done.stdout

@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import urllib.request
 import uuid
@@ -188,3 +189,21 @@ def zombie_children(pid: int) -> list[int]:
         for s in map(procfs.read_stat, procfs.all_pids())
         if s is not None and s.ppid == pid and s.state == "Z"
     ]
+
+
+def serve_stopping(
+    tmp_path: Path, settings: dict[str, str], timeout: float = 30
+) -> subprocess.CompletedProcess[str]:
+    """``cc-executor serve --port 0`` with ``CC_EXECUTOR_*`` ``settings`` that
+    must make it stop by itself (a bad setting, a store it cannot open)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CC_EXECUTOR_")}
+    env["CC_EXECUTOR_DATA_DIR"] = str(tmp_path / "data")
+    env.update(settings)
+    return subprocess.run(
+        [sys.executable, "-m", "service", "serve", "--port", "0"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
