@@ -1,0 +1,73 @@
+"""The MCP endpoint's ``requestState`` sealing, built on first use
+(:mod:`service.server.mcp_security`), and the heap trim after start-up and
+after the MCP endpoint loads (:func:`service.memory.release_free_heap`)."""
+
+from __future__ import annotations
+
+import base64
+import sys
+
+import pytest
+from mcp.server.mcpserver import MCPServer
+from mcp.server.request_state import InvalidRequestState, RequestStateSecurity
+
+from service import memory
+from service.server.mcp_security import EphemeralCodec, request_state_security
+
+
+def test_the_codec_is_built_on_first_use_and_round_trips() -> None:
+    codec = EphemeralCodec()
+    assert not codec.built
+    token = codec.seal(b'{"step": 2}')
+    assert codec.built
+    assert token.startswith("v1.") and b"step" not in token.encode()
+    assert codec.unseal(token) == b'{"step": 2}'
+    # A token sealed before a restart unseals only in the process that minted it.
+    fresh = EphemeralCodec()
+    assert fresh.unseal(fresh.seal(b"x")) == b"x"
+    with pytest.raises(InvalidRequestState):
+        EphemeralCodec().unseal(token)
+
+
+def test_the_codec_refuses_altered_and_malformed_tokens() -> None:
+    codec = EphemeralCodec()
+    token = codec.seal(b"payload")
+    raw = bytearray(base64.urlsafe_b64decode(token[3:] + "=" * (-len(token[3:]) % 4)))
+    raw[-1] ^= 1
+    altered = "v1." + base64.urlsafe_b64encode(bytes(raw)).decode().rstrip("=")
+    for bad in (altered, "v1.AAAA", "v2." + token[3:], ""):
+        with pytest.raises(InvalidRequestState):
+            codec.unseal(bad)
+    # An unseal as the first use builds the cipher too, and refuses.
+    first = EphemeralCodec()
+    with pytest.raises(InvalidRequestState):
+        first.unseal(token)
+    assert first.built
+
+
+def test_the_policy_is_the_sdks_default_over_the_lazy_codec() -> None:
+    ours = request_state_security()
+    sdk = RequestStateSecurity.ephemeral()
+    assert isinstance(ours.codec, EphemeralCodec) and not ours.codec.built
+    assert (ours.ttl, ours.audience, ours.bind_principal) == (
+        sdk.ttl,
+        sdk.audience,
+        sdk.bind_principal,
+    )
+    # Building the SDK's server with it derives no key yet.
+    MCPServer("cc-executor", request_state_security=ours)
+    assert not ours.codec.built
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
+def test_release_free_heap_hands_back_freed_blocks() -> None:
+    # 4 KB blocks come from malloc's heap (not pymalloc, not mmap); freeing all
+    # but one allocated after them leaves free pages in the middle of the heap,
+    # which glibc does not return by itself.
+    blocks = [bytes(4000) for _ in range(4000)]
+    pin = bytes(4000)
+    del blocks
+    released = memory.release_free_heap()
+    assert released > 4 * 1024 * 1024, released
+    assert memory.release_free_heap() < released  # nothing left to hand back
+    assert len(pin) == 4000
