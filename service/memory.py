@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import tracemalloc
 from typing import Any
@@ -20,8 +19,6 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 TOP_ENTRIES = 25
-
-PAGE_BYTES = os.sysconf("SC_PAGE_SIZE")
 
 
 MALLINFO2_FIELDS = (
@@ -67,35 +64,6 @@ def allocator_figures() -> dict[str, Any]:
     except OSError:
         pass
     return figures
-
-
-def release_free_heap() -> int:
-    """Hand the allocator's free pages back to the system; returns the bytes
-    of resident memory that left (0 where glibc's ``malloc_trim`` is missing).
-
-    Importing a large package leaves the heap full of freed blocks (the
-    ``.pyc`` bytes read and unmarshalled, the import machinery's temporaries)
-    between the live objects. glibc only gives back the top of the heap by
-    itself; ``malloc_trim(0)`` also releases the free pages in the middle, which
-    stay reserved and are faulted in again only if the heap grows into them.
-    Called once after start-up and once after the MCP endpoint loads: it walks
-    the heap (about a millisecond for this server's), so never on a hot path.
-    """
-    import ctypes
-
-    # The interpreter's own symbols include libc's (no ldconfig lookup); musl
-    # has no malloc_trim.
-    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
-    if trim is None:
-        return 0
-    before = _rss()
-    trim(0)
-    return max(0, before - _rss())
-
-
-def _rss() -> int:
-    with open("/proc/self/statm") as handle:
-        return int(handle.read().split()[1]) * PAGE_BYTES
 
 
 def log_memory() -> None:

@@ -1,17 +1,15 @@
 """The MCP endpoint's ``requestState`` sealing, built on first use
-(:mod:`service.server.mcp_security`), and the heap trim after start-up and
-after the MCP endpoint loads (:func:`service.memory.release_free_heap`)."""
+(:mod:`service.server.mcp_security`): the SDK's codec and policy, unchanged
+but for when the key is derived."""
 
 from __future__ import annotations
 
 import base64
-import sys
 
 import pytest
 from mcp.server.mcpserver import MCPServer
 from mcp.server.request_state import InvalidRequestState, RequestStateSecurity
 
-from service import memory
 from service.server.mcp_security import EphemeralCodec, request_state_security
 
 
@@ -57,17 +55,3 @@ def test_the_policy_is_the_sdks_default_over_the_lazy_codec() -> None:
     # Building the SDK's server with it derives no key yet.
     MCPServer("cc-executor", request_state_security=ours)
     assert not ours.codec.built
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
-def test_release_free_heap_hands_back_freed_blocks() -> None:
-    # 4 KB blocks come from malloc's heap (not pymalloc, not mmap); freeing all
-    # but one allocated after them leaves free pages in the middle of the heap,
-    # which glibc does not return by itself.
-    blocks = [bytes(4000) for _ in range(4000)]
-    pin = bytes(4000)
-    del blocks
-    released = memory.release_free_heap()
-    assert released > 4 * 1024 * 1024, released
-    assert memory.release_free_heap() < released  # nothing left to hand back
-    assert len(pin) == 4000

@@ -19,8 +19,6 @@ from typing import TYPE_CHECKING
 from starlette.routing import Router
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import memory
-
 if TYPE_CHECKING:
     from service.server.root import Root
 
@@ -64,9 +62,7 @@ class LazyMcp:
                 waiter.cancel()
                 await self._holder  # raises what stopped the session manager
             self._app = Router(routes=endpoint.routes)
-            # The SDK's import leaves megabytes of freed blocks in the heap.
-            released = memory.release_free_heap()
-            logger.info("MCP endpoint loaded", extra={"path": PATH, "released_bytes": released})
+            logger.info("MCP endpoint loaded", extra={"path": PATH})
             return self._app
 
     @contextlib.asynccontextmanager

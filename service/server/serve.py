@@ -42,8 +42,6 @@ class ExecutorServer(uvicorn.Server):
         self.reaper.start()
         await self.root.startup()
         await super().startup(sockets)
-        # The imports and the start-up are done: their freed blocks go back.
-        logger.debug("heap trimmed", extra={"released_bytes": memory.release_free_heap()})
         for server in self.servers:
             for sock in server.sockets:
                 host, port = sock.getsockname()[:2]
