@@ -11,6 +11,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -609,3 +610,59 @@ def test_spawn_is_held_until_its_gate(tmp_path: Path, marker: dict[str, str], mo
                 if leaf.is_dir():
                     leaf.rmdir()
             leaf_root.rmdir()
+
+
+WALK = """
+import asyncio, os, signal, sys, time
+from service.process import procfs
+from service.process.launcher import Launcher
+from service.process.pgroup import ProcessGroupContainment
+from service.process.reaper import become_subreaper
+from service.process.spawn import EXECUTION_MARKER
+from service.settings import Settings
+
+assert become_subreaper()
+TREE = "sleep 60 & (setsid sleep 61 &) ; setsid sh -c 'sleep 62' & wait"
+
+async def main() -> None:
+    containment = ProcessGroupContainment(Settings())
+    launcher = Launcher()
+    env = {"PATH": os.environ["PATH"], EXECUTION_MARKER: "walked", **dict([sys.argv[1].split("=", 1)])}
+    tree = containment.open("walked")
+    child = await launcher.spawn(executable="/bin/sh", argv=["sh", "-c", TREE], cwd=None,
+                                 env=env, keep_stdin=False, procs_file=None, limit=65536)
+    tree.attach(child.pid)
+    await asyncio.sleep(0.5)
+    everyone = tree._members(containment.scan(fresh=True))
+    before = containment.scans
+    await tree.stop(5)
+    stopped = [procfs.is_stopped(s) for s in procfs.live_stats(everyone)]
+    after = containment.scans
+    tree.kill()
+    await child.wait()
+    child.close()
+    launcher.close()
+    print(len(everyone), all(stopped), after - before, flush=True)
+
+asyncio.run(main())
+"""
+
+
+def test_process_group_pause_walks_the_tree_without_reading_all_of_proc(
+    marker: dict[str, str],
+) -> None:
+    """The process-group backend stops a tree with escapees (a background
+    child, a double fork, a ``setsid``) by walking it from its leader and the
+    subreaper's children: every member stopped, and not one pass over all of
+    ``/proc`` (its cost would grow with the machine, as issue 13 found)."""
+    ((name, value),) = marker.items()
+    done = subprocess.run(
+        [sys.executable, "-c", WALK, f"{name}={value}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    members, all_stopped, scans = done.stdout.split()
+    assert int(members) == 5 and all_stopped == "True", done.stdout
+    assert int(scans) == 0, done.stdout

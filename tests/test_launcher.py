@@ -15,6 +15,8 @@ import errno
 import fnmatch
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,8 +245,6 @@ def test_a_server_started_without_stdin_and_stdout_still_wires_its_children(
     would take those numbers first; ``hold_standard_fds`` makes that so
     whatever the server opens first.)"""
     import json
-    import subprocess
-    import sys
 
     from service.client import ExecutorClient
     from service.client.launch import listening_port
@@ -311,3 +311,22 @@ def test_a_leaf_gone_by_the_spawn_is_an_oserror_and_nothing_runs(
 
     run(main())
     assert not ran.exists()
+
+
+def test_the_fallback_pre_exec_step_passes_a_gate_decided_before_the_fork() -> None:
+    """The store's commit can land (the gate's byte written and its write end
+    closed, by the writer thread) before the fallback's spawn thread forks:
+    the child then has no write end to close and must pass all the same. (In
+    a server the freed number is often taken again at once, which hides it.)"""
+    script = (
+        "import os\n"
+        "from service.process.hold import preexec\n"
+        "gate_r, gate_w = os.pipe()\n"
+        "os.write(gate_w, b'\\x01')\n"
+        "os.close(gate_w)  # decided and closed before the fork\n"
+        "preexec(None, None, 0, (gate_r, gate_w))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=30
+    )
+    assert done.returncode == 0, done.stderr

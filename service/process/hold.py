@@ -56,7 +56,10 @@ def preexec(
         # Held until the server opened the gate (see the shim); our copy of
         # its write end must not keep EOF away.
         gate_r, gate_w = gate
-        os.close(gate_w)
+        # Gone already when the gate was decided before the fork (the store's
+        # writer thread opens it as soon as the commit lands): nothing to close.
+        with contextlib.suppress(OSError):
+            os.close(gate_w)
         if os.read(gate_r, 1) != b"\x01":
             raise ChildProcessError("the execution was refused before its program ran")
         os.close(gate_r)

@@ -15,6 +15,12 @@ Only a descendant of the server that is in no execution's group has its
 environment read, once per process (cached by pid and start time). The
 leader's own exit is a pidfd event (see :mod:`service.process.child`), never
 a scan.
+
+PAUSE, RESUME and CANCEL read no pass at all while the server is the
+subreaper: they walk the execution's own tree (:meth:`ProcessGroupTree._walk`:
+``/proc/PID/task/*/children`` from the leader, and from those of the server's
+children that are the execution's orphans), so a control costs the size of
+its tree, not of the machine.
 """
 
 from __future__ import annotations
@@ -107,11 +113,50 @@ class ProcessGroupTree:
             logger.warning("no permission to signal the group", extra={"pgid": self.pgid})
         return True
 
+    def _walk(self) -> list[procfs.ProcStat] | None:
+        """This execution's live processes, found from the processes themselves
+        (cost: the tree's size, not the machine's): the group's leader and the
+        server's own children (the subreaper adopts orphans) that are in the
+        group or carry the marker, and all their descendants, read from
+        ``/proc/PID/task/*/children``. None without the subreaper: an orphan
+        may then be anywhere, and only a ``/proc`` pass finds it."""
+        if not is_subreaper() or self.pgid is None:
+            return None
+        others = self._manager.leaders() - {self.pgid}
+        roots: list[int] = []
+        for pid in procfs.children_of(os.getpid()):
+            if pid in others:
+                continue  # another execution's leader
+            stat = procfs.read_stat(pid)
+            if stat is None or stat.state in procfs.GONE_STATES:
+                continue
+            if stat.pgid == self.pgid or self._manager.marker(stat) == self.execution_id:
+                roots.append(pid)
+        found: set[int] = set()
+        while roots:
+            pid = roots.pop()
+            if pid not in found:
+                found.add(pid)
+                roots.extend(procfs.children_of(pid))
+        return procfs.live_stats(found)
+
+    def _current(self) -> list[int]:
+        """The live members now: a walk of the tree, or a fresh ``/proc`` pass."""
+        walked = self._walk()
+        if walked is None:
+            return self._members(self._manager.scan(fresh=True))
+        return [stat.pid for stat in walked]
+
     def _signal_escaped(self, signum: int) -> int:
         """Each escapee is pinned by a pidfd and its marker checked again before
         the signal, so a pid reused between the scan and the signal is never hit."""
         sent = 0
-        for pid in self._escaped(self._manager.scan()):
+        walked = self._walk()
+        if walked is None:
+            escaped = self._escaped(self._manager.scan())
+        else:
+            escaped = [stat.pid for stat in walked if stat.pgid != self.pgid]
+        for pid in escaped:
             try:
                 pidfd = os.pidfd_open(pid)
             except ProcessLookupError:
@@ -152,18 +197,18 @@ class ProcessGroupTree:
 
     async def stop(self, timeout_s: float) -> None:
         """SIGSTOP the group and the escapees, then confirm by reading only the
-        members' own ``stat``; one fresh ``/proc`` pass at the end catches a
+        members' own ``stat``; one more walk of the tree at the end catches a
         member forked between the signal and the stop (stopped in turn)."""
         wait = procfs.StopWait(timeout_s, "the process group")
         try:
             self.signal(signal.SIGSTOP)
-            members = self._members(self._manager.scan(fresh=True))
+            members = self._current()
             while True:
                 if not members:
                     raise TreeGone
                 live = procfs.live_stats(members)
                 if all(procfs.is_stopped(s) for s in live):
-                    everyone = self._members(self._manager.scan(fresh=True))
+                    everyone = self._current()
                     if set(everyone) <= set(members):
                         if not live:
                             raise TreeGone
@@ -226,7 +271,7 @@ class ProcessGroupContainment:
         by_pgid: dict[int, list[int]] = {}
         for pid, stat in live.items():
             by_pgid.setdefault(stat.pgid, []).append(pid)
-        leaders = {tree.pgid for tree in self._trees.values() if tree.pgid is not None}
+        leaders = self.leaders()
         by_marker: dict[str, list[int]] = {}
         markers: dict[tuple[int, int], str | None] = {}
         for pid, stat in live.items():
@@ -239,6 +284,17 @@ class ProcessGroupContainment:
                 by_marker.setdefault(marker, []).append(pid)
         self._markers = markers
         return Snapshot(live, by_pgid, by_marker)
+
+    def leaders(self) -> set[int]:
+        """The process groups (leaders' pids) of every execution's tree."""
+        return {tree.pgid for tree in self._trees.values() if tree.pgid is not None}
+
+    def marker(self, stat: procfs.ProcStat) -> str | None:
+        """The execution marker of a process, read once per pid and start time."""
+        key = (stat.pid, stat.start_ticks)
+        if key not in self._markers:
+            self._markers[key] = marker_of(stat.pid)
+        return self._markers[key]
 
     def open(self, execution_id: str) -> ProcessGroupTree:
         tree = ProcessGroupTree(self, execution_id, self._trees)
