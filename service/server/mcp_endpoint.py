@@ -37,13 +37,11 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, ParamSpec
 
 import anyio
 from mcp.server.mcpserver import Context, MCPServer
-from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import CallToolResult, TextContent, ToolAnnotations
 from pydantic import Field
 from starlette.routing import BaseRoute
 
 from service import __version__, errors
-from service.hosts import is_loopback_host
 from service.server.local_connection import LocalConnection
 from service.server.mcp_approvals import DESCRIPTION as APPROVE_DESCRIPTION
 from service.server.mcp_approvals import ApproveTool, Elicitor, refuse_run_credential
@@ -59,6 +57,7 @@ from service.server.mcp_relay import (
     tool,
     transcript_result,
 )
+from service.server.mcp_security import request_state_security, transport_security
 from service.stream_json import EventLines, assistant_text, tool_calls
 
 if TYPE_CHECKING:
@@ -134,32 +133,20 @@ class McpEndpoint:
         self.progress_message_chars = progress_message_chars
         self.tail_chars = tail_chars
         self.server: MCPServer = MCPServer(
-            "cc-executor", version=__version__, instructions=INSTRUCTIONS, log_level="WARNING"
+            "cc-executor",
+            version=__version__,
+            instructions=INSTRUCTIONS,
+            log_level="WARNING",
+            request_state_security=request_state_security(),
         )
         self._register_tools()
         settings = root.settings
         http_app = self.server.streamable_http_app(
             streamable_http_path=PATH,
-            transport_security=self._transport_security(),
+            transport_security=transport_security(settings),
             host=settings.host,
         )
         self.routes: list[BaseRoute] = list(http_app.routes)
-
-    def _transport_security(self) -> TransportSecuritySettings:
-        """The SDK's Host/Origin check, on a loopback bind only: there it closes
-        DNS rebinding (a foreign name resolving to 127.0.0.1). Elsewhere the
-        token and our Origin check guard the endpoint, as for the WebSocket."""
-        settings = self.services.settings
-        if not is_loopback_host(settings.host):
-            return TransportSecuritySettings(enable_dns_rebinding_protection=False)
-        names = ["127.0.0.1", "localhost", "[::1]"]
-        origins = [f"{scheme}://{name}:*" for scheme in ("http", "https") for name in names]
-        origins += [f"{scheme}://{name}" for scheme in ("http", "https") for name in names]
-        return TransportSecuritySettings(
-            enable_dns_rebinding_protection="*" not in settings.allowed_origins,
-            allowed_hosts=[f"{name}:*" for name in names] + names,
-            allowed_origins=origins + list(settings.allowed_origins),
-        )
 
     @contextlib.asynccontextmanager
     async def lifespan(self) -> AsyncIterator[None]:
