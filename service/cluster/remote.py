@@ -89,12 +89,15 @@ class Remote:
                 return str(row["state"])
         return None
 
-    async def _reachable(self, node_id: str) -> None:
-        state = self.node_state(node_id)
-        if state is None:
-            # A node that joined since the last heartbeat: read the view now.
+    async def _current_state(self, node_id: str) -> str | None:
+        """``node_id``'s state; the nodes read again when it is not in the view
+        (a node that joined since this one's last heartbeat)."""
+        if self.node_state(node_id) is None:
             self.view = await self.db.run(nodes.all_nodes)
-            state = self.node_state(node_id)
+        return self.node_state(node_id)
+
+    async def _reachable(self, node_id: str) -> None:
+        state = await self._current_state(node_id)
         if state != "up":
             raise InvalidState(
                 f"node {node_id} is {state or 'unknown to the cluster'}: it cannot be reached",
@@ -160,9 +163,7 @@ class Remote:
             raise InvalidParams(
                 f"unknown node {node_id!r}: this server is alone (SQLite store)", {"node": node_id}
             )
-        if self.node_state(node_id) is None:
-            self.view = await self.db.run(nodes.all_nodes)
-        state = self.node_state(node_id)
+        state = await self._current_state(node_id)
         if state != "up":
             raise InvalidParams(
                 f"node {node_id!r} is {'unknown to the cluster' if state is None else state}",
